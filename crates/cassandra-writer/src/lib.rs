@@ -1,0 +1,32 @@
+//! cassandra-writer: persists validated IP logs into Cassandra, and owns the schema
+//! (`cassandra-writer migrate`).
+//!
+//! See [`writer`] for the consume loop and its delivery guarantee.
+
+pub mod migrate;
+pub mod writer;
+
+use clap::{Parser, Subcommand};
+
+pub use migrate::{MigrateArgs, migrate};
+pub use writer::{WriterArgs, run};
+
+/// Command line of the `cassandra-writer` binary.
+#[derive(Debug, Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: run the writer).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Writer options (when no subcommand is given).
+    #[command(flatten)]
+    pub writer: WriterArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the keyspace and apply pending schema migrations, then exit.
+    Migrate(MigrateArgs),
+}

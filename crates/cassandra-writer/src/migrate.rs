@@ -1,0 +1,254 @@
+//! Schema migrations: numbered `.cql` files from `migrations/`, embedded in the binary.
+//!
+//! `cassandra-writer migrate` creates the keyspace (replication from config), then applies every
+//! migration not yet recorded in `<keyspace>.schema_migrations`, recording version, name and
+//! SHA-256 checksum. It is idempotent, and it refuses to run when an applied file has changed:
+//! an applied migration is history, a change needs a new file.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail, ensure};
+use chrono::Utc;
+use clap::Args;
+use pipeline_runtime::{cassandra::CassandraArgs, telemetry::TelemetryArgs};
+use scylla::client::session::Session;
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+/// One migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Number from the file name.
+    pub version: i32,
+    /// File name.
+    pub name: &'static str,
+    /// File content.
+    pub cql: &'static str,
+}
+
+/// Every migration, in order. A test checks this list against the `migrations/` directory.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_access_logs.cql",
+    cql: include_str!("../../../migrations/0001_access_logs.cql"),
+}];
+
+impl Migration {
+    /// Hex SHA-256 of the file.
+    pub fn checksum(&self) -> String {
+        Sha256::digest(self.cql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The file's statements: `--` comments removed, split on `;`, blank ones dropped.
+    /// (Our migrations hold no `;` inside string literals.)
+    pub fn statements(&self) -> Vec<String> {
+        let without_comments: String = self
+            .cql
+            .lines()
+            .map(|l| match l.find("--") {
+                Some(i) => &l[..i],
+                None => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        without_comments
+            .split(';')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// Options of `cassandra-writer migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Cassandra connection.
+    #[command(flatten)]
+    pub cassandra: CassandraArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    /// Replication of the keyspace when migrate creates it (production: NetworkTopologyStrategy
+    /// with 3 replicas per DC, e.g. {'class': 'NetworkTopologyStrategy', 'datacenter1': 3}).
+    #[arg(
+        long,
+        env = "CASSANDRA_REPLICATION",
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        value_parser = parse_replication
+    )]
+    pub replication: String,
+}
+
+/// A replication map literal: only `{}`, quotes, `:`, `,`, spaces, letters, digits, `_`, `.`.
+fn parse_replication(s: &str) -> Result<String, String> {
+    let ok = s.trim().starts_with('{')
+        && s.trim().ends_with('}')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "{}':, _.".contains(c));
+    if ok {
+        Ok(s.trim().to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a replication map like {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ))
+    }
+}
+
+async fn applied(
+    session: &Session,
+    keyspace: &str,
+) -> anyhow::Result<BTreeMap<i32, (String, String)>> {
+    let rows = session
+        .query_unpaged(
+            format!("SELECT version, name, checksum FROM {keyspace}.schema_migrations"),
+            &[],
+        )
+        .await
+        .context("read schema_migrations")?
+        .into_rows_result()
+        .context("read schema_migrations")?;
+    let mut out = BTreeMap::new();
+    for row in rows
+        .rows::<(i32, String, String)>()
+        .context("decode schema_migrations")?
+    {
+        let (version, name, checksum) = row.context("decode schema_migrations row")?;
+        out.insert(version, (name, checksum));
+    }
+    Ok(out)
+}
+
+/// Applies the pending migrations. Returns how many were applied.
+pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<usize> {
+    let ks = &args.cassandra.keyspace;
+    let session = args.cassandra.connect().await?;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
+                args.replication
+            ),
+            &[],
+        )
+        .await
+        .with_context(|| format!("create keyspace {ks}"))?;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, \
+                 name text, checksum text, applied_at timestamp)"
+            ),
+            &[],
+        )
+        .await
+        .context("create schema_migrations")?;
+    session
+        .use_keyspace(ks, false)
+        .await
+        .with_context(|| format!("use keyspace {ks}"))?;
+    let done = applied(&session, ks).await?;
+    check_unchanged(&done)?;
+    let mut count = 0;
+    for m in MIGRATIONS.iter().filter(|m| !done.contains_key(&m.version)) {
+        for statement in m.statements() {
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .with_context(|| format!("migration {} failed at: {statement}", m.name))?;
+        }
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {ks}.schema_migrations (version, name, checksum, applied_at) \
+                     VALUES (?, ?, ?, ?)"
+                ),
+                (m.version, m.name, m.checksum(), Utc::now()),
+            )
+            .await
+            .with_context(|| format!("record migration {}", m.name))?;
+        info!(version = m.version, name = m.name, "migration applied");
+        count += 1;
+    }
+    info!(keyspace = %ks, applied = count, total = MIGRATIONS.len(), "schema is up to date");
+    Ok(count)
+}
+
+fn check_unchanged(done: &BTreeMap<i32, (String, String)>) -> anyhow::Result<()> {
+    for m in MIGRATIONS {
+        if let Some((name, checksum)) = done.get(&m.version)
+            && *checksum != m.checksum()
+        {
+            bail!(
+                "migration {} was changed after it was applied as {name} (checksum {checksum} in \
+                 the database, {} in this binary); never edit an applied migration, add a new one",
+                m.name,
+                m.checksum()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fails with a clear message unless every migration of this binary is applied, unchanged.
+pub async fn verify(session: &Session, keyspace: &str) -> anyhow::Result<()> {
+    let hint = "run `cassandra-writer migrate` first";
+    let done = applied(session, keyspace)
+        .await
+        .with_context(|| format!("the schema of keyspace {keyspace} is missing; {hint}"))?;
+    check_unchanged(&done)?;
+    let missing: Vec<&str> = MIGRATIONS
+        .iter()
+        .filter(|m| !done.contains_key(&m.version))
+        .map(|m| m.name)
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "migrations not applied to {keyspace}: {missing:?}; {hint}"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_migrations_is_embedded_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".cql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(files, embedded);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+            assert!(!m.statements().is_empty());
+        }
+    }
+
+    #[test]
+    fn statements_drop_comments() {
+        let m = Migration {
+            version: 9,
+            name: "x",
+            cql: "-- a; b\nCREATE TABLE t (a int PRIMARY KEY); -- c\n\n",
+        };
+        assert_eq!(m.statements(), vec!["CREATE TABLE t (a int PRIMARY KEY)"]);
+    }
+
+    #[test]
+    fn replication_is_a_map_literal_only() {
+        assert!(parse_replication("{'class': 'SimpleStrategy', 'replication_factor': 1}").is_ok());
+        assert!(parse_replication("{'class': 'NetworkTopologyStrategy', 'dc1': 3}").is_ok());
+        assert!(parse_replication("{'class': 'x'}; DROP KEYSPACE y").is_err());
+    }
+}

@@ -1,0 +1,462 @@
+//! The consume → write loop.
+//!
+//! **Delivery guarantee: effectively exactly-once.** Every record of `ip_logs_validated` becomes
+//! exactly one row of `access_logs`: the row key contains the record's deterministic `event_id`,
+//! so a redelivered record rewrites its own row instead of adding one. An input offset is stored
+//! (and later committed) only when that record and every earlier record of its partition are
+//! written — contiguous progress per partition, tracked by [`OffsetTracker`] — so no crash, kill
+//! or outage can commit past an unwritten row. The committed consumer offsets are the only
+//! checkpoint; there is no local state to lose.
+//!
+//! Retryable write failures (timeouts, unavailable, overload, lost connections) are retried with
+//! exponential backoff and jitter, without limit by default; while writes are stuck, at most
+//! `max_in_flight` records are outstanding and the assigned partitions are paused
+//! (backpressure). A row the database rejects as invalid and a record that is not a validated
+//! record at all go to the dead-letter topic (`write_rejected` / the decode error kind), and the
+//! writer continues. A bad record never stops the service.
+//!
+//! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use log_schema::{DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError};
+use pipeline_runtime::{
+    cassandra::CassandraArgs,
+    kafka::{KafkaArgs, PipelineContext, final_commit, store_next_offset},
+    shutdown,
+    telemetry::TelemetryArgs,
+};
+use rdkafka::{
+    Message,
+    consumer::Consumer,
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use scylla::{
+    client::session::Session,
+    errors::{DbError, ExecutionError, RequestAttemptError},
+    statement::prepared::PreparedStatement,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Options of the writer.
+#[derive(Debug, Clone, Args)]
+pub struct WriterArgs {
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Cassandra connection.
+    #[command(flatten)]
+    pub cassandra: CassandraArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    /// Consumer group id.
+    #[arg(long, env = "WRITER_GROUP_ID", default_value = "cassandra-writer")]
+    pub group_id: String,
+
+    /// Topic of validated records to persist.
+    #[arg(long, env = "WRITER_INPUT_TOPIC", default_value = log_schema::topics::VALIDATED)]
+    pub input_topic: String,
+
+    /// Dead-letter topic for rows Cassandra rejects and records that cannot be decoded.
+    #[arg(long, env = "WRITER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
+    pub dlq_topic: String,
+
+    /// Most writes in flight at once; beyond it the partitions are paused.
+    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
+    /// Attempts per write before giving up on it (0 = retry without limit). A write that runs out
+    /// of attempts stops the writer without committing past it, so nothing is lost either way.
+    #[arg(long, env = "WRITER_RETRY_MAX_ATTEMPTS", default_value_t = 0)]
+    pub retry_max_attempts: usize,
+
+    /// First retry delay, in milliseconds (doubles each attempt, with jitter).
+    #[arg(long, env = "WRITER_RETRY_MIN_DELAY_MS", default_value_t = 100)]
+    pub retry_min_delay_ms: u64,
+
+    /// Largest retry delay, in milliseconds.
+    #[arg(long, env = "WRITER_RETRY_MAX_DELAY_MS", default_value_t = 10_000)]
+    pub retry_max_delay_ms: u64,
+
+    /// Seconds between status lines.
+    #[arg(long, env = "WRITER_STATUS_INTERVAL_SECS", default_value_t = 5)]
+    pub status_interval_secs: u64,
+}
+
+impl WriterArgs {
+    fn backoff(&self) -> ExponentialBuilder {
+        let b = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.retry_min_delay_ms))
+            .with_max_delay(Duration::from_millis(self.retry_max_delay_ms))
+            .with_jitter();
+        if self.retry_max_attempts == 0 {
+            b.without_max_times()
+        } else {
+            b.with_max_times(self.retry_max_attempts)
+        }
+    }
+}
+
+/// The statement the writer binds every row to (keyspace from config, values bound).
+pub fn insert_cql(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
+         protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
+         source_ip_class, destination_ip_class, service) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+}
+
+/// Running totals, shared by the write tasks and the status line.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Records consumed.
+    pub consumed: AtomicU64,
+    /// Rows written.
+    pub written: AtomicU64,
+    /// Write attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    latencies: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl WriterStats {
+    fn record_latency(&self, d: Duration) {
+        let mut h = self
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let h = h.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds")
+        });
+        let _ = h.record(d.as_micros().clamp(1, 60_000_000) as u64);
+    }
+
+    /// p50 and p99 write latency in ms since the last call, and resets.
+    fn take_percentiles(&self) -> (f64, f64) {
+        let mut h = self
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match h.as_mut() {
+            Some(h) if !h.is_empty() => {
+                let r = (
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                );
+                h.reset();
+                r
+            }
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+/// What became of one record.
+enum Outcome {
+    Written,
+    DeadLettered,
+}
+
+struct Shared {
+    session: Session,
+    insert: PreparedStatement,
+    producer: FutureProducer,
+    args: WriterArgs,
+    stats: Arc<WriterStats>,
+}
+
+/// Runs the writer until SIGINT/SIGTERM.
+pub async fn run(args: WriterArgs) -> anyhow::Result<()> {
+    run_until(args, shutdown::on_signals(), Arc::default()).await
+}
+
+/// Runs the writer until `shutdown` is cancelled, counting into `stats` (for tests and tools).
+pub async fn run_until(
+    args: WriterArgs,
+    shutdown: CancellationToken,
+    stats: Arc<WriterStats>,
+) -> anyhow::Result<()> {
+    let session = args.cassandra.connect().await?;
+    crate::migrate::verify(&session, &args.cassandra.keyspace).await?;
+    let insert = session
+        .prepare(insert_cql(&args.cassandra.keyspace))
+        .await
+        .context("prepare the access_logs insert")?;
+    let producer = args.kafka.producer(&[])?;
+    let context = PipelineContext::default();
+    let tracker = context.tracker.clone();
+    let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
+    consumer
+        .subscribe(&[&args.input_topic])
+        .context("subscribe")?;
+    info!(topic = %args.input_topic, group = %args.group_id, "cassandra-writer started");
+
+    let topic = args.input_topic.clone();
+    let max_in_flight = args.max_in_flight.max(1);
+    let status_every = Duration::from_secs(args.status_interval_secs.max(1));
+    let shared = Arc::new(Shared {
+        session,
+        insert,
+        producer,
+        args,
+        stats: stats.clone(),
+    });
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64, anyhow::Result<Outcome>)>();
+    let mut in_flight = 0usize;
+    let mut paused = false;
+    let mut status = tokio::time::interval(status_every);
+    let mut last = (Instant::now(), 0u64);
+    let mut fatal: Option<anyhow::Error> = None;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some((partition, offset, outcome)) = done_rx.recv() => {
+                in_flight -= 1;
+                match outcome {
+                    Ok(_) => {
+                        if let Some(next) = tracker.lock().complete(&topic, partition, offset)
+                            && let Err(error) = store_next_offset(&consumer, &topic, partition, next)
+                        {
+                            warn!(%error, partition, offset = next, "cannot store offset");
+                        }
+                    }
+                    Err(error) => {
+                        fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
+                        break;
+                    }
+                }
+                if paused && in_flight <= max_in_flight / 2 {
+                    if let Ok(assignment) = consumer.assignment() {
+                        let _ = consumer.resume(&assignment);
+                    }
+                    paused = false;
+                }
+            }
+            message = consumer.recv() => {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(error) => {
+                        warn!(%error, "consume error");
+                        continue;
+                    }
+                };
+                let (partition, offset) = (message.partition(), message.offset());
+                let payload = message.payload().unwrap_or_default().to_vec();
+                let key = message.key().map(<[u8]>::to_vec);
+                drop(message);
+                stats.consumed.fetch_add(1, Relaxed);
+                tracker.lock().begin(&topic, partition, offset);
+                in_flight += 1;
+                let shared = shared.clone();
+                let done = done_tx.clone();
+                let topic = topic.clone();
+                tokio::spawn(async move {
+                    let origin = Origin { topic: &topic, partition, offset };
+                    let outcome = handle(&shared, &payload, key.as_deref(), &origin).await;
+                    let _ = done.send((partition, offset, outcome));
+                });
+                if in_flight >= max_in_flight {
+                    if let Ok(assignment) = consumer.assignment() {
+                        let _ = consumer.pause(&assignment);
+                    }
+                    paused = true;
+                }
+            }
+            _ = status.tick() => {
+                let written = stats.written.load(Relaxed);
+                let elapsed = last.0.elapsed().as_secs_f64().max(1e-3);
+                let rate = (written - last.1) as f64 / elapsed;
+                last = (Instant::now(), written);
+                let (p50, p99) = stats.take_percentiles();
+                info!(
+                    consumed = stats.consumed.load(Relaxed),
+                    written,
+                    retries = stats.retries.load(Relaxed),
+                    dead_lettered = stats.dead_lettered.load(Relaxed),
+                    in_flight,
+                    rows_per_s = format!("{rate:.0}"),
+                    write_p50_ms = format!("{p50:.2}"),
+                    write_p99_ms = format!("{p99:.2}"),
+                    "status"
+                );
+            }
+        }
+    }
+
+    // Drain what is in flight (bounded by the retry policy), then commit what is written.
+    let drain_deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(drain_deadline);
+    while in_flight > 0 && fatal.is_none() {
+        tokio::select! {
+            Some((partition, offset, outcome)) = done_rx.recv() => {
+                in_flight -= 1;
+                if outcome.is_ok()
+                    && let Some(next) = tracker.lock().complete(&topic, partition, offset)
+                {
+                    let _ = store_next_offset(&consumer, &topic, partition, next);
+                }
+            }
+            _ = &mut drain_deadline => {
+                warn!(in_flight, "drain timed out; uncommitted records will be redelivered");
+                break;
+            }
+        }
+    }
+    final_commit(&consumer);
+    let _ = shared.producer.flush(Duration::from_secs(10));
+    info!(
+        written = stats.written.load(Relaxed),
+        dead_lettered = stats.dead_lettered.load(Relaxed),
+        "cassandra-writer stopped"
+    );
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    origin: &Origin<'_>,
+) -> anyhow::Result<Outcome> {
+    let record = match ValidatedRecord::from_json(payload) {
+        Ok(r) => r,
+        Err(error) => {
+            warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, "cannot decode record");
+            dead_letter(shared, &error, payload, key, origin).await?;
+            return Ok(Outcome::DeadLettered);
+        }
+    };
+    match write(shared, &record).await {
+        Ok(()) => Ok(Outcome::Written),
+        Err(WriteError::Rejected(message)) => {
+            let error = ValidationError::write_rejected(message);
+            warn!(%error, event_id = %record.event_id, "row rejected by Cassandra");
+            dead_letter(shared, &error, payload, key, origin).await?;
+            Ok(Outcome::DeadLettered)
+        }
+        Err(WriteError::GaveUp(e)) => {
+            Err(anyhow::Error::new(e).context("write failed after all retries"))
+        }
+    }
+}
+
+enum WriteError {
+    Rejected(String),
+    GaveUp(Box<ExecutionError>),
+}
+
+/// True for errors that concern the row itself and will never succeed on retry.
+fn is_rejection(e: &ExecutionError) -> bool {
+    match e {
+        ExecutionError::BadQuery(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(_)) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::Invalid
+                | DbError::SyntaxError
+                | DbError::FunctionFailure { .. }
+                | DbError::AlreadyExists { .. }
+                | DbError::ConfigError
+        ),
+        _ => false,
+    }
+}
+
+async fn write(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
+    let started = Instant::now();
+    let values = (
+        r.source_ip.to_string(),
+        r.timestamp,
+        r.event_id,
+        r.destination_ip.to_string(),
+        i32::from(r.port),
+        r.protocol.as_str(),
+        r.bytes_sent,
+        r.bytes_received,
+        r.action.as_str(),
+        Utc::now(),
+        r.ingested_at,
+        r.total_bytes,
+        r.source_ip_class.as_str(),
+        r.destination_ip_class.as_str(),
+        r.service.as_deref(),
+    );
+    let attempt = || async {
+        shared
+            .session
+            .execute_unpaged(&shared.insert, &values)
+            .await
+    };
+    let result = attempt
+        .retry(shared.args.backoff())
+        .when(|e| !is_rejection(e))
+        .notify(|error, delay| {
+            shared.stats.retries.fetch_add(1, Relaxed);
+            warn!(%error, retry_in_ms = delay.as_millis() as u64, "write failed, retrying");
+        })
+        .await;
+    match result {
+        Ok(_) => {
+            shared.stats.written.fetch_add(1, Relaxed);
+            shared.stats.record_latency(started.elapsed());
+            Ok(())
+        }
+        Err(e) if is_rejection(&e) => Err(WriteError::Rejected(e.to_string())),
+        Err(e) => Err(WriteError::GaveUp(Box::new(e))),
+    }
+}
+
+async fn dead_letter(
+    shared: &Shared,
+    error: &ValidationError,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    origin: &Origin<'_>,
+) -> anyhow::Result<()> {
+    let envelope =
+        DeadLetter::new(error, payload, origin, failed_at(), DEFAULT_MAX_RAW_BYTES).to_json();
+    let send = || async {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.args.dlq_topic).payload(&envelope);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        shared
+            .producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+    };
+    send.retry(shared.args.backoff())
+        .notify(|error, _| warn!(%error, "dead-letter produce failed, retrying"))
+        .await
+        .context("cannot produce to the dead-letter topic")?;
+    shared.stats.dead_lettered.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+fn failed_at() -> DateTime<Utc> {
+    Utc::now()
+}

@@ -1,0 +1,45 @@
+//! The wire contract of the IP-log pipeline.
+//!
+//! This crate is the only place that defines what travels over the pipeline's Kafka topics:
+//!
+//! * [`RawLog`]: the seed's eight-field JSON record on `ip_logs`;
+//! * [`validate`]: strict validation of any payload into a [`ValidatedRecord`] (normalised,
+//!   enriched, with a deterministic `event_id`) or a [`ValidationError`] with a stable
+//!   [`ErrorKind`];
+//! * [`ValidatedRecord`]: the payload of `ip_logs_validated`;
+//! * [`DeadLetter`]: the payload of `ip_logs_dlq`.
+//!
+//! Nothing here panics on input, whatever the bytes (property-tested).
+
+mod dlq;
+mod enrich;
+mod error;
+mod record;
+mod validate;
+
+pub use dlq::{DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, SourceRef};
+pub use enrich::{IpClass, service_name};
+pub use error::{ErrorKind, ValidationError};
+pub use record::{
+    Action, EventTime, RAW_FIELDS, RawLog, TimestampStyle, ValidatedRecord, micros, parse_timestamp,
+};
+pub use validate::{EVENT_ID_NAMESPACE, Limits, Origin, validate};
+
+/// Topic names used by the pipeline (defaults; every service can override them).
+pub mod topics {
+    /// Raw records from producers.
+    pub const RAW: &str = "ip_logs";
+    /// Validated, enriched records.
+    pub const VALIDATED: &str = "ip_logs_validated";
+    /// Dead letters.
+    pub const DLQ: &str = "ip_logs_dlq";
+    /// Per-IP window statistics.
+    pub const STATS: &str = "ip_stats";
+    /// Security alerts.
+    pub const ALERTS: &str = "ip_alerts";
+    /// All of them, for stack setup.
+    pub const ALL: [&str; 5] = [RAW, VALIDATED, DLQ, STATS, ALERTS];
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! The raw record (what producers write to `ip_logs`) and the validated, enriched record (what
+//! the stream-reader writes to `ip_logs_validated`).
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::{
+    enrich::IpClass,
+    error::{ErrorKind, ValidationError},
+};
+
+/// The eight fields every raw record carries, in the seed's order.
+pub const RAW_FIELDS: [&str; 8] = [
+    "timestamp",
+    "source_ip",
+    "destination_ip",
+    "port",
+    "protocol",
+    "bytes_sent",
+    "bytes_received",
+    "action",
+];
+
+/// The firewall verdict of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Action {
+    /// The connection was allowed.
+    Allow,
+    /// The connection was denied (with a response).
+    Deny,
+    /// The packets were silently dropped.
+    Drop,
+    /// The connection was rejected (with a reset or ICMP unreachable).
+    Reject,
+}
+
+impl Action {
+    /// The normalised upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "ALLOW",
+            Action::Deny => "DENY",
+            Action::Drop => "DROP",
+            Action::Reject => "REJECT",
+        }
+    }
+
+    /// DENY, DROP and REJECT all count as "denied" for the security rules.
+    pub fn is_denied(self) -> bool {
+        !matches!(self, Action::Allow)
+    }
+}
+
+impl FromStr for Action {
+    type Err = ();
+
+    /// Case-insensitive.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.eq_ignore_ascii_case("ALLOW") {
+            Ok(Action::Allow)
+        } else if s.eq_ignore_ascii_case("DENY") {
+            Ok(Action::Deny)
+        } else if s.eq_ignore_ascii_case("DROP") {
+            Ok(Action::Drop)
+        } else if s.eq_ignore_ascii_case("REJECT") {
+            Ok(Action::Reject)
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a raw record writes its `timestamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampStyle {
+    /// The seed's naive ISO form in UTC, microseconds: `2025-12-28T10:30:45.123456`.
+    #[default]
+    Seed,
+    /// RFC 3339 with a `Z` offset, microseconds: `2025-12-28T10:30:45.123456Z`.
+    Rfc3339,
+}
+
+/// An event time together with the style it is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime {
+    /// The instant.
+    pub at: DateTime<Utc>,
+    /// How it is written.
+    pub style: TimestampStyle,
+}
+
+impl Serialize for EventTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.style {
+            TimestampStyle::Seed => {
+                s.collect_str(&self.at.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
+            }
+            TimestampStyle::Rfc3339 => {
+                s.collect_str(&self.at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            }
+        }
+    }
+}
+
+/// A raw access-log record in the seed's JSON format, as producers write it. Serialising it
+/// yields exactly the eight fields, in the seed's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RawLog<'a> {
+    /// When the connection was logged.
+    pub timestamp: EventTime,
+    /// Who opened it.
+    pub source_ip: IpAddr,
+    /// Who was contacted.
+    pub destination_ip: IpAddr,
+    /// Destination port (0 for ICMP).
+    pub port: u16,
+    /// Transport protocol, e.g. `TCP`.
+    pub protocol: &'a str,
+    /// Bytes from source to destination.
+    pub bytes_sent: u64,
+    /// Bytes from destination to source.
+    pub bytes_received: u64,
+    /// The firewall verdict.
+    pub action: Action,
+}
+
+impl RawLog<'_> {
+    /// Appends the record's JSON to `buf` (no trailing newline).
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        // Serialising plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(buf, self);
+    }
+}
+
+/// A record that passed validation: normalised fields, a deterministic `event_id`, and the
+/// enrichment. This is the payload of `ip_logs_validated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatedRecord {
+    /// Deterministic id: the record's own UUID `event_id`, else UUIDv5 of `topic/partition/offset`.
+    pub event_id: Uuid,
+    /// Event time, UTC, microsecond precision.
+    #[serde(with = "micros")]
+    pub timestamp: DateTime<Utc>,
+    /// Source address (canonical text form when serialised).
+    pub source_ip: IpAddr,
+    /// Destination address.
+    pub destination_ip: IpAddr,
+    /// Destination port, 0 for ICMP.
+    pub port: u16,
+    /// Upper-case protocol.
+    pub protocol: String,
+    /// Bytes from source to destination.
+    pub bytes_sent: i64,
+    /// Bytes from destination to source.
+    pub bytes_received: i64,
+    /// Normalised verdict.
+    pub action: Action,
+    /// `bytes_sent + bytes_received`, saturating at `i64::MAX`.
+    pub total_bytes: i64,
+    /// Class of the source address.
+    pub source_ip_class: IpClass,
+    /// Class of the destination address.
+    pub destination_ip_class: IpClass,
+    /// Well-known service of protocol + port, if any.
+    pub service: Option<String>,
+    /// When the stream-reader processed it.
+    #[serde(with = "micros")]
+    pub ingested_at: DateTime<Utc>,
+}
+
+impl ValidatedRecord {
+    /// Serialises to the JSON payload of `ip_logs_validated`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(512);
+        self.write_json(&mut buf);
+        buf
+    }
+
+    /// Appends the JSON payload to `buf`.
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        // Every field serialises infallibly into a Vec.
+        let _ = serde_json::to_writer(buf, self);
+    }
+
+    /// Decodes a payload of `ip_logs_validated`. A payload that is not such a record is a
+    /// `malformed_json` (syntax) or `invalid_type` (shape) error; never a panic.
+    pub fn from_json(payload: &[u8]) -> Result<Self, ValidationError> {
+        serde_json::from_slice(payload).map_err(|e| {
+            let kind = if e.is_data() {
+                ErrorKind::InvalidType
+            } else {
+                ErrorKind::MalformedJson
+            };
+            ValidationError::new(kind, None, format!("not a validated record: {e}"))
+        })
+    }
+}
+
+/// RFC 3339 with microseconds and `Z`, the one timestamp format of our topics.
+pub mod micros {
+    use super::*;
+
+    /// Serialises as `2025-12-28T10:30:45.123456Z`.
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    /// Parses any RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses the two accepted timestamp forms: RFC 3339 (any offset) or the seed's naive ISO
+/// form `YYYY-MM-DDTHH:MM:SS[.fraction]`, taken as UTC.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc())
+}

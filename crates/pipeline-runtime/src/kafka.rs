@@ -1,0 +1,349 @@
+//! Kafka clients, configured once for every service.
+//!
+//! Only the Kafka protocol is assumed: nothing here knows which broker implementation answers.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    str::FromStr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use rdkafka::{
+    ClientConfig, ClientContext, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaResult,
+    producer::FutureProducer,
+    types::RDKafkaErrorCode,
+};
+use tracing::{info, warn};
+
+/// One librdkafka option, `key=value`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaOption {
+    /// The librdkafka property name.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl KafkaOption {
+    fn is_secret(&self) -> bool {
+        let k = self.key.to_ascii_lowercase();
+        ["password", "secret", "key", "token", "jaas"]
+            .iter()
+            .any(|s| k.contains(s))
+    }
+}
+
+impl fmt::Debug for KafkaOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_secret() {
+            write!(f, "{}=***", self.key)
+        } else {
+            write!(f, "{}={}", self.key, self.value)
+        }
+    }
+}
+
+impl FromStr for KafkaOption {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok(Self {
+                key: k.trim().to_owned(),
+                value: v.to_owned(),
+            }),
+            _ => Err("expected key=value, e.g. security.protocol=SASL_SSL".to_owned()),
+        }
+    }
+}
+
+/// Kafka connection options shared by every service.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated host:port list.
+    #[arg(
+        long = "kafka-broker",
+        env = "KAFKA_BROKER",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Extra librdkafka property key=value (repeatable; `;`-separated in the env), e.g.
+    /// security.protocol=SASL_SSL. Applied last, so it overrides the service's defaults.
+    #[arg(
+        long = "kafka-option",
+        env = "KAFKA_OPTIONS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub options: Vec<KafkaOption>,
+}
+
+impl KafkaArgs {
+    /// Args for a broker address with no extra options (tests, tools).
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            options: Vec::new(),
+        }
+    }
+
+    /// A client config with the bootstrap servers, `defaults`, then the user's options.
+    pub fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            cfg.set(*k, *v);
+        }
+        for o in &self.options {
+            cfg.set(&o.key, &o.value);
+        }
+        cfg
+    }
+
+    /// A producer tuned for throughput and safety: idempotent, `acks=all`, lz4, batched.
+    /// `extra` settings go between these defaults and the user's options.
+    pub fn producer(&self, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
+        let mut defaults = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "500000"),
+            ("queue.buffering.max.kbytes", "262144"),
+            ("message.timeout.ms", "300000"),
+        ];
+        defaults.extend_from_slice(extra);
+        self.config(&defaults)
+            .create()
+            .context("cannot create the Kafka producer")
+    }
+
+    /// A group consumer that never stores offsets by itself (`enable.auto.offset.store=false`):
+    /// the service stores an offset only once the record's output is durable, and the stored
+    /// offsets are committed every second and on shutdown.
+    pub fn consumer<C: ConsumerContext + 'static>(
+        &self,
+        group_id: &str,
+        context: C,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<StreamConsumer<C>> {
+        let mut defaults = vec![
+            ("group.id", group_id),
+            ("enable.auto.offset.store", "false"),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("session.timeout.ms", "10000"),
+            ("fetch.wait.max.ms", "100"),
+        ];
+        defaults.extend_from_slice(extra);
+        self.config(&defaults)
+            .create_with_context(context)
+            .context("cannot create the Kafka consumer")
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+        self.config(&[])
+            .create()
+            .context("cannot create the Kafka admin client")
+    }
+
+    /// Creates `topics` with `partitions` each; topics that already exist are left alone.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+        replication: i32,
+    ) -> anyhow::Result<()> {
+        let admin = self.admin()?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .context("create topics")?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-partition progress of out-of-order completions, so that a consumer stores an offset
+/// only when that record and every earlier one of its partition are done.
+///
+/// Records of one partition are begun in offset order; they may complete in any order.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<(String, i32), VecDeque<(i64, bool)>>,
+}
+
+impl OffsetTracker {
+    /// Registers a record as in flight.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
+        let q = match self.partitions.get_mut(&(topic.to_owned(), partition)) {
+            Some(q) => q,
+            None => self
+                .partitions
+                .entry((topic.to_owned(), partition))
+                .or_default(),
+        };
+        q.push_back((offset, false));
+    }
+
+    /// Marks a record done. Returns the next offset to commit (last contiguous done + 1) when
+    /// it advanced. Unknown records (e.g. of a revoked partition) are ignored.
+    pub fn complete(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let q = self.partitions.get_mut(&(topic.to_owned(), partition))?;
+        let i = q.binary_search_by_key(&offset, |(o, _)| *o).ok()?;
+        q[i].1 = true;
+        let mut next = None;
+        while let Some(&(o, true)) = q.front() {
+            next = Some(o + 1);
+            q.pop_front();
+        }
+        next
+    }
+
+    /// Records in flight across all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(VecDeque::len).sum()
+    }
+
+    /// Forgets partitions (after a revoke): their in-flight records will be redelivered to the
+    /// partition's next owner.
+    pub fn forget(&mut self, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            self.partitions
+                .remove(&(e.topic().to_owned(), e.partition()));
+        }
+    }
+}
+
+/// An [`OffsetTracker`] shared between a consume loop and its consumer's rebalance callbacks.
+#[derive(Debug, Clone, Default)]
+pub struct SharedTracker(Arc<Mutex<OffsetTracker>>);
+
+impl SharedTracker {
+    /// Locks the tracker (a poisoned lock is recovered: the tracker has no invariant a panic
+    /// half-way could break that matters more than continuing).
+    pub fn lock(&self) -> MutexGuard<'_, OffsetTracker> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Consumer context of the pipeline's consume loops: logs rebalances and, on revoke, forgets
+/// the revoked partitions' in-flight records and synchronously commits what was stored (only
+/// acknowledged work is ever stored), so the next owner resumes exactly after it.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineContext {
+    /// The loop's tracker.
+    pub tracker: SharedTracker,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            info!(
+                partitions = tpl.count(),
+                "partitions revoked, committing acknowledged offsets"
+            );
+            self.tracker.lock().forget(tpl);
+            if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // "No offset" simply means nothing new was stored since the last commit.
+                if !matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) {
+                    warn!(%error, "commit on revoke failed");
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                    .collect();
+                info!(partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Error(error) => warn!(%error, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Stores `next_offset` (the offset of the next record to read) for a partition, to be committed
+/// by the next auto-commit.
+pub fn store_next_offset<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
+    consumer.store_offsets(&tpl)
+}
+
+/// Final synchronous commit of everything stored, for graceful shutdown.
+pub fn final_commit<C: ConsumerContext>(consumer: &StreamConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => info!("final offset commit done"),
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+        Err(error) => warn!(%error, "final offset commit failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_advances_only_over_contiguous_completions() {
+        let mut t = OffsetTracker::default();
+        for o in [10, 11, 12, 14] {
+            t.begin("t", 0, o);
+        }
+        t.begin("t", 1, 5);
+        assert_eq!(t.complete("t", 0, 11), None);
+        assert_eq!(t.complete("t", 0, 12), None);
+        assert_eq!(t.complete("t", 0, 10), Some(13));
+        assert_eq!(t.in_flight(), 2);
+        assert_eq!(t.complete("t", 1, 5), Some(6));
+        assert_eq!(t.complete("t", 0, 99), None, "unknown offsets are ignored");
+        assert_eq!(t.complete("t", 0, 14), Some(15));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn options_parse_and_redact() {
+        let o: KafkaOption = "sasl.password=hunter2".parse().expect("parses");
+        assert_eq!(format!("{o:?}"), "sasl.password=***");
+        let o: KafkaOption = "security.protocol=SSL".parse().expect("parses");
+        assert_eq!(format!("{o:?}"), "security.protocol=SSL");
+        assert!("novalue".parse::<KafkaOption>().is_err());
+    }
+}

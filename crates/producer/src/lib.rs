@@ -1,0 +1,1 @@
+//! producer (implemented in the producer issue).

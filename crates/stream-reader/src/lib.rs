@@ -1,0 +1,1 @@
+//! stream-reader (implemented in the stream-reader issue).

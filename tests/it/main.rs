@@ -1,0 +1,10 @@
+//! Integration tests against the real local Kafka-API broker and CQL server.
+//!
+//! Run them with `cargo xtask test`, which starts a stack of its own and passes its addresses
+//! in `IT_KAFKA_BROKER` / `IT_CASSANDRA_NODES`. Every test uses fresh topics and a fresh
+//! keyspace, polls with deadlines, and reads its data back. A server that is not there is a
+//! test failure with a message saying so, never a skip.
+
+mod cassandra;
+mod kafka;
+mod support;

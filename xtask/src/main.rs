@@ -1,0 +1,171 @@
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! * `services start|stop|status`: the local stack (Kafka-API broker + CQL server);
+//! * `test`: its own stack on other ports, every unit and integration test, teardown;
+//! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line.
+
+mod stack;
+mod up;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::stack::Stack;
+
+#[derive(Debug, Parser)]
+#[command(about = "Project automation for the IP-log pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Manage the local stack (broker on 127.0.0.1:9092, CQL on 127.0.0.1:9042).
+    Services {
+        #[command(subcommand)]
+        action: ServicesCmd,
+    },
+    /// Run every unit and integration test against a fresh stack of its own.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Start the stack and the whole pipeline; Ctrl-C stops everything.
+    Up(up::UpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServicesCmd {
+    /// Start the broker and the CQL server, create the topics, apply the migrations.
+    Start {
+        /// Begin from empty state (deletes the broker's data).
+        #[arg(long)]
+        clean: bool,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+    /// Stop exactly the processes `start` began.
+    Stop,
+    /// Show what runs where.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xtask: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Services { action } => match action {
+            ServicesCmd::Start { clean, partitions } => {
+                Stack::dev(partitions).start(clean).await?;
+                println!(
+                    "local stack is up: KAFKA_BROKER=127.0.0.1:9092 CASSANDRA_NODES=127.0.0.1:9042"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            ServicesCmd::Stop => {
+                Stack::dev(3).stop()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ServicesCmd::Status => {
+                let up = Stack::dev(3).status();
+                Ok(if up {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+        },
+        Cmd::Test { cargo_args } => test(cargo_args).await,
+        Cmd::Up(args) => up::up(args).await,
+    }
+}
+
+async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
+    // Build first, so compile errors show before any server starts.
+    cargo(
+        &["build", "--workspace", "--bins", "--tests", "--benches"],
+        false,
+    )?;
+    let stack = Stack::test();
+    stack.start(true).await.context("start the test stack")?;
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["test", "--workspace"]).args(&cargo_args);
+    cmd.envs(stack.env());
+    cmd.env("IT_KAFKA_BROKER", stack.kafka_addr())
+        .env("IT_CASSANDRA_NODES", stack.cql_addr())
+        .env("PIPELINE_BIN_DIR", target_dir().join("debug"));
+    let status = cmd.status().context("run cargo test");
+    let stopped = stack.stop();
+    let status = status?;
+    stopped.context("stop the test stack")?;
+    if status.success() {
+        println!("xtask test: all tests passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("xtask test: tests failed ({status})");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+}
+
+pub fn bin_path(name: &str, release: bool) -> PathBuf {
+    target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join(name)
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs cargo in the project root (optionally with `--release`).
+pub fn cargo(args: &[&str], release: bool) -> anyhow::Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(args).current_dir(project_root());
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
