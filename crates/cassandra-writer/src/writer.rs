@@ -32,7 +32,7 @@ use clap::Args;
 use log_schema::{DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError};
 use pipeline_runtime::{
     cassandra::CassandraArgs,
-    kafka::{KafkaArgs, PipelineContext, final_commit, store_next_offset},
+    kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
     shutdown,
     telemetry::TelemetryArgs,
 };
@@ -210,7 +210,7 @@ pub async fn run_until(
     info!(topic = %args.input_topic, group = %args.group_id, "cassandra-writer started");
 
     let topic = args.input_topic.clone();
-    let max_in_flight = args.max_in_flight.max(1);
+    let mut flow = Backpressure::new(args.max_in_flight);
     let status_every = Duration::from_secs(args.status_interval_secs.max(1));
     let shared = Arc::new(Shared {
         session,
@@ -220,8 +220,6 @@ pub async fn run_until(
         stats: stats.clone(),
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64, anyhow::Result<Outcome>)>();
-    let mut in_flight = 0usize;
-    let mut paused = false;
     let mut status = tokio::time::interval(status_every);
     let mut last = (Instant::now(), 0u64);
     let mut fatal: Option<anyhow::Error> = None;
@@ -231,26 +229,12 @@ pub async fn run_until(
             biased;
             _ = shutdown.cancelled() => break,
             Some((partition, offset, outcome)) = done_rx.recv() => {
-                in_flight -= 1;
-                match outcome {
-                    Ok(_) => {
-                        if let Some(next) = tracker.lock().complete(&topic, partition, offset)
-                            && let Err(error) = store_next_offset(&consumer, &topic, partition, next)
-                        {
-                            warn!(%error, partition, offset = next, "cannot store offset");
-                        }
-                    }
-                    Err(error) => {
-                        fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
-                        break;
-                    }
+                flow.finished(&consumer);
+                if let Err(error) = outcome {
+                    fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
+                    break;
                 }
-                if paused && in_flight <= max_in_flight / 2 {
-                    if let Ok(assignment) = consumer.assignment() {
-                        let _ = consumer.resume(&assignment);
-                    }
-                    paused = false;
-                }
+                complete_and_store(&tracker, &consumer, &topic, partition, offset);
             }
             message = consumer.recv() => {
                 let message = match message {
@@ -266,7 +250,7 @@ pub async fn run_until(
                 drop(message);
                 stats.consumed.fetch_add(1, Relaxed);
                 tracker.lock().begin(&topic, partition, offset);
-                in_flight += 1;
+                flow.started(&consumer);
                 let shared = shared.clone();
                 let done = done_tx.clone();
                 let topic = topic.clone();
@@ -275,12 +259,6 @@ pub async fn run_until(
                     let outcome = handle(&shared, &payload, key.as_deref(), &origin).await;
                     let _ = done.send((partition, offset, outcome));
                 });
-                if in_flight >= max_in_flight {
-                    if let Ok(assignment) = consumer.assignment() {
-                        let _ = consumer.pause(&assignment);
-                    }
-                    paused = true;
-                }
             }
             _ = status.tick() => {
                 let written = stats.written.load(Relaxed);
@@ -293,7 +271,7 @@ pub async fn run_until(
                     written,
                     retries = stats.retries.load(Relaxed),
                     dead_lettered = stats.dead_lettered.load(Relaxed),
-                    in_flight,
+                    in_flight = flow.in_flight(),
                     rows_per_s = format!("{rate:.0}"),
                     write_p50_ms = format!("{p50:.2}"),
                     write_p99_ms = format!("{p99:.2}"),
@@ -306,18 +284,16 @@ pub async fn run_until(
     // Drain what is in flight (bounded by the retry policy), then commit what is written.
     let drain_deadline = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(drain_deadline);
-    while in_flight > 0 && fatal.is_none() {
+    while flow.in_flight() > 0 && fatal.is_none() {
         tokio::select! {
             Some((partition, offset, outcome)) = done_rx.recv() => {
-                in_flight -= 1;
-                if outcome.is_ok()
-                    && let Some(next) = tracker.lock().complete(&topic, partition, offset)
-                {
-                    let _ = store_next_offset(&consumer, &topic, partition, next);
+                flow.finished(&consumer);
+                if outcome.is_ok() {
+                    complete_and_store(&tracker, &consumer, &topic, partition, offset);
                 }
             }
             _ = &mut drain_deadline => {
-                warn!(in_flight, "drain timed out; uncommitted records will be redelivered");
+                warn!(in_flight = flow.in_flight(), "drain timed out; uncommitted records will be redelivered");
                 break;
             }
         }

@@ -109,9 +109,9 @@ impl KafkaArgs {
         cfg
     }
 
-    /// A producer tuned for throughput and safety: idempotent, `acks=all`, lz4, batched.
+    /// Producer settings tuned for throughput and safety: idempotent, `acks=all`, lz4, batched.
     /// `extra` settings go between these defaults and the user's options.
-    pub fn producer(&self, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
+    pub fn producer_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
         let mut defaults = vec![
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -125,8 +125,11 @@ impl KafkaArgs {
         ];
         defaults.extend_from_slice(extra);
         self.config(&defaults)
-            .create()
-            .context("cannot create the Kafka producer")
+    }
+
+    /// A [`FutureProducer`] with [`KafkaArgs::producer_config`].
+    pub fn producer(&self, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
+        self.producer_config(extra).create().context("cannot create the Kafka producer")
     }
 
     /// A group consumer that never stores offsets by itself (`enable.auto.offset.store=false`):
@@ -292,6 +295,69 @@ impl ConsumerContext for PipelineContext {
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
+    }
+}
+
+/// Bounded in-flight work for a consume loop: past `max` records in flight the assigned
+/// partitions are paused (the loop keeps polling, so the group membership stays alive), and
+/// they are resumed once half of the work is done.
+#[derive(Debug)]
+pub struct Backpressure {
+    max: usize,
+    in_flight: usize,
+    paused: bool,
+}
+
+impl Backpressure {
+    /// At most `max` records in flight (at least 1).
+    pub fn new(max: usize) -> Self {
+        Self { max: max.max(1), in_flight: 0, paused: false }
+    }
+
+    /// Records in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// A record was handed to a worker.
+    pub fn started<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
+        self.in_flight += 1;
+        if self.in_flight >= self.max {
+            // Re-pause even when already paused: a rebalance may have assigned new partitions.
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+            self.paused = true;
+        }
+    }
+
+    /// A record's work finished.
+    pub fn finished<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.paused && self.in_flight <= self.max / 2 {
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.resume(&assignment);
+            }
+            self.paused = false;
+        }
+    }
+}
+
+/// Marks a record done in the tracker and, when its partition's contiguous progress advanced,
+/// stores the new offset for the next commit.
+pub fn complete_and_store<C: ConsumerContext>(
+    tracker: &SharedTracker,
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    let next = tracker.lock().complete(topic, partition, offset);
+    if let Some(next) = next
+        && let Err(error) = store_next_offset(consumer, topic, partition, next)
+    {
+        // Typically the partition was revoked meanwhile; its next owner redoes the record.
+        warn!(%error, topic, partition, offset = next, "cannot store offset");
     }
 }
 

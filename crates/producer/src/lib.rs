@@ -1,1 +1,357 @@
-//! producer (implemented in the producer issue).
+//! producer: generates realistic IP access logs (see [`generate`]) or replays real ones
+//! (`--input FILE|-`, one JSON document per line, bytes unchanged) into Kafka.
+//!
+//! Records are keyed by source IP (so every event of an IP lands in one partition), sent by an
+//! idempotent `acks=all` producer with lz4 batches, at `--rate` logs/s through a smooth
+//! token-bucket limiter (governor). Every delivery report is counted; on shutdown the producer
+//! flushes with a timeout and the run fails if any record was not delivered.
+
+pub mod generate;
+
+use std::{
+    io::BufRead,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use chrono::{TimeDelta, Utc};
+use clap::{Args, Parser, ValueEnum};
+use governor::{Quota, RateLimiter};
+use log_schema::TimestampStyle;
+use pipeline_runtime::{kafka::KafkaArgs, shutdown, telemetry::TelemetryArgs};
+use rdkafka::{
+    ClientContext,
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{DeliveryResult, Message},
+    producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use generate::{Generator, GeneratorConfig, Kind, Scenario};
+
+/// Timestamp style flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimestampArg {
+    /// `2025-12-28T10:30:45.123456` (naive, UTC), as the seed writes it.
+    Seed,
+    /// `2025-12-28T10:30:45.123456Z`.
+    Rfc3339,
+}
+
+/// Command line of the `producer` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct ProducerArgs {
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    /// Topic to produce to.
+    #[arg(long, env = "PRODUCER_TOPIC", default_value = log_schema::topics::RAW)]
+    pub topic: String,
+
+    /// Logs per second (0 = as fast as possible).
+    #[arg(long, env = "PRODUCER_RATE", default_value_t = 1000)]
+    pub rate: u64,
+
+    /// Stop after this many records (default: run until stopped, or until the input ends).
+    #[arg(long, env = "PRODUCER_COUNT")]
+    pub count: Option<u64>,
+
+    /// Stop after this many seconds.
+    #[arg(long, env = "PRODUCER_DURATION_SECS")]
+    pub duration_secs: Option<u64>,
+
+    /// Replay JSON lines from this file (`-` = stdin) instead of generating.
+    #[arg(long, env = "PRODUCER_INPUT")]
+    pub input: Option<String>,
+
+    /// Generator options.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+
+    /// Seconds between status lines.
+    #[arg(long, env = "PRODUCER_STATUS_INTERVAL_SECS", default_value_t = 5)]
+    pub status_interval_secs: u64,
+
+    /// Seconds to wait for outstanding deliveries on shutdown.
+    #[arg(long, env = "PRODUCER_FLUSH_TIMEOUT_SECS", default_value_t = 30)]
+    pub flush_timeout_secs: u64,
+}
+
+/// Options of the traffic generator.
+#[derive(Debug, Clone, Args)]
+pub struct GeneratorArgs {
+    /// RNG seed: the same seed generates the same traffic.
+    #[arg(long, env = "PRODUCER_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Number of source hosts in the simulated network.
+    #[arg(long, env = "PRODUCER_HOSTS", default_value_t = 2000)]
+    pub hosts: usize,
+
+    /// Share of ordinary events that are denied (0..1).
+    #[arg(long, env = "PRODUCER_DENY_RATIO", default_value_t = 0.05)]
+    pub deny_ratio: f64,
+
+    /// Share of deliberately malformed records (0..1), to exercise the dead-letter path.
+    #[arg(long, env = "PRODUCER_INVALID_RATIO", default_value_t = 0.0)]
+    pub invalid_ratio: f64,
+
+    /// Attack scenario to inject (repeatable).
+    #[arg(long = "scenario", env = "PRODUCER_SCENARIOS", value_enum, value_delimiter = ',')]
+    pub scenarios: Vec<Scenario>,
+
+    /// Seconds between two bursts of one scenario (at least 60: one burst per minute window).
+    #[arg(long, env = "PRODUCER_SCENARIO_INTERVAL_SECS", default_value_t = 60)]
+    pub scenario_interval_secs: u64,
+
+    /// Timestamp style.
+    #[arg(long, env = "PRODUCER_TIMESTAMP_STYLE", value_enum, default_value_t = TimestampArg::Seed)]
+    pub timestamp_style: TimestampArg,
+}
+
+impl GeneratorArgs {
+    /// The generator configuration.
+    pub fn config(&self) -> GeneratorConfig {
+        GeneratorConfig {
+            seed: self.seed,
+            hosts: self.hosts,
+            deny_ratio: self.deny_ratio,
+            invalid_ratio: self.invalid_ratio,
+            timestamp_style: match self.timestamp_style {
+                TimestampArg::Seed => TimestampStyle::Seed,
+                TimestampArg::Rfc3339 => TimestampStyle::Rfc3339,
+            },
+            scenarios: self.scenarios.clone(),
+            scenario_interval: TimeDelta::seconds(self.scenario_interval_secs.max(60) as i64),
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Default)]
+pub struct ProducerStats {
+    /// Records handed to the client.
+    pub sent: AtomicU64,
+    /// Records the broker acknowledged.
+    pub delivered: AtomicU64,
+    /// Records that failed (after the client's own retries).
+    pub failed: AtomicU64,
+    /// Input lines read (replay).
+    pub lines_read: AtomicU64,
+}
+
+/// Counts delivery reports.
+#[derive(Debug, Clone)]
+struct Deliveries(Arc<ProducerStats>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Relaxed);
+            }
+            Err((error, message)) => {
+                let failed = self.0.failed.fetch_add(1, Relaxed);
+                // One line per failure would flood the log during an outage: log the first
+                // ones, then every 10,000th; the count is exact in the status line.
+                if failed < 10 || failed % 10_000 == 0 {
+                    warn!(%error, topic = message.topic(), partition = message.partition(), failed = failed + 1, "delivery failed");
+                }
+            }
+        }
+    }
+}
+
+/// Summary of a finished run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Records sent.
+    pub sent: u64,
+    /// Records acknowledged.
+    pub delivered: u64,
+    /// Records failed.
+    pub failed: u64,
+    /// Lines read (replay).
+    pub lines_read: u64,
+}
+
+/// Runs until the count, duration or input is exhausted, or SIGINT/SIGTERM. Fails if any record
+/// was not delivered.
+pub async fn run(args: ProducerArgs) -> anyhow::Result<()> {
+    let summary = run_until(args, shutdown::on_signals(), Arc::default()).await?;
+    if summary.failed > 0 || summary.delivered < summary.sent {
+        bail!(
+            "{} of {} records were not delivered ({} failed)",
+            summary.sent - summary.delivered,
+            summary.sent,
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+enum Source {
+    Generate(Box<Generator>),
+    Replay(Box<dyn BufRead + Send>),
+}
+
+/// Runs until done or `shutdown`, counting into `stats`; returns the summary (does not fail on
+/// undelivered records: the caller decides).
+pub async fn run_until(
+    args: ProducerArgs,
+    shutdown: CancellationToken,
+    stats: Arc<ProducerStats>,
+) -> anyhow::Result<Summary> {
+    let producer: ThreadedProducer<Deliveries> = args
+        .kafka
+        .producer_config(&[])
+        .create_with_context(Deliveries(stats.clone()))
+        .context("cannot create the Kafka producer")?;
+    let mut source = match args.input.as_deref() {
+        None => Source::Generate(Box::new(Generator::new(args.generator.config()))),
+        Some("-") => Source::Replay(Box::new(std::io::BufReader::new(std::io::stdin()))),
+        Some(path) => Source::Replay(Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("open {path}"))?,
+        ))),
+    };
+    let limiter = std::num::NonZeroU32::new(args.rate.min(u32::MAX as u64) as u32).map(|rate| {
+        // Bursts of at most ~10 ms of traffic: smooth, not "everything at the top of the second".
+        let burst = std::num::NonZeroU32::new((rate.get() / 100).max(1)).expect("non-zero");
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    let started = Instant::now();
+    let deadline = args.duration_secs.map(|s| started + Duration::from_secs(s));
+    let status_every = Duration::from_secs(args.status_interval_secs.max(1));
+    let mut next_status = started + status_every;
+    let mut last = (Instant::now(), 0u64);
+    let mut buf = Vec::with_capacity(512);
+    let mut line = String::new();
+    info!(topic = %args.topic, rate = args.rate, replay = args.input.is_some(), "producer started");
+
+    loop {
+        if shutdown.is_cancelled()
+            || args.count.is_some_and(|c| stats.sent.load(Relaxed) >= c)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+        if let Some(limiter) = &limiter {
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let key: Option<String> = match &mut source {
+            Source::Generate(g) => Some(g.next_into(Utc::now(), &mut buf).0.to_owned()),
+            Source::Replay(reader) => {
+                line.clear();
+                let n = tokio::task::block_in_place(|| reader.read_line(&mut line))
+                    .context("read input")?;
+                if n == 0 {
+                    break;
+                }
+                stats.lines_read.fetch_add(1, Relaxed);
+                let content = line.strip_suffix('\n').unwrap_or(&line);
+                let content = content.strip_suffix('\r').unwrap_or(content);
+                if content.is_empty() {
+                    continue;
+                }
+                buf.clear();
+                buf.extend_from_slice(content.as_bytes());
+                source_ip_of(&buf)
+            }
+        };
+        send(&producer, &args.topic, key.as_deref(), &buf).await;
+        stats.sent.fetch_add(1, Relaxed);
+
+        if Instant::now() >= next_status {
+            next_status += status_every;
+            log_status(&stats, started, &mut last);
+        }
+    }
+
+    let sent = stats.sent.load(Relaxed);
+    info!(sent, "flushing outstanding deliveries");
+    if let Err(error) = producer.flush(Duration::from_secs(args.flush_timeout_secs)) {
+        warn!(%error, "flush did not complete");
+    }
+    log_status(&stats, started, &mut last);
+    let summary = Summary {
+        sent,
+        delivered: stats.delivered.load(Relaxed),
+        failed: stats.failed.load(Relaxed),
+        lines_read: stats.lines_read.load(Relaxed),
+    };
+    info!(?summary, "producer stopped");
+    Ok(summary)
+}
+
+/// Hands one record to the client, waiting while its queue is full.
+async fn send(
+    producer: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+) {
+    let mut record = BaseRecord::to(topic).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                // Backpressure: the broker is slower than we generate. Even on shutdown the
+                // record is kept (it is counted as sent and must be delivered or failed).
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((error, _)) => {
+                // Not retriable by us (e.g. message too large): report it as a failure.
+                warn!(%error, "record rejected by the client");
+                producer.context().0.failed.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+fn log_status(stats: &ProducerStats, started: Instant, last: &mut (Instant, u64)) {
+    let sent = stats.sent.load(Relaxed);
+    let rate = (sent - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+    let avg = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    *last = (Instant::now(), sent);
+    info!(
+        sent,
+        delivered = stats.delivered.load(Relaxed),
+        failed = stats.failed.load(Relaxed),
+        rate_per_s = format!("{rate:.0}"),
+        avg_per_s = format!("{avg:.0}"),
+        "status"
+    );
+}
+
+/// The `source_ip` of a replayed line, used as its key (None when the line has none).
+fn source_ip_of(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow)]
+        source_ip: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Key<'_>>(line).ok()?.source_ip.map(|c| c.into_owned())
+}
