@@ -7,4 +7,6 @@
 
 mod cassandra;
 mod kafka;
+mod producer;
+mod reader;
 mod support;

@@ -155,3 +155,137 @@ pub fn topic_size(topic: &str) -> i64 {
         })
         .sum()
 }
+
+/// Produces `records` (key, payload) to `topic` and waits for every acknowledgement.
+pub async fn produce(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+    let producer = kafka().producer(&[]).expect("producer");
+    let sends = records.iter().map(|(key, payload)| {
+        let mut r = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        producer.send(r, Duration::from_secs(60))
+    });
+    for result in futures::future::join_all(sends).await {
+        result.expect("record delivered");
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds; panics with `what` after `deadline`.
+pub async fn wait_until<F: FnMut() -> bool>(deadline: Duration, what: &str, mut condition: F) {
+    let end = Instant::now() + deadline;
+    while !condition() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Path of a service binary built by `cargo xtask test` (`PIPELINE_BIN_DIR`), else the
+/// workspace's debug dir.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("PIPELINE_BIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing; run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// Starts a service binary against the test stack with `env` on top; its output goes to
+/// `target/it-logs/<log_name>.log`.
+pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> std::process::Child {
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/it-logs");
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{log_name}.log")))
+        .expect("log file");
+    std::process::Command::new(bin(name))
+        .env("KAFKA_BROKER", kafka_broker())
+        .env("CASSANDRA_NODES", cassandra_nodes())
+        .env("CASSANDRA_AWAIT_SCHEMA_AGREEMENT", "false")
+        .env("CASSANDRA_CONSISTENCY", "one")
+        .env("RUST_LOG", "info,scylla=error,librdkafka=off")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
+
+/// SIGKILL, no goodbye.
+pub fn kill9(child: &mut std::process::Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+/// SIGTERM and wait for a clean exit.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    #[allow(unsafe_code)] // reason: kill(2) to send SIGTERM; std only offers SIGKILL
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    child.wait().expect("exit status")
+}
+
+/// Event ids of every row of `access_logs` for the given source IPs.
+pub async fn event_ids(session: &Session, keyspace: &str, ips: &[String]) -> Vec<uuid::Uuid> {
+    let stmt = session
+        .prepare(format!(
+            "SELECT event_id FROM {keyspace}.access_logs WHERE source_ip = ?"
+        ))
+        .await
+        .expect("prepare");
+    let mut out = Vec::new();
+    for ip in ips {
+        let rows = session
+            .execute_unpaged(&stmt, (ip,))
+            .await
+            .expect("select")
+            .into_rows_result()
+            .expect("rows");
+        for row in rows.rows::<(uuid::Uuid,)>().expect("typed") {
+            out.push(row.expect("decode").0);
+        }
+    }
+    out
+}
+
+/// Committed offsets of a group on a topic, per partition (absent = nothing committed).
+pub fn committed(group: &str, topic: &str) -> std::collections::BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_broker())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    c.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}

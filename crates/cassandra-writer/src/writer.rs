@@ -134,6 +134,8 @@ pub struct WriterStats {
     pub retries: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Partitions currently assigned to this instance.
+    pub assigned_partitions: Arc<std::sync::atomic::AtomicUsize>,
     latencies: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
@@ -201,7 +203,10 @@ pub async fn run_until(
         .await
         .context("prepare the access_logs insert")?;
     let producer = args.kafka.producer(&[])?;
-    let context = PipelineContext::default();
+    let context = PipelineContext {
+        assigned: stats.assigned_partitions.clone(),
+        ..Default::default()
+    };
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
     consumer

@@ -6,7 +6,10 @@ use std::{
     collections::{HashMap, VecDeque},
     fmt,
     str::FromStr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -129,7 +132,9 @@ impl KafkaArgs {
 
     /// A [`FutureProducer`] with [`KafkaArgs::producer_config`].
     pub fn producer(&self, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
-        self.producer_config(extra).create().context("cannot create the Kafka producer")
+        self.producer_config(extra)
+            .create()
+            .context("cannot create the Kafka producer")
     }
 
     /// A group consumer that never stores offsets by itself (`enable.auto.offset.store=false`):
@@ -261,6 +266,8 @@ impl SharedTracker {
 pub struct PipelineContext {
     /// The loop's tracker.
     pub tracker: SharedTracker,
+    /// Number of partitions currently assigned to this consumer (for status and readiness).
+    pub assigned: Arc<AtomicUsize>,
 }
 
 impl ClientContext for PipelineContext {}
@@ -291,6 +298,7 @@ impl ConsumerContext for PipelineContext {
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
                 info!(partitions = ?parts, "partitions assigned");
+                self.assigned.store(parts.len(), Ordering::Relaxed);
             }
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
             Rebalance::Revoke(_) => {}
@@ -311,7 +319,11 @@ pub struct Backpressure {
 impl Backpressure {
     /// At most `max` records in flight (at least 1).
     pub fn new(max: usize) -> Self {
-        Self { max: max.max(1), in_flight: 0, paused: false }
+        Self {
+            max: max.max(1),
+            in_flight: 0,
+            paused: false,
+        }
     }
 
     /// Records in flight.

@@ -28,7 +28,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use clap::ValueEnum;
 use log_schema::{Action, ErrorKind, EventTime, RawLog, TimestampStyle};
-use rand::{Rng, SeedableRng, distr::weighted::WeightedIndex, prelude::Distribution, rngs::SmallRng};
+use rand::{
+    Rng, SeedableRng, distr::weighted::WeightedIndex, prelude::Distribution, rngs::SmallRng,
+};
 use rand_distr::LogNormal;
 
 /// An attack pattern to inject.
@@ -173,14 +175,21 @@ pub struct Generator {
 
 impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generator").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Generator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 fn private_v4(rng: &mut SmallRng) -> Ipv4Addr {
     match rng.random_range(0..3) {
         0 => Ipv4Addr::new(10, rng.random(), rng.random(), rng.random_range(1..255)),
-        1 => Ipv4Addr::new(172, rng.random_range(16..32), rng.random(), rng.random_range(1..255)),
+        1 => Ipv4Addr::new(
+            172,
+            rng.random_range(16..32),
+            rng.random(),
+            rng.random_range(1..255),
+        ),
         _ => Ipv4Addr::new(192, 168, rng.random(), rng.random_range(1..255)),
     }
 }
@@ -200,7 +209,16 @@ fn public_v4(rng: &mut SmallRng) -> Ipv4Addr {
 }
 
 fn public_v6(rng: &mut SmallRng) -> Ipv6Addr {
-    Ipv6Addr::new(0x2a02, rng.random(), rng.random(), rng.random(), 0, 0, 0, rng.random_range(1..0xffff))
+    Ipv6Addr::new(
+        0x2a02,
+        rng.random(),
+        rng.random(),
+        rng.random(),
+        0,
+        0,
+        0,
+        rng.random_range(1..0xffff),
+    )
 }
 
 impl Generator {
@@ -220,7 +238,10 @@ impl Generator {
                 } else {
                     IpAddr::V6(public_v6(&mut rng))
                 };
-                Host { ip, key: ip.to_string() }
+                Host {
+                    ip,
+                    key: ip.to_string(),
+                }
             })
             .collect();
         let weights: Vec<f64> = (0..hosts.len()).map(|i| 1.0 / (i as f64 + 20.0)).collect();
@@ -253,7 +274,11 @@ impl Generator {
     pub fn next_into(&mut self, now: DateTime<Utc>, buf: &mut Vec<u8>) -> (&str, Kind) {
         buf.clear();
         self.schedule_bursts(now);
-        if let Some(i) = self.bursts.iter().position(|b| b.next < b.scenario.burst_len()) {
+        if let Some(i) = self
+            .bursts
+            .iter()
+            .position(|b| b.next < b.scenario.burst_len())
+        {
             return self.burst_event(i, now, buf);
         }
         self.bursts.clear();
@@ -291,9 +316,16 @@ impl Generator {
             Action::Allow
         };
         let sent = self.sent_bytes.sample(rng).min(1e12) as u64;
-        let received = if denied { 0 } else { self.received_bytes.sample(rng).min(1e12) as u64 };
+        let received = if denied {
+            0
+        } else {
+            self.received_bytes.sample(rng).min(1e12) as u64
+        };
         RawLog {
-            timestamp: EventTime { at: now, style: self.config.timestamp_style },
+            timestamp: EventTime {
+                at: now,
+                style: self.config.timestamp_style,
+            },
             source_ip: self.hosts[host].ip,
             destination_ip: self.destinations[rng.random_range(0..self.destinations.len())],
             port,
@@ -320,15 +352,21 @@ impl Generator {
             let target = self.destinations[self.rng.random_range(0..self.destinations.len())];
             self.bursts.push(Burst {
                 scenario,
-                attacker: Host { ip, key: ip.to_string() },
+                attacker: Host {
+                    ip,
+                    key: ip.to_string(),
+                },
                 target,
                 minute_end: minute + TimeDelta::minutes(1),
                 next: 0,
             });
             // The next burst starts at a minute boundary, `scenario_interval` later.
             let interval = self.config.scenario_interval.max(TimeDelta::minutes(1));
-            self.next_burst_at[i] =
-                Some((minute + interval).duration_trunc(TimeDelta::minutes(1)).unwrap_or(minute + interval));
+            self.next_burst_at[i] = Some(
+                (minute + interval)
+                    .duration_trunc(TimeDelta::minutes(1))
+                    .unwrap_or(minute + interval),
+            );
         }
     }
 
@@ -343,7 +381,11 @@ impl Generator {
             Scenario::PortScan => {
                 // 150 distinct ports out of 1..=1024: a stride walk that never repeats.
                 let port = 1 + ((n * 7) % 1024) as u16;
-                let action = if rng.random_bool(0.8) { Action::Drop } else { Action::Reject };
+                let action = if rng.random_bool(0.8) {
+                    Action::Drop
+                } else {
+                    Action::Reject
+                };
                 (port, action, b.target, 60, 0)
             }
             Scenario::Flood => (443, Action::Allow, b.target, 300, 120),
@@ -354,7 +396,10 @@ impl Generator {
             }
         };
         let log = RawLog {
-            timestamp: EventTime { at, style: self.config.timestamp_style },
+            timestamp: EventTime {
+                at,
+                style: self.config.timestamp_style,
+            },
             source_ip: b.attacker.ip,
             destination_ip: destination,
             port,
@@ -364,7 +409,10 @@ impl Generator {
             action,
         };
         log.write_json(buf);
-        (&self.bursts[i].attacker.key, Kind::Attack(self.bursts[i].scenario))
+        (
+            &self.bursts[i].attacker.key,
+            Kind::Attack(self.bursts[i].scenario),
+        )
     }
 }
 
@@ -413,15 +461,25 @@ mod tests {
     use super::*;
 
     fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2025-12-28T10:00:00Z").expect("date").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2025-12-28T10:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn deterministic_for_a_seed() {
         let run = |seed| {
-            let mut g = Generator::new(GeneratorConfig { seed, ..Default::default() });
+            let mut g = Generator::new(GeneratorConfig {
+                seed,
+                ..Default::default()
+            });
             let mut buf = Vec::new();
-            (0..100).map(|_| { g.next_into(t0(), &mut buf); buf.clone() }).collect::<Vec<_>>()
+            (0..100)
+                .map(|_| {
+                    g.next_into(t0(), &mut buf);
+                    buf.clone()
+                })
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -431,7 +489,11 @@ mod tests {
     fn default_traffic_is_valid_skewed_and_below_alert_thresholds() {
         let mut g = Generator::new(GeneratorConfig::default());
         let mut buf = Vec::new();
-        let origin = Origin { topic: "t", partition: 0, offset: 0 };
+        let origin = Origin {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
         let mut per_host: HashMap<String, (usize, HashSet<u16>, usize)> = HashMap::new();
         let (mut icmp, mut v6, mut udp) = (0, 0, 0);
         // One minute at the default 1,000 logs/s.
@@ -460,7 +522,10 @@ mod tests {
         assert!(max_ports < 100 / 2, "most ports {max_ports}");
         assert!(max_denied < 100 / 2, "most denied {max_denied}");
         let min_events = per_host.values().map(|h| h.0).min().expect("hosts");
-        assert!(max_events > 20 * min_events.max(1), "skewed: {max_events} vs {min_events}");
+        assert!(
+            max_events > 20 * min_events.max(1),
+            "skewed: {max_events} vs {min_events}"
+        );
         assert!(icmp > 0 && v6 > 0 && udp > 0);
     }
 
@@ -471,8 +536,13 @@ mod tests {
             ..Default::default()
         });
         let mut buf = Vec::new();
-        let origin = Origin { topic: "t", partition: 0, offset: 0 };
-        let mut attacks: HashMap<(Scenario, String), Vec<log_schema::ValidatedRecord>> = HashMap::new();
+        let origin = Origin {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        let mut attacks: HashMap<(Scenario, String), Vec<log_schema::ValidatedRecord>> =
+            HashMap::new();
         for i in 0..10_000 {
             let at = t0() + TimeDelta::milliseconds(i);
             let (key, kind) = g.next_into(at, &mut buf);
@@ -484,7 +554,10 @@ mod tests {
         }
         assert_eq!(attacks.len(), 3);
         for ((s, _), events) in &attacks {
-            let minutes: HashSet<i64> = events.iter().map(|r| r.timestamp.timestamp() / 60).collect();
+            let minutes: HashSet<i64> = events
+                .iter()
+                .map(|r| r.timestamp.timestamp() / 60)
+                .collect();
             assert_eq!(minutes.len(), 1, "{s:?} burst within one minute");
             match s {
                 Scenario::PortScan => {
@@ -501,9 +574,16 @@ mod tests {
 
     #[test]
     fn invalid_records_are_rejected_with_their_kind() {
-        let mut g = Generator::new(GeneratorConfig { invalid_ratio: 0.5, ..Default::default() });
+        let mut g = Generator::new(GeneratorConfig {
+            invalid_ratio: 0.5,
+            ..Default::default()
+        });
         let mut buf = Vec::new();
-        let origin = Origin { topic: "t", partition: 0, offset: 0 };
+        let origin = Origin {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
         let mut kinds = HashSet::new();
         for _ in 0..2_000 {
             let (_, kind) = g.next_into(t0(), &mut buf);

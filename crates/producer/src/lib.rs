@@ -108,7 +108,12 @@ pub struct GeneratorArgs {
     pub invalid_ratio: f64,
 
     /// Attack scenario to inject (repeatable).
-    #[arg(long = "scenario", env = "PRODUCER_SCENARIOS", value_enum, value_delimiter = ',')]
+    #[arg(
+        long = "scenario",
+        env = "PRODUCER_SCENARIOS",
+        value_enum,
+        value_delimiter = ','
+    )]
     pub scenarios: Vec<Scenario>,
 
     /// Seconds between two bursts of one scenario (at least 60: one burst per minute window).
@@ -353,5 +358,8 @@ fn source_ip_of(line: &[u8]) -> Option<String> {
         #[serde(borrow)]
         source_ip: Option<std::borrow::Cow<'a, str>>,
     }
-    serde_json::from_slice::<Key<'_>>(line).ok()?.source_ip.map(|c| c.into_owned())
+    serde_json::from_slice::<Key<'_>>(line)
+        .ok()?
+        .source_ip
+        .map(|c| c.into_owned())
 }

@@ -22,7 +22,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -116,6 +116,8 @@ pub struct ReaderStats {
     pub invalid: AtomicU64,
     /// Produce attempts that failed and were retried.
     pub retries: AtomicU64,
+    /// Partitions currently assigned to this instance.
+    pub assigned_partitions: Arc<AtomicUsize>,
     invalid_by_kind: [AtomicU64; ErrorKind::ALL.len()],
 }
 
@@ -160,7 +162,13 @@ pub async fn run(args: ReaderArgs) -> anyhow::Result<()> {
 }
 
 /// Routes one payload: validate → validated record or dead letter.
-fn route(args: &ReaderArgs, limits: &Limits, payload: &[u8], key: Option<&[u8]>, origin: &Origin<'_>) -> Output {
+fn route(
+    args: &ReaderArgs,
+    limits: &Limits,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    origin: &Origin<'_>,
+) -> Output {
     let now = Utc::now();
     match validate(payload, origin, now, limits) {
         Ok(record) => Output {
@@ -172,7 +180,8 @@ fn route(args: &ReaderArgs, limits: &Limits, payload: &[u8], key: Option<&[u8]>,
         Err(error) => Output {
             topic_is_dlq: true,
             key: key.map(<[u8]>::to_vec),
-            payload: DeadLetter::new(&error, payload, origin, now, args.dlq_max_raw_bytes).to_json(),
+            payload: DeadLetter::new(&error, payload, origin, now, args.dlq_max_raw_bytes)
+                .to_json(),
             kind: Some(error.kind),
         },
     }
@@ -189,15 +198,23 @@ pub async fn run_until(
         max_future_skew: Duration::from_secs(args.max_future_skew_secs),
     };
     let producer: FutureProducer = args.kafka.producer(&[])?;
-    let context = PipelineContext::default();
+    let context = PipelineContext {
+        assigned: stats.assigned_partitions.clone(),
+        ..Default::default()
+    };
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(
         &args.group_id,
         context,
         // Large records must reach us to be dead-lettered, not stall the fetcher.
-        &[("fetch.max.bytes", "52428800"), ("max.partition.fetch.bytes", "16777216")],
+        &[
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "16777216"),
+        ],
     )?;
-    consumer.subscribe(&[&args.input_topic]).context("subscribe")?;
+    consumer
+        .subscribe(&[&args.input_topic])
+        .context("subscribe")?;
     info!(topic = %args.input_topic, group = %args.group_id, "stream-reader started");
 
     let topic = args.input_topic.clone();

@@ -1,0 +1,431 @@
+//! The stream-reader against the real broker.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use chrono::Utc;
+use log_schema::{DeadLetter, ErrorKind, Limits, Origin, RawEncoding, ValidatedRecord, validate};
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+use stream_reader::{ReaderArgs, ReaderStats};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::support::{self, DEADLINE, Read};
+
+struct Topics {
+    input: String,
+    validated: String,
+    dlq: String,
+    group: String,
+}
+
+async fn topics(name: &str) -> Topics {
+    let t = Topics {
+        input: support::unique(&format!("it_{name}_in")),
+        validated: support::unique(&format!("it_{name}_ok")),
+        dlq: support::unique(&format!("it_{name}_dlq")),
+        group: support::unique(&format!("it_{name}_group")),
+    };
+    support::fresh_topics(&[&t.input, &t.validated, &t.dlq]).await;
+    t
+}
+
+fn args(t: &Topics) -> ReaderArgs {
+    ReaderArgs {
+        kafka: KafkaArgs::new(support::kafka_broker()),
+        telemetry: TelemetryArgs {
+            log_format: pipeline_runtime::telemetry::LogFormat::Text,
+        },
+        group_id: t.group.clone(),
+        input_topic: t.input.clone(),
+        validated_topic: t.validated.clone(),
+        dlq_topic: t.dlq.clone(),
+        max_record_bytes: 64 * 1024,
+        max_future_skew_secs: 300,
+        dlq_max_raw_bytes: log_schema::DEFAULT_MAX_RAW_BYTES,
+        max_in_flight: 1000,
+        retry_min_delay_ms: 50,
+        retry_max_delay_ms: 1000,
+        status_interval_secs: 5,
+    }
+}
+
+fn valid(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"timestamp":"2025-12-28T10:30:{:02}.{:06}","source_ip":"192.168.{}.{}","destination_ip":"10.0.0.50","port":{},"protocol":"tcp","bytes_sent":{},"bytes_received":4096,"action":"allow","extra":"ignored"}}"#,
+        i % 60,
+        i,
+        i % 4,
+        1 + i % 200,
+        [443, 22, 53, 8080][i % 4],
+        i * 10,
+    )
+    .into_bytes()
+}
+
+/// Our own corpus: valid records and at least one record of every error kind the reader can
+/// meet (write_rejected is the writer's).
+fn corpus() -> Vec<(Option<Vec<u8>>, Vec<u8>, Option<ErrorKind>)> {
+    let mut out: Vec<(Option<Vec<u8>>, Vec<u8>, Option<ErrorKind>)> = (0..60)
+        .map(|i| (Some(format!("k{i}").into_bytes()), valid(i), None))
+        .collect();
+    let seed = String::from_utf8(valid(1)).expect("utf8");
+    let bad = |from: &str, to: &str| seed.replacen(from, to, 1).into_bytes();
+    let future = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let cases: Vec<(Vec<u8>, ErrorKind)> = vec![
+        (vec![0xde, 0xad, 0xbe, 0xef, 0xff, 0x00], ErrorKind::NotUtf8),
+        (b"{\"timestamp\": \"2025".to_vec(), ErrorKind::MalformedJson),
+        (Vec::new(), ErrorKind::MalformedJson),
+        (b"[\"an\", \"array\"]".to_vec(), ErrorKind::NotObject),
+        (
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000)).into_bytes(),
+            ErrorKind::TooLarge,
+        ),
+        (bad("\"port\":22,", ""), ErrorKind::MissingField),
+        (
+            bad("\"port\":22", "\"port\":\"22\""),
+            ErrorKind::InvalidType,
+        ),
+        (bad("192.168.1.2", "192.168.1.256"), ErrorKind::InvalidIp),
+        (
+            bad("\"port\":22", "\"port\":65536"),
+            ErrorKind::PortOutOfRange,
+        ),
+        (
+            bad("\"bytes_sent\":10", "\"bytes_sent\":-10"),
+            ErrorKind::BytesOutOfRange,
+        ),
+        (
+            bad("2025-12-28T10:30:01.000001", "28/12/2025 10:30"),
+            ErrorKind::InvalidTimestamp,
+        ),
+        (
+            bad("2025-12-28T10:30:01.000001", &future),
+            ErrorKind::TimestampInFuture,
+        ),
+        (bad("\"tcp\"", "\"tcp/ip\""), ErrorKind::InvalidProtocol),
+        (bad("\"allow\"", "\"permit\""), ErrorKind::InvalidAction),
+    ];
+    out.extend(
+        cases
+            .into_iter()
+            .map(|(p, k)| (Some(b"bad".to_vec()), p, Some(k))),
+    );
+    out
+}
+
+/// Validates the input topic locally: the outputs the reader must produce, by input coordinates.
+fn expected(
+    input: &str,
+    records: &[Read],
+) -> HashMap<(i32, i64), Result<ValidatedRecord, ErrorKind>> {
+    records
+        .iter()
+        .map(|r| {
+            let origin = Origin {
+                topic: input,
+                partition: r.partition,
+                offset: r.offset,
+            };
+            let limits = Limits::default();
+            let v = validate(&r.payload, &origin, Utc::now(), &limits).map_err(|e| e.kind);
+            ((r.partition, r.offset), v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_record_lands_on_exactly_one_output_with_the_right_content() {
+    let t = topics("route").await;
+    let corpus = corpus();
+    let records: Vec<_> = corpus
+        .iter()
+        .map(|(k, p, _)| (k.clone(), p.clone()))
+        .collect();
+    support::produce(&t.input, &records).await;
+    let stats = Arc::new(ReaderStats::default());
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn(stream_reader::run_until(
+        args(&t),
+        stop.clone(),
+        stats.clone(),
+    ));
+
+    let n = corpus.len() as u64;
+    support::wait_until(DEADLINE, "every record routed", || {
+        stats.valid.load(Relaxed) + stats.invalid.load(Relaxed) >= n
+    })
+    .await;
+    stop.cancel();
+    reader.await.expect("join").expect("reader stopped cleanly");
+
+    let n_invalid = corpus.iter().filter(|c| c.2.is_some()).count();
+    let n_valid = corpus.len() - n_invalid;
+    assert_eq!(stats.consumed.load(Relaxed), n);
+    assert_eq!(stats.valid.load(Relaxed) as usize, n_valid);
+    assert_eq!(stats.invalid.load(Relaxed) as usize, n_invalid);
+    assert_eq!(stats.invalid_of(ErrorKind::MalformedJson), 2);
+
+    let input = support::read_topic(&t.input, corpus.len(), DEADLINE);
+    let want = expected(&t.input, &input);
+    let by_coords: HashMap<(i32, i64), &Read> =
+        input.iter().map(|r| ((r.partition, r.offset), r)).collect();
+
+    let ok = support::read_topic(&t.validated, n_valid, DEADLINE);
+    assert_eq!(ok.len(), n_valid);
+    assert_eq!(
+        support::topic_size(&t.validated),
+        n_valid as i64,
+        "nothing extra"
+    );
+    let mut ids = BTreeSet::new();
+    for r in &ok {
+        let got = ValidatedRecord::from_json(&r.payload).expect("validated record");
+        assert_eq!(
+            r.key.as_deref(),
+            Some(got.source_ip.to_string().as_bytes()),
+            "keyed by source ip"
+        );
+        let coords = want
+            .iter()
+            .find_map(|(c, v)| {
+                v.as_ref()
+                    .ok()
+                    .filter(|v| v.event_id == got.event_id)
+                    .map(|_| *c)
+            })
+            .expect("event id derived from an input record's coordinates");
+        let mut exp = want[&coords].clone().expect("valid");
+        exp.ingested_at = got.ingested_at;
+        assert_eq!(got, exp, "enriched exactly as the contract says");
+        assert_eq!(got.protocol, "TCP");
+        assert_eq!(got.action, log_schema::Action::Allow);
+        assert!(got.service.is_some());
+        ids.insert(got.event_id);
+    }
+    assert_eq!(ids.len(), n_valid, "distinct ids");
+
+    let dlq = support::read_topic(&t.dlq, n_invalid, DEADLINE);
+    assert_eq!(dlq.len(), n_invalid);
+    assert_eq!(support::topic_size(&t.dlq), n_invalid as i64);
+    let mut kinds = BTreeSet::new();
+    for r in &dlq {
+        let dl = DeadLetter::from_json(&r.payload).expect("dead letter");
+        assert_eq!(dl.source.topic, t.input);
+        let original = by_coords[&(dl.source.partition, dl.source.offset)];
+        assert_eq!(
+            want[&(dl.source.partition, dl.source.offset)]
+                .as_ref()
+                .err(),
+            Some(&dl.error.kind)
+        );
+        assert_eq!(
+            dl.raw_bytes().expect("raw"),
+            original.payload,
+            "original bytes recoverable"
+        );
+        assert!(!dl.raw_truncated);
+        assert_eq!(r.key, original.key, "dead letters keep the input key");
+        if dl.error.kind == ErrorKind::NotUtf8 {
+            assert_eq!(dl.raw_encoding, RawEncoding::Base64);
+        }
+        assert!(!dl.error.message.is_empty());
+        kinds.insert(dl.error.kind);
+    }
+    let all: BTreeSet<ErrorKind> = corpus.iter().filter_map(|c| c.2).collect();
+    assert_eq!(kinds, all);
+    // The final commit covers everything.
+    let committed: i64 = support::committed(&t.group, &t.input).values().sum();
+    assert_eq!(committed, corpus.len() as i64);
+}
+
+async fn generate(topic: &str, count: u64) {
+    let mut a = producer::ProducerArgs {
+        kafka: KafkaArgs::new(support::kafka_broker()),
+        telemetry: TelemetryArgs {
+            log_format: pipeline_runtime::telemetry::LogFormat::Text,
+        },
+        topic: topic.to_owned(),
+        rate: 0,
+        count: Some(count),
+        duration_secs: None,
+        input: None,
+        generator: producer::GeneratorArgs {
+            seed: 11,
+            hosts: 500,
+            deny_ratio: 0.05,
+            invalid_ratio: 0.0,
+            scenarios: vec![],
+            scenario_interval_secs: 60,
+            timestamp_style: producer::TimestampArg::Seed,
+        },
+        status_interval_secs: 5,
+        flush_timeout_secs: 60,
+    };
+    a.generator.invalid_ratio = 0.01;
+    let s = producer::run_until(a, CancellationToken::new(), Arc::default())
+        .await
+        .expect("produce");
+    assert_eq!(s.delivered, count);
+}
+
+fn expected_ids(input: &str, count: usize) -> BTreeSet<Uuid> {
+    let records = support::read_topic(input, count, DEADLINE);
+    assert_eq!(records.len(), count);
+    expected(input, &records)
+        .into_values()
+        .filter_map(Result::ok)
+        .map(|v| v.event_id)
+        .collect()
+}
+
+fn output_ids(topic: &str, at_least: usize) -> Vec<Uuid> {
+    support::read_topic(topic, at_least, DEADLINE)
+        .iter()
+        .map(|r| {
+            ValidatedRecord::from_json(&r.payload)
+                .expect("validated")
+                .event_id
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_stream_loses_nothing_and_ids_are_stable() {
+    let t = topics("kill").await;
+    let n = 20_000;
+    generate(&t.input, n).await;
+    let env = [
+        ("READER_GROUP_ID", t.group.clone()),
+        ("READER_INPUT_TOPIC", t.input.clone()),
+        ("READER_VALIDATED_TOPIC", t.validated.clone()),
+        ("READER_DLQ_TOPIC", t.dlq.clone()),
+        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+    ];
+    let mut reader = support::spawn_service("stream-reader", &t.group, &env);
+    support::wait_until(DEADLINE, "some output before the kill", || {
+        support::topic_size(&t.validated) >= 2_000
+    })
+    .await;
+    support::kill9(&mut reader);
+    // The local broker (tansu 0.6) never rebalances a group when a member's session expires;
+    // a member that joins after the expiry takes over all partitions. Real Kafka needs no such
+    // wait: it rebalances the group when the session expires.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after_kill = support::topic_size(&t.validated) + support::topic_size(&t.dlq);
+    assert!(
+        after_kill < n as i64,
+        "killed mid-stream ({after_kill} of {n} routed)"
+    );
+
+    let mut reader = support::spawn_service("stream-reader", &t.group, &env);
+    support::wait_until(
+        DEADLINE * 2,
+        "everything committed after the restart",
+        || support::committed(&t.group, &t.input).values().sum::<i64>() == n as i64,
+    )
+    .await;
+    assert!(
+        support::terminate(&mut reader).success(),
+        "clean exit on SIGTERM"
+    );
+
+    let want = expected_ids(&t.input, n as usize);
+    let out = support::topic_size(&t.validated) as usize;
+    let got = output_ids(&t.validated, out);
+    let distinct: BTreeSet<Uuid> = got.iter().copied().collect();
+    assert_eq!(
+        distinct, want,
+        "every valid input present, with the same ids, and nothing else"
+    );
+    let dlq = support::topic_size(&t.dlq) as usize;
+    let dead: BTreeSet<(i32, i64)> = support::read_topic(&t.dlq, dlq, DEADLINE)
+        .iter()
+        .map(|r| {
+            let d = DeadLetter::from_json(&r.payload).expect("dead letter");
+            (d.source.partition, d.source.offset)
+        })
+        .collect();
+    assert_eq!(
+        distinct.len() + dead.len(),
+        n as usize,
+        "valid + invalid = consumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_partitions() {
+    let t = topics("pair").await;
+    let other_out = support::unique("it_pair_ok_b");
+    support::fresh_topics(&[&other_out]).await;
+    let stop = CancellationToken::new();
+    let a_stats = Arc::new(ReaderStats::default());
+    let b_stats = Arc::new(ReaderStats::default());
+    let a = tokio::spawn(stream_reader::run_until(
+        args(&t),
+        stop.clone(),
+        a_stats.clone(),
+    ));
+    let b = tokio::spawn(stream_reader::run_until(
+        ReaderArgs {
+            validated_topic: other_out.clone(),
+            ..args(&t)
+        },
+        stop.clone(),
+        b_stats.clone(),
+    ));
+    // Wait until the group is stable with both members holding partitions.
+    support::wait_until(DEADLINE, "both instances hold partitions", || {
+        let (pa, pb) = (
+            a_stats.assigned_partitions.load(Relaxed),
+            b_stats.assigned_partitions.load(Relaxed),
+        );
+        pa > 0 && pb > 0 && pa + pb == 3
+    })
+    .await;
+
+    let n = 6_000;
+    generate(&t.input, n).await;
+    support::wait_until(
+        DEADLINE,
+        "both instances together consumed everything",
+        || a_stats.consumed.load(Relaxed) + b_stats.consumed.load(Relaxed) >= n,
+    )
+    .await;
+    support::wait_until(DEADLINE, "everything routed", || {
+        let done = |s: &ReaderStats| s.valid.load(Relaxed) + s.invalid.load(Relaxed);
+        done(&a_stats) + done(&b_stats) >= n
+    })
+    .await;
+    stop.cancel();
+    a.await.expect("join").expect("a");
+    b.await.expect("join").expect("b");
+
+    assert!(
+        a_stats.consumed.load(Relaxed) > 0 && b_stats.consumed.load(Relaxed) > 0,
+        "both worked"
+    );
+    assert_eq!(
+        a_stats.consumed.load(Relaxed) + b_stats.consumed.load(Relaxed),
+        n,
+        "no partition twice"
+    );
+    // Map every output back to its input partition: each partition was handled by one instance.
+    let input = support::read_topic(&t.input, n as usize, DEADLINE);
+    let partition_of: HashMap<Uuid, i32> = expected(&t.input, &input)
+        .into_iter()
+        .filter_map(|((p, _), v)| v.ok().map(|v| (v.event_id, p)))
+        .collect();
+    let parts = |topic: &str| -> BTreeSet<i32> {
+        output_ids(topic, support::topic_size(topic) as usize)
+            .iter()
+            .map(|id| partition_of[id])
+            .collect()
+    };
+    let (pa, pb) = (parts(&t.validated), parts(&other_out));
+    assert!(pa.is_disjoint(&pb), "{pa:?} vs {pb:?}");
+    assert_eq!(pa.union(&pb).count(), 3);
+}
