@@ -10,3 +10,4 @@ mod kafka;
 mod producer;
 mod reader;
 mod support;
+mod writer;

@@ -66,10 +66,13 @@ fn valid(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// (key, payload, the error kind it must be rejected with, if any)
+type CorpusEntry = (Option<Vec<u8>>, Vec<u8>, Option<ErrorKind>);
+
 /// Our own corpus: valid records and at least one record of every error kind the reader can
 /// meet (write_rejected is the writer's).
-fn corpus() -> Vec<(Option<Vec<u8>>, Vec<u8>, Option<ErrorKind>)> {
-    let mut out: Vec<(Option<Vec<u8>>, Vec<u8>, Option<ErrorKind>)> = (0..60)
+fn corpus() -> Vec<CorpusEntry> {
+    let mut out: Vec<CorpusEntry> = (0..60)
         .map(|i| (Some(format!("k{i}").into_bytes()), valid(i), None))
         .collect();
     let seed = String::from_utf8(valid(1)).expect("utf8");

@@ -249,13 +249,13 @@ pub async fn event_ids(session: &Session, keyspace: &str, ips: &[String]) -> Vec
         .expect("prepare");
     let mut out = Vec::new();
     for ip in ips {
-        let rows = session
-            .execute_unpaged(&stmt, (ip,))
+        let mut pages = session
+            .execute_iter(stmt.clone(), (ip,))
             .await
             .expect("select")
-            .into_rows_result()
-            .expect("rows");
-        for row in rows.rows::<(uuid::Uuid,)>().expect("typed") {
+            .rows_stream::<(uuid::Uuid,)>()
+            .expect("typed");
+        while let Some(row) = futures::StreamExt::next(&mut pages).await {
             out.push(row.expect("decode").0);
         }
     }
@@ -288,4 +288,55 @@ pub fn committed(group: &str, topic: &str) -> std::collections::BTreeMap<i32, i6
             _ => None,
         })
         .collect()
+}
+
+/// A TCP proxy in front of a server that a test can cut (close every connection and refuse new
+/// ones) and restore: a network outage without touching the server other tests share.
+#[derive(Debug, Clone)]
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CutProxy {
+    pub async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let proxy = Self {
+            addr: listener.local_addr().expect("addr"),
+            cut: Default::default(),
+            conns: Default::default(),
+        };
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if p.cut.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                p.conns.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        proxy
+    }
+
+    /// Closes every connection and refuses new ones until [`CutProxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().expect("lock").drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
 }

@@ -174,7 +174,7 @@ impl ProducerContext for Deliveries {
                 let failed = self.0.failed.fetch_add(1, Relaxed);
                 // One line per failure would flood the log during an outage: log the first
                 // ones, then every 10,000th; the count is exact in the status line.
-                if failed < 10 || failed % 10_000 == 0 {
+                if failed < 10 || failed.is_multiple_of(10_000) {
                     warn!(%error, topic = message.topic(), partition = message.partition(), failed = failed + 1, "delivery failed");
                 }
             }

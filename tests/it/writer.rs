@@ -1,0 +1,367 @@
+//! The cassandra-writer against the real broker and CQL server.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use cassandra_writer::writer::{WriterArgs, WriterStats};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use log_schema::{DeadLetter, ErrorKind, Limits, Origin, ValidatedRecord, validate};
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+use producer::{Generator, GeneratorConfig};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::support::{self, DEADLINE};
+
+struct Setup {
+    keyspace: String,
+    topic: String,
+    dlq: String,
+    group: String,
+    records: Vec<ValidatedRecord>,
+}
+
+/// A fresh keyspace and topics, and `n` validated records (made by the real generator and
+/// validator) on the input topic, keyed by source IP.
+async fn setup(name: &str, n: usize) -> Setup {
+    let keyspace = support::fresh_keyspace().await;
+    let topic = support::unique(&format!("it_{name}_valid"));
+    let dlq = support::unique(&format!("it_{name}_dlq"));
+    support::fresh_topics(&[&topic, &dlq]).await;
+    let mut g = Generator::new(GeneratorConfig {
+        seed: n as u64,
+        hosts: 300,
+        ..Default::default()
+    });
+    let mut buf = Vec::new();
+    let start = Utc::now() - chrono::Duration::minutes(10);
+    let records: Vec<ValidatedRecord> = (0..n)
+        .map(|i| {
+            let at = start + chrono::Duration::microseconds(i as i64 * 997);
+            g.next_into(at, &mut buf);
+            let origin = Origin {
+                topic: "it_source",
+                partition: 0,
+                offset: i as i64,
+            };
+            validate(&buf, &origin, Utc::now(), &Limits::default())
+                .expect("generated records are valid")
+        })
+        .collect();
+    let payloads: Vec<_> = records
+        .iter()
+        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
+        .collect();
+    support::produce(&topic, &payloads).await;
+    Setup {
+        keyspace,
+        topic,
+        dlq,
+        group: support::unique(&format!("it_{name}_group")),
+        records,
+    }
+}
+
+fn args(s: &Setup, group: &str) -> WriterArgs {
+    WriterArgs {
+        kafka: KafkaArgs::new(support::kafka_broker()),
+        cassandra: support::cassandra(&s.keyspace),
+        telemetry: TelemetryArgs {
+            log_format: pipeline_runtime::telemetry::LogFormat::Text,
+        },
+        group_id: group.to_owned(),
+        input_topic: s.topic.clone(),
+        dlq_topic: s.dlq.clone(),
+        max_in_flight: 256,
+        retry_max_attempts: 0,
+        retry_min_delay_ms: 50,
+        retry_max_delay_ms: 1_000,
+        status_interval_secs: 5,
+    }
+}
+
+fn ips(records: &[ValidatedRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.source_ip.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Runs a writer in-process until `written` rows are counted, then stops it cleanly.
+async fn write_all(args: WriterArgs, written: u64) -> Arc<WriterStats> {
+    let stats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(cassandra_writer::writer::run_until(
+        args,
+        stop.clone(),
+        stats.clone(),
+    ));
+    support::wait_until(DEADLINE * 2, "all rows written", || {
+        stats.written.load(Relaxed) >= written
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("writer stopped cleanly");
+    stats
+}
+
+type Row = (
+    String,
+    DateTime<Utc>,
+    Uuid,
+    String,
+    i32,
+    String,
+    i64,
+    i64,
+    String,
+    DateTime<Utc>,
+    i64,
+    String,
+    String,
+    Option<String>,
+);
+
+async fn rows(s: &Setup) -> Vec<Row> {
+    let session = support::session(&s.keyspace).await;
+    let stmt = session
+        .prepare(format!(
+            "SELECT source_ip, timestamp, event_id, destination_ip, port, protocol, bytes_sent, \
+             bytes_received, action, ingested_at, total_bytes, source_ip_class, \
+             destination_ip_class, service FROM {}.access_logs WHERE source_ip = ?",
+            s.keyspace
+        ))
+        .await
+        .expect("prepare");
+    let mut out = Vec::new();
+    for ip in ips(&s.records) {
+        let mut pages = session
+            .execute_iter(stmt.clone(), (ip,))
+            .await
+            .expect("select")
+            .rows_stream::<Row>()
+            .expect("typed");
+        while let Some(row) = pages.next().await {
+            out.push(row.expect("decode"));
+        }
+    }
+    out
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn n_records_become_exactly_n_rows_and_a_replay_adds_none() {
+    let n = 3_000;
+    let s = setup("rows", n).await;
+    // One record on the topic that is not a validated record at all.
+    support::produce(
+        &s.topic,
+        &[(None, b"{\"not\": \"a validated record\"}".to_vec())],
+    )
+    .await;
+
+    let stats = write_all(args(&s, &s.group), n as u64).await;
+    assert_eq!(stats.written.load(Relaxed), n as u64);
+    assert_eq!(stats.dead_lettered.load(Relaxed), 1);
+    let dlq = support::read_topic(&s.dlq, 1, DEADLINE);
+    let dl = DeadLetter::from_json(&dlq[0].payload).expect("dead letter");
+    assert_eq!(dl.error.kind, ErrorKind::InvalidType);
+    assert_eq!(
+        dl.raw_bytes().expect("raw"),
+        b"{\"not\": \"a validated record\"}"
+    );
+
+    let got = rows(&s).await;
+    assert_eq!(got.len(), n, "exactly one row per record");
+    let by_id: HashMap<Uuid, &ValidatedRecord> =
+        s.records.iter().map(|r| (r.event_id, r)).collect();
+    for row in &got {
+        let r = by_id[&row.2];
+        assert_eq!(row.0, r.source_ip.to_string());
+        assert_eq!(
+            ms(row.1),
+            ms(r.timestamp),
+            "CQL timestamps have millisecond precision"
+        );
+        assert_eq!(row.3, r.destination_ip.to_string());
+        assert_eq!(row.4, i32::from(r.port));
+        assert_eq!(row.5, r.protocol);
+        assert_eq!(
+            (row.6, row.7, row.10),
+            (r.bytes_sent, r.bytes_received, r.total_bytes)
+        );
+        assert_eq!(row.8, r.action.as_str());
+        assert_eq!(ms(row.9), ms(r.ingested_at));
+        assert_eq!(
+            (row.11.as_str(), row.12.as_str()),
+            (r.source_ip_class.as_str(), r.destination_ip_class.as_str())
+        );
+        assert_eq!(row.13, r.service);
+    }
+
+    // The seed's cqlsh queries, verbatim.
+    let session = support::session(&s.keyspace).await;
+    session.use_keyspace(&s.keyspace, false).await.expect("USE");
+    let first10 = session
+        .query_unpaged("SELECT * FROM access_logs LIMIT 10;", &[])
+        .await
+        .expect("seed query 1")
+        .into_rows_result()
+        .expect("rows");
+    assert_eq!(first10.rows_num(), 10);
+    let busiest = got.iter().fold(BTreeMap::<&str, usize>::new(), |mut m, r| {
+        *m.entry(r.0.as_str()).or_default() += 1;
+        m
+    });
+    let (ip, count) = busiest.iter().max_by_key(|(_, c)| **c).expect("rows");
+    let by_ip = session
+        .query_unpaged(
+            format!("SELECT * FROM access_logs WHERE source_ip = '{ip}' LIMIT 20;"),
+            &[],
+        )
+        .await
+        .expect("seed query 2")
+        .into_rows_result()
+        .expect("rows");
+    assert_eq!(by_ip.rows_num(), (*count).min(20));
+
+    // Replay everything from the beginning (a new group = offsets reset): still n rows.
+    let replay_group = support::unique("it_rows_replay");
+    let stats = write_all(args(&s, &replay_group), n as u64).await;
+    assert_eq!(stats.written.load(Relaxed), n as u64);
+    let again = rows(&s).await;
+    assert_eq!(again.len(), n, "a replay rewrites the same rows");
+    let ids: BTreeSet<Uuid> = again.iter().map(|r| r.2).collect();
+    assert_eq!(ids.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cql_outage_mid_stream_loses_nothing_and_commits_nothing_unwritten() {
+    let n = 4_000;
+    let s = setup("outage", n).await;
+    let proxy = support::CutProxy::start(support::cassandra_nodes()).await;
+    let mut a = args(&s, &s.group);
+    a.cassandra.nodes = vec![proxy.addr.to_string()];
+    a.cassandra.request_timeout_ms = 2_000;
+    let stats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(cassandra_writer::writer::run_until(
+        a,
+        stop.clone(),
+        stats.clone(),
+    ));
+    support::wait_until(DEADLINE, "some rows written", || {
+        stats.written.load(Relaxed) >= 300
+    })
+    .await;
+
+    proxy.cut();
+    let cut_at = std::time::Instant::now();
+    let written_at_cut = stats.written.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // While the database is unreachable: every committed offset covers only written rows.
+    let committed = support::committed(&s.group, &s.topic);
+    let input = support::read_topic(&s.topic, n, DEADLINE);
+    let present: BTreeSet<Uuid> = support::event_ids(
+        &support::session(&s.keyspace).await,
+        &s.keyspace,
+        &ips(&s.records),
+    )
+    .await
+    .into_iter()
+    .collect();
+    let mut checked = 0;
+    for r in &input {
+        if committed.get(&r.partition).is_some_and(|c| r.offset < *c) {
+            let id = ValidatedRecord::from_json(&r.payload)
+                .expect("record")
+                .event_id;
+            assert!(
+                present.contains(&id),
+                "offset {}/{} committed but its row is missing",
+                r.partition,
+                r.offset
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        (checked as u64) < n as u64,
+        "the outage happened mid-stream"
+    );
+    while cut_at.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        stats.retries.load(Relaxed) > 0,
+        "writes were retried during the outage"
+    );
+    assert!(
+        stats.written.load(Relaxed) < n as u64,
+        "progress stopped during the outage ({written_at_cut} at the cut)"
+    );
+    proxy.restore();
+
+    support::wait_until(DEADLINE * 2, "all rows after the outage", || {
+        stats.written.load(Relaxed) >= n as u64
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("writer stopped cleanly");
+    let got = rows(&s).await;
+    assert_eq!(got.len(), n, "all rows present, none twice");
+    let committed: i64 = support::committed(&s.group, &s.topic).values().sum();
+    assert_eq!(committed, n as i64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_stream_and_restart_gives_exactly_n_rows() {
+    let n = 15_000;
+    let s = setup("kill", n).await;
+    let env = [
+        ("CASSANDRA_KEYSPACE", s.keyspace.clone()),
+        ("WRITER_GROUP_ID", s.group.clone()),
+        ("WRITER_INPUT_TOPIC", s.topic.clone()),
+        ("WRITER_DLQ_TOPIC", s.dlq.clone()),
+        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+    ];
+    let mut writer = support::spawn_service("cassandra-writer", &s.group, &env);
+    support::wait_until(DEADLINE, "some offsets committed before the kill", || {
+        support::committed(&s.group, &s.topic).values().sum::<i64>() >= 1_000
+    })
+    .await;
+    support::kill9(&mut writer);
+    let at_kill: i64 = support::committed(&s.group, &s.topic).values().sum();
+    assert!(
+        at_kill < n as i64,
+        "killed mid-stream ({at_kill} of {n} committed)"
+    );
+    // See reader.rs: tansu 0.6 does not rebalance on session expiry; real Kafka needs no wait.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let mut writer = support::spawn_service("cassandra-writer", &s.group, &env);
+    support::wait_until(
+        DEADLINE * 3,
+        "everything committed after the restart",
+        || support::committed(&s.group, &s.topic).values().sum::<i64>() == n as i64,
+    )
+    .await;
+    assert!(
+        support::terminate(&mut writer).success(),
+        "clean exit on SIGTERM"
+    );
+    let got = rows(&s).await;
+    assert_eq!(got.len(), n, "exactly n rows");
+    let ids: BTreeSet<Uuid> = got.iter().map(|r| r.2).collect();
+    let want: BTreeSet<Uuid> = s.records.iter().map(|r| r.event_id).collect();
+    assert_eq!(ids, want);
+}
