@@ -200,9 +200,20 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A service process that is killed when the test ends, even when it panics.
+#[derive(Debug)]
+pub struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a service binary against the test stack with `env` on top; its output goes to
 /// `target/it-logs/<log_name>.log`.
-pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> std::process::Child {
+pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Service {
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/it-logs");
     std::fs::create_dir_all(&logs).expect("log dir");
     let log = std::fs::OpenOptions::new()
@@ -221,22 +232,23 @@ pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> std:
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
+        .map(Service)
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
 }
 
 /// SIGKILL, no goodbye.
-pub fn kill9(child: &mut std::process::Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+pub fn kill9(service: &mut Service) {
+    service.0.kill().expect("SIGKILL");
+    service.0.wait().expect("reaped");
 }
 
 /// SIGTERM and wait for a clean exit.
-pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+pub fn terminate(service: &mut Service) -> std::process::ExitStatus {
     #[allow(unsafe_code)] // reason: kill(2) to send SIGTERM; std only offers SIGKILL
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(service.0.id() as i32, libc::SIGTERM);
     }
-    child.wait().expect("exit status")
+    service.0.wait().expect("exit status")
 }
 
 /// Event ids of every row of `access_logs` for the given source IPs.

