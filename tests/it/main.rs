@@ -7,6 +7,7 @@
 
 mod cassandra;
 mod kafka;
+mod observability;
 mod producer;
 mod reader;
 mod support;

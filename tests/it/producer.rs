@@ -35,6 +35,7 @@ fn args(topic: &str) -> ProducerArgs {
         },
         status_interval_secs: 5,
         flush_timeout_secs: 60,
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
     }
 }
 

@@ -50,6 +50,7 @@ fn args(t: &Topics) -> ReaderArgs {
         retry_min_delay_ms: 50,
         retry_max_delay_ms: 1000,
         status_interval_secs: 5,
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
     }
 }
 
@@ -267,6 +268,7 @@ async fn generate(topic: &str, count: u64) {
         },
         status_interval_secs: 5,
         flush_timeout_secs: 60,
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
     };
     a.generator.invalid_ratio = 0.01;
     let s = producer::run_until(a, CancellationToken::new(), Arc::default())

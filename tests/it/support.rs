@@ -1,6 +1,7 @@
 //! Shared helpers: server addresses, fresh topics and keyspaces, reading topics back.
 
 use std::{
+    collections::BTreeSet,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -226,7 +227,8 @@ pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Serv
         .env("CASSANDRA_NODES", cassandra_nodes())
         .env("CASSANDRA_AWAIT_SCHEMA_AGREEMENT", "false")
         .env("CASSANDRA_CONSISTENCY", "one")
-        .env("RUST_LOG", "info,scylla=error,librdkafka=off")
+        .env("RUST_LOG", "info,scylla::cluster::metadata=off,librdkafka=off")
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("log"))
@@ -351,4 +353,69 @@ impl CutProxy {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+}
+
+/// A free loopback port (bound, then released) for a service's METRICS_ADDR.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Minimal HTTP/1.1 GET: (status code, body). `None` when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Sum of the samples of `name` in a Prometheus exposition whose labels include `labels`.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric_name == name
+                && labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
+/// Every metric name in an exposition.
+pub fn metric_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
+        .collect()
+}
+
+/// Like [`wait_until`] for an async condition.
+pub async fn wait_until_async<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    while !condition().await {
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for a service that stops by itself (e.g. a producer with a count).
+pub fn terminate_or_wait(service: &mut Service) -> std::process::ExitStatus {
+    service.0.wait().expect("exit status")
 }

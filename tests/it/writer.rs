@@ -81,6 +81,7 @@ fn args(s: &Setup, group: &str) -> WriterArgs {
         retry_min_delay_ms: 50,
         retry_max_delay_ms: 1_000,
         status_interval_secs: 5,
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
     }
 }
 

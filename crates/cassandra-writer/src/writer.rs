@@ -33,8 +33,8 @@ use log_schema::{DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, Val
 use pipeline_runtime::{
     cassandra::CassandraArgs,
     kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
-    shutdown,
-    telemetry::TelemetryArgs,
+    observe, shutdown,
+    telemetry::{LogLimiter, TelemetryArgs},
 };
 use rdkafka::{
     Message,
@@ -97,6 +97,10 @@ pub struct WriterArgs {
     /// Seconds between status lines.
     #[arg(long, env = "WRITER_STATUS_INTERVAL_SECS", default_value_t = 5)]
     pub status_interval_secs: u64,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl WriterArgs {
@@ -183,6 +187,112 @@ struct Shared {
     producer: FutureProducer,
     args: WriterArgs,
     stats: Arc<WriterStats>,
+    logs: LogLimiter,
+}
+
+/// Readiness of Cassandra, independent of traffic: a cheap read every 2 s.
+async fn probe_cassandra(
+    shared: Arc<Shared>,
+    probe: PreparedStatement,
+    readiness: observe::Readiness,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {
+                let state = match tokio::time::timeout(Duration::from_secs(2), shared.session.execute_unpaged(&probe, &[])).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("probe failed: {e}")),
+                    Err(_) => Err("probe timed out".to_owned()),
+                };
+                readiness.set("cassandra", state);
+            }
+        }
+    }
+}
+
+/// Registers every metric with help text and zero values.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "writer_records_consumed_total",
+        "Records consumed from the validated topic"
+    );
+    describe_counter!("writer_rows_written_total", "Rows written to access_logs");
+    describe_counter!(
+        "writer_write_retries_total",
+        "Write attempts that failed and were retried"
+    );
+    describe_counter!("writer_write_errors_total", "Failed write attempts by kind");
+    describe_counter!(
+        "writer_dead_letters_total",
+        "Records sent to the dead-letter topic by kind"
+    );
+    describe_histogram!(
+        "writer_write_latency_seconds",
+        metrics::Unit::Seconds,
+        "Write latency, retries included"
+    );
+    describe_histogram!(
+        "writer_e2e_latency_seconds",
+        metrics::Unit::Seconds,
+        "Event timestamp to row written"
+    );
+    describe_gauge!(
+        "writer_in_flight",
+        "Records consumed whose row is not written yet"
+    );
+    describe_gauge!(
+        "kafka_consumer_lag",
+        "High watermark minus consumer position, per partition"
+    );
+    describe_gauge!(
+        "kafka_assigned_partitions",
+        "Partitions assigned to this consumer"
+    );
+    for name in [
+        "writer_records_consumed_total",
+        "writer_rows_written_total",
+        "writer_write_retries_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for kind in [
+        "timeout",
+        "unavailable",
+        "overloaded",
+        "connection",
+        "rejected",
+        "other",
+    ] {
+        metrics::counter!("writer_write_errors_total", "kind" => kind).absolute(0);
+    }
+    for kind in ["write_rejected", "malformed_json", "invalid_type"] {
+        metrics::counter!("writer_dead_letters_total", "kind" => kind).absolute(0);
+    }
+}
+
+/// Low-cardinality kind of a failed write attempt.
+fn error_kind(e: &ExecutionError) -> &'static str {
+    if is_rejection(e) {
+        return "rejected";
+    }
+    match e {
+        ExecutionError::RequestTimeout(_) => "timeout",
+        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => "connection",
+        ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(_)) => {
+            "connection"
+        }
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => match db {
+            DbError::Unavailable { .. } => "unavailable",
+            DbError::Overloaded | DbError::RateLimitReached { .. } => "overloaded",
+            DbError::ReadTimeout { .. } | DbError::WriteTimeout { .. } => "timeout",
+            _ => "other",
+        },
+        _ => "other",
+    }
 }
 
 /// Runs the writer until SIGINT/SIGTERM.
@@ -196,17 +306,22 @@ pub async fn run_until(
     shutdown: CancellationToken,
     stats: Arc<WriterStats>,
 ) -> anyhow::Result<()> {
+    let readiness = observe::Readiness::default();
+    let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
+    readiness.declare("cassandra", "not connected yet");
+    readiness.declare("schema", "not verified yet");
+    let server_stop = shutdown.child_token();
+    let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
+    describe_metrics();
     let session = args.cassandra.connect().await?;
+    readiness.set("cassandra", Ok(()));
     crate::migrate::verify(&session, &args.cassandra.keyspace).await?;
+    readiness.set("schema", Ok(()));
     let insert = session
         .prepare(insert_cql(&args.cassandra.keyspace))
         .await
         .context("prepare the access_logs insert")?;
     let producer = args.kafka.producer(&[])?;
-    let context = PipelineContext {
-        assigned: stats.assigned_partitions.clone(),
-        ..Default::default()
-    };
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
     consumer
@@ -217,13 +332,27 @@ pub async fn run_until(
     let topic = args.input_topic.clone();
     let mut flow = Backpressure::new(args.max_in_flight);
     let status_every = Duration::from_secs(args.status_interval_secs.max(1));
+    let probe = session
+        .prepare(format!(
+            "SELECT version FROM {}.schema_migrations LIMIT 1",
+            args.cassandra.keyspace
+        ))
+        .await
+        .context("prepare the health probe")?;
     let shared = Arc::new(Shared {
         session,
         insert,
         producer,
         args,
         stats: stats.clone(),
+        logs: LogLimiter::per_second(5),
     });
+    tokio::spawn(probe_cassandra(
+        shared.clone(),
+        probe,
+        readiness,
+        server_stop.clone(),
+    ));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64, anyhow::Result<Outcome>)>();
     let mut status = tokio::time::interval(status_every);
     let mut last = (Instant::now(), 0u64);
@@ -235,6 +364,7 @@ pub async fn run_until(
             _ = shutdown.cancelled() => break,
             Some((partition, offset, outcome)) = done_rx.recv() => {
                 flow.finished(&consumer);
+                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 if let Err(error) = outcome {
                     fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
                     break;
@@ -254,8 +384,10 @@ pub async fn run_until(
                 let key = message.key().map(<[u8]>::to_vec);
                 drop(message);
                 stats.consumed.fetch_add(1, Relaxed);
+                metrics::counter!("writer_records_consumed_total").increment(1);
                 tracker.lock().begin(&topic, partition, offset);
                 flow.started(&consumer);
+                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 let shared = shared.clone();
                 let done = done_tx.clone();
                 let topic = topic.clone();
@@ -310,6 +442,8 @@ pub async fn run_until(
         dead_lettered = stats.dead_lettered.load(Relaxed),
         "cassandra-writer stopped"
     );
+    server_stop.cancel();
+    let _ = server.await;
     match fatal {
         Some(e) => Err(e),
         None => Ok(()),
@@ -325,7 +459,9 @@ async fn handle(
     let record = match ValidatedRecord::from_json(payload) {
         Ok(r) => r,
         Err(error) => {
-            warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, "cannot decode record");
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "cannot decode record");
+            }
             dead_letter(shared, &error, payload, key, origin).await?;
             return Ok(Outcome::DeadLettered);
         }
@@ -334,7 +470,9 @@ async fn handle(
         Ok(()) => Ok(Outcome::Written),
         Err(WriteError::Rejected(message)) => {
             let error = ValidationError::write_rejected(message);
-            warn!(%error, event_id = %record.event_id, "row rejected by Cassandra");
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, event_id = %record.event_id, suppressed, "row rejected by Cassandra");
+            }
             dead_letter(shared, &error, payload, key, origin).await?;
             Ok(Outcome::DeadLettered)
         }
@@ -396,16 +534,28 @@ async fn write(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
         .when(|e| !is_rejection(e))
         .notify(|error, delay| {
             shared.stats.retries.fetch_add(1, Relaxed);
-            warn!(%error, retry_in_ms = delay.as_millis() as u64, "write failed, retrying");
+            metrics::counter!("writer_write_retries_total").increment(1);
+            metrics::counter!("writer_write_errors_total", "kind" => error_kind(error)).increment(1);
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, retry_in_ms = delay.as_millis() as u64, suppressed, "write failed, retrying");
+            }
         })
         .await;
     match result {
         Ok(_) => {
             shared.stats.written.fetch_add(1, Relaxed);
             shared.stats.record_latency(started.elapsed());
+            metrics::counter!("writer_rows_written_total").increment(1);
+            metrics::histogram!("writer_write_latency_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
+            metrics::histogram!("writer_e2e_latency_seconds").record(e2e.as_secs_f64());
             Ok(())
         }
-        Err(e) if is_rejection(&e) => Err(WriteError::Rejected(e.to_string())),
+        Err(e) if is_rejection(&e) => {
+            metrics::counter!("writer_write_errors_total", "kind" => "rejected").increment(1);
+            Err(WriteError::Rejected(e.to_string()))
+        }
         Err(e) => Err(WriteError::GaveUp(Box::new(e))),
     }
 }
@@ -431,10 +581,15 @@ async fn dead_letter(
             .map_err(|(e, _)| e)
     };
     send.retry(shared.args.backoff())
-        .notify(|error, _| warn!(%error, "dead-letter produce failed, retrying"))
+        .notify(|error, _| {
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, suppressed, "dead-letter produce failed, retrying");
+            }
+        })
         .await
         .context("cannot produce to the dead-letter topic")?;
     shared.stats.dead_lettered.fetch_add(1, Relaxed);
+    metrics::counter!("writer_dead_letters_total", "kind" => error.kind.as_str()).increment(1);
     Ok(())
 }
 

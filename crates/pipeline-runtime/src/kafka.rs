@@ -22,6 +22,7 @@ use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaResult,
     producer::FutureProducer,
+    statistics::Statistics,
     types::RDKafkaErrorCode,
 };
 use tracing::{info, warn};
@@ -155,6 +156,7 @@ impl KafkaArgs {
             ("enable.partition.eof", "false"),
             ("session.timeout.ms", "10000"),
             ("fetch.wait.max.ms", "100"),
+            ("statistics.interval.ms", "5000"),
         ];
         defaults.extend_from_slice(extra);
         self.config(&defaults)
@@ -268,9 +270,57 @@ pub struct PipelineContext {
     pub tracker: SharedTracker,
     /// Number of partitions currently assigned to this consumer (for status and readiness).
     pub assigned: Arc<AtomicUsize>,
+    /// Readiness checks `kafka` (a broker connection is up) and `partitions` (some assigned).
+    pub readiness: crate::observe::Readiness,
 }
 
-impl ClientContext for PipelineContext {}
+impl PipelineContext {
+    /// A context whose readiness checks start failing until proven otherwise.
+    pub fn new(readiness: crate::observe::Readiness, assigned: Arc<AtomicUsize>) -> Self {
+        readiness.declare("kafka", "no broker connection yet");
+        readiness.declare("partitions", "no partitions assigned yet");
+        Self {
+            tracker: SharedTracker::default(),
+            assigned,
+            readiness,
+        }
+    }
+}
+
+/// True when at least one real broker (not a bootstrap placeholder) is connected.
+pub fn brokers_up(stats: &Statistics) -> bool {
+    stats
+        .brokers
+        .values()
+        .any(|b| b.nodeid >= 0 && b.state == "UP")
+}
+
+impl ClientContext for PipelineContext {
+    fn stats(&self, stats: Statistics) {
+        let up = brokers_up(&stats);
+        self.readiness.set(
+            "kafka",
+            if up {
+                Ok(())
+            } else {
+                Err("no broker connection".into())
+            },
+        );
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.fetch_state != "active" || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "kafka_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -299,6 +349,15 @@ impl ConsumerContext for PipelineContext {
                     .collect();
                 info!(partitions = ?parts, "partitions assigned");
                 self.assigned.store(parts.len(), Ordering::Relaxed);
+                metrics::gauge!("kafka_assigned_partitions").set(parts.len() as f64);
+                self.readiness.set(
+                    "partitions",
+                    if parts.is_empty() {
+                        Err("no partitions assigned".into())
+                    } else {
+                        Ok(())
+                    },
+                );
             }
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
             Rebalance::Revoke(_) => {}

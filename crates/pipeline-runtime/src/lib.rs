@@ -5,6 +5,7 @@
 
 pub mod cassandra;
 pub mod kafka;
+pub mod observe;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

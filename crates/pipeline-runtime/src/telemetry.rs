@@ -35,3 +35,35 @@ impl TelemetryArgs {
         };
     }
 }
+
+/// Lets through at most `per_second` log lines of one kind and counts the rest, so a flood of
+/// bad input or a long outage cannot flood the log. The exact counts are in the metrics.
+#[derive(Debug)]
+pub struct LogLimiter {
+    limiter: governor::DefaultDirectRateLimiter,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    /// At most `per_second` lines a second (bursts of the same size).
+    pub fn per_second(per_second: u32) -> Self {
+        let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("non-zero");
+        Self {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+            suppressed: Default::default(),
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now (`n` lines were suppressed since the last one),
+    /// `None` when it must be dropped.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.limiter.check() {
+            Ok(()) => Some(self.suppressed.swap(0, Relaxed)),
+            Err(_) => {
+                self.suppressed.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+}

@@ -22,7 +22,7 @@ use chrono::{TimeDelta, Utc};
 use clap::{Args, Parser, ValueEnum};
 use governor::{Quota, RateLimiter};
 use log_schema::TimestampStyle;
-use pipeline_runtime::{kafka::KafkaArgs, shutdown, telemetry::TelemetryArgs};
+use pipeline_runtime::{kafka::KafkaArgs, observe, shutdown, telemetry::TelemetryArgs};
 use rdkafka::{
     ClientContext,
     error::{KafkaError, RDKafkaErrorCode},
@@ -86,6 +86,10 @@ pub struct ProducerArgs {
     /// Seconds to wait for outstanding deliveries on shutdown.
     #[arg(long, env = "PRODUCER_FLUSH_TIMEOUT_SECS", default_value_t = 30)]
     pub flush_timeout_secs: u64,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// Options of the traffic generator.
@@ -156,22 +160,42 @@ pub struct ProducerStats {
     pub lines_read: AtomicU64,
 }
 
-/// Counts delivery reports.
+/// Counts delivery reports; the opaque is the send time in µs since `epoch`.
 #[derive(Debug, Clone)]
-struct Deliveries(Arc<ProducerStats>);
+struct Deliveries {
+    stats: Arc<ProducerStats>,
+    readiness: observe::Readiness,
+    epoch: Instant,
+}
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let up = pipeline_runtime::kafka::brokers_up(&stats);
+        self.readiness.set(
+            "kafka",
+            if up {
+                Ok(())
+            } else {
+                Err("no broker connection".into())
+            },
+        );
+    }
+}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at_us: usize) {
+        let latency = self.epoch.elapsed().as_micros() as f64 - sent_at_us as f64;
+        metrics::histogram!("producer_produce_latency_seconds").record(latency.max(0.0) / 1e6);
         match result {
             Ok(_) => {
-                self.0.delivered.fetch_add(1, Relaxed);
+                self.stats.delivered.fetch_add(1, Relaxed);
+                metrics::counter!("producer_records_delivered_total").increment(1);
             }
             Err((error, message)) => {
-                let failed = self.0.failed.fetch_add(1, Relaxed);
+                metrics::counter!("producer_delivery_failures_total").increment(1);
+                let failed = self.stats.failed.fetch_add(1, Relaxed);
                 // One line per failure would flood the log during an outage: log the first
                 // ones, then every 10,000th; the count is exact in the status line.
                 if failed < 10 || failed.is_multiple_of(10_000) {
@@ -222,10 +246,20 @@ pub async fn run_until(
     shutdown: CancellationToken,
     stats: Arc<ProducerStats>,
 ) -> anyhow::Result<Summary> {
+    let readiness = observe::Readiness::default();
+    readiness.declare("kafka", "no broker connection yet");
+    let server_stop = shutdown.child_token();
+    let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
+    describe_metrics();
+    let epoch = Instant::now();
     let producer: ThreadedProducer<Deliveries> = args
         .kafka
-        .producer_config(&[])
-        .create_with_context(Deliveries(stats.clone()))
+        .producer_config(&[("statistics.interval.ms", "5000")])
+        .create_with_context(Deliveries {
+            stats: stats.clone(),
+            readiness,
+            epoch,
+        })
         .context("cannot create the Kafka producer")?;
     let mut source = match args.input.as_deref() {
         None => Source::Generate(Box::new(Generator::new(args.generator.config()))),
@@ -281,8 +315,10 @@ pub async fn run_until(
                 source_ip_of(&buf)
             }
         };
-        send(&producer, &args.topic, key.as_deref(), &buf).await;
+        let sent_at_us = epoch.elapsed().as_micros() as usize;
+        send(&producer, &args.topic, key.as_deref(), &buf, sent_at_us).await;
         stats.sent.fetch_add(1, Relaxed);
+        metrics::counter!("producer_records_sent_total").increment(1);
 
         if Instant::now() >= next_status {
             next_status += status_every;
@@ -303,7 +339,37 @@ pub async fn run_until(
         lines_read: stats.lines_read.load(Relaxed),
     };
     info!(?summary, "producer stopped");
+    server_stop.cancel();
+    let _ = server.await;
     Ok(summary)
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram};
+    describe_counter!(
+        "producer_records_sent_total",
+        "Records handed to the Kafka client"
+    );
+    describe_counter!(
+        "producer_records_delivered_total",
+        "Records acknowledged by the broker"
+    );
+    describe_counter!(
+        "producer_delivery_failures_total",
+        "Records that could not be delivered"
+    );
+    describe_histogram!(
+        "producer_produce_latency_seconds",
+        metrics::Unit::Seconds,
+        "Send to broker acknowledgement"
+    );
+    for name in [
+        "producer_records_sent_total",
+        "producer_records_delivered_total",
+        "producer_delivery_failures_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
 }
 
 /// Hands one record to the client, waiting while its queue is full.
@@ -312,8 +378,9 @@ async fn send(
     topic: &str,
     key: Option<&str>,
     payload: &[u8],
+    sent_at_us: usize,
 ) {
-    let mut record = BaseRecord::to(topic).payload(payload);
+    let mut record = BaseRecord::with_opaque_to(topic, sent_at_us).payload(payload);
     if let Some(k) = key {
         record = record.key(k);
     }
@@ -329,7 +396,8 @@ async fn send(
             Err((error, _)) => {
                 // Not retriable by us (e.g. message too large): report it as a failure.
                 warn!(%error, "record rejected by the client");
-                producer.context().0.failed.fetch_add(1, Relaxed);
+                producer.context().stats.failed.fetch_add(1, Relaxed);
+                metrics::counter!("producer_delivery_failures_total").increment(1);
                 return;
             }
         }

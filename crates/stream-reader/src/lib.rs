@@ -34,8 +34,8 @@ use clap::Parser;
 use log_schema::{DeadLetter, ErrorKind, Limits, Origin, validate};
 use pipeline_runtime::{
     kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
-    shutdown,
-    telemetry::TelemetryArgs,
+    observe, shutdown,
+    telemetry::{LogLimiter, TelemetryArgs},
 };
 use rdkafka::{
     Message,
@@ -103,6 +103,10 @@ pub struct ReaderArgs {
     /// Seconds between status lines.
     #[arg(long, env = "READER_STATUS_INTERVAL_SECS", default_value_t = 5)]
     pub status_interval_secs: u64,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// Running totals.
@@ -198,10 +202,11 @@ pub async fn run_until(
         max_future_skew: Duration::from_secs(args.max_future_skew_secs),
     };
     let producer: FutureProducer = args.kafka.producer(&[])?;
-    let context = PipelineContext {
-        assigned: stats.assigned_partitions.clone(),
-        ..Default::default()
-    };
+    let readiness = observe::Readiness::default();
+    let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
+    let server_stop = shutdown.child_token();
+    let server = observe::serve(args.metrics_addr, readiness, server_stop.clone()).await?;
+    describe_metrics();
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(
         &args.group_id,
@@ -227,6 +232,7 @@ pub async fn run_until(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
     let mut status = tokio::time::interval(Duration::from_secs(args.status_interval_secs.max(1)));
     let mut last = (Instant::now(), 0u64);
+    let retry_log = Arc::new(LogLimiter::per_second(5));
 
     loop {
         tokio::select! {
@@ -234,6 +240,7 @@ pub async fn run_until(
             _ = shutdown.cancelled() => break,
             Some((partition, offset)) = done_rx.recv() => {
                 flow.finished(&consumer);
+                metrics::gauge!("reader_in_flight").set(flow.in_flight() as f64);
                 complete_and_store(&tracker, &consumer, &topic, partition, offset);
             }
             message = consumer.recv() => {
@@ -255,7 +262,11 @@ pub async fn run_until(
                 let producer = producer.clone();
                 let stats = stats.clone();
                 let done = done_tx.clone();
+                let retry_log = retry_log.clone();
+                metrics::counter!("reader_records_consumed_total").increment(1);
+                metrics::gauge!("reader_in_flight").set(flow.in_flight() as f64);
                 tokio::spawn(async move {
+                    let sent_at = Instant::now();
                     let send = || async {
                         let mut record = FutureRecord::<[u8], [u8]>::to(&out_topic).payload(&output.payload);
                         if let Some(k) = &output.key {
@@ -267,12 +278,21 @@ pub async fn run_until(
                         .retry(backoff)
                         .notify(|error, delay| {
                             stats.retries.fetch_add(1, Relaxed);
-                            warn!(%error, topic = %out_topic, retry_in_ms = delay.as_millis() as u64, "produce failed, retrying");
+                            metrics::counter!("reader_produce_retries_total").increment(1);
+                            if let Some(suppressed) = retry_log.allow() {
+                                warn!(%error, topic = %out_topic, retry_in_ms = delay.as_millis() as u64, suppressed, "produce failed, retrying");
+                            }
                         })
                         .await;
+                    metrics::histogram!("reader_produce_latency_seconds").record(sent_at.elapsed().as_secs_f64());
                     match output.kind {
-                        None => stats.valid.fetch_add(1, Relaxed),
+                        None => {
+                            metrics::counter!("reader_records_out_total", "output" => "validated").increment(1);
+                            stats.valid.fetch_add(1, Relaxed)
+                        }
                         Some(kind) => {
+                            metrics::counter!("reader_records_out_total", "output" => "dlq").increment(1);
+                            metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str()).increment(1);
                             stats.count_invalid(kind);
                             stats.invalid.fetch_add(1, Relaxed)
                         }
@@ -303,7 +323,55 @@ pub async fn run_until(
     let _ = producer.flush(Duration::from_secs(10));
     log_status(&stats, 0, &mut last);
     info!("stream-reader stopped");
+    server_stop.cancel();
+    let _ = server.await;
     Ok(())
+}
+
+/// Registers every metric with its help text and zero values, so dashboards show all series
+/// from the start.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "reader_records_consumed_total",
+        "Records consumed from the input topic"
+    );
+    describe_counter!(
+        "reader_records_out_total",
+        "Records acknowledged on an output topic, by output"
+    );
+    describe_counter!("reader_invalid_records_total", "Dead letters by error kind");
+    describe_counter!(
+        "reader_produce_retries_total",
+        "Output produce attempts that failed and were retried"
+    );
+    describe_histogram!(
+        "reader_produce_latency_seconds",
+        metrics::Unit::Seconds,
+        "Output produce latency until acknowledged, retries included"
+    );
+    describe_gauge!(
+        "reader_in_flight",
+        "Records consumed whose output is not acknowledged yet"
+    );
+    describe_gauge!(
+        "kafka_consumer_lag",
+        "High watermark minus consumer position, per partition"
+    );
+    describe_gauge!(
+        "kafka_assigned_partitions",
+        "Partitions assigned to this consumer"
+    );
+    metrics::counter!("reader_records_consumed_total").absolute(0);
+    for output in ["validated", "dlq"] {
+        metrics::counter!("reader_records_out_total", "output" => output).absolute(0);
+    }
+    metrics::counter!("reader_produce_retries_total").absolute(0);
+    for kind in ErrorKind::ALL {
+        if kind != ErrorKind::WriteRejected {
+            metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str()).absolute(0);
+        }
+    }
 }
 
 fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) {

@@ -1,0 +1,135 @@
+//! Prometheus metrics and health endpoints, served over HTTP by every service.
+//!
+//! * `/metrics` — Prometheus text format, rendered by `metrics-exporter-prometheus`;
+//! * `/healthz` — 200 while the process runs;
+//! * `/readyz` — 200 when every readiness check passes, else 503 with the failing checks.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+};
+
+use anyhow::Context as _;
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Latency buckets in seconds: 0.5 ms … 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle, so
+/// several services can run in one test process).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static, non-empty buckets");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(error) => {
+                    // Another recorder is already installed: keep a private one for rendering.
+                    warn!(%error, "metrics recorder already installed");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// Readiness: named checks, each either passing or failing with a reason.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<Mutex<BTreeMap<&'static str, Result<(), String>>>>);
+
+impl Readiness {
+    /// Declares a check, failing until it is first set.
+    pub fn declare(&self, name: &'static str, reason: &str) {
+        self.lock().insert(name, Err(reason.to_owned()));
+    }
+
+    /// Sets a check's state.
+    pub fn set(&self, name: &'static str, state: Result<(), String>) {
+        let mut checks = self.lock();
+        let changed = checks.get(name) != Some(&state);
+        if changed {
+            match &state {
+                Ok(()) => info!(check = name, "ready"),
+                Err(reason) => warn!(check = name, reason, "not ready"),
+            }
+        }
+        checks.insert(name, state);
+    }
+
+    /// `Ok` when every check passes, else the failing ones.
+    pub fn status(&self) -> Result<(), String> {
+        let failing: Vec<String> = self
+            .lock()
+            .iter()
+            .filter_map(|(name, s)| s.as_ref().err().map(|r| format!("{name}: {r}")))
+            .collect();
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(failing.join("\n"))
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Result<(), String>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    handle: PrometheusHandle,
+    readiness: Readiness,
+}
+
+/// Binds `addr` and serves the endpoints until `shutdown`. Fails if the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let state = AppState {
+        handle: recorder(),
+        readiness,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the metrics address {addr}"))?;
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            warn!(%error, "metrics server stopped");
+        }
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> String {
+    state.handle.render()
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.readiness.status() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{reasons}\n"),
+        ),
+    }
+}

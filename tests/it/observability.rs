@@ -1,0 +1,129 @@
+//! The services' /metrics, /healthz and /readyz, scraped from real running binaries.
+
+use std::time::Duration;
+
+use crate::support::{self, DEADLINE, http_get, metric};
+
+async fn scrape(port: u16) -> String {
+    match http_get(port, "/metrics").await {
+        Some((200, body)) => body,
+        other => panic!("GET /metrics on {port}: {other:?}"),
+    }
+}
+
+async fn wait_metric(port: u16, name: &str, labels: &[(&str, &str)], at_least: f64) {
+    let end = tokio::time::Instant::now() + DEADLINE * 2;
+    loop {
+        // The service may not listen yet: only a successful scrape counts.
+        if let Some((200, body)) = http_get(port, "/metrics").await
+            && metric(&body, name, labels) >= at_least
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "{name}{labels:?} never reached {at_least}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
+    let keyspace = support::fresh_keyspace().await;
+    let raw = support::unique("it_obs_raw");
+    let valid = support::unique("it_obs_valid");
+    let dlq = support::unique("it_obs_dlq");
+    support::fresh_topics(&[&raw, &valid, &dlq]).await;
+    let proxy = support::CutProxy::start(support::cassandra_nodes()).await;
+    let (pp, rp, wp) = (support::free_port(), support::free_port(), support::free_port());
+
+    let mut reader = support::spawn_service(
+        "stream-reader",
+        &raw,
+        &[
+            ("READER_GROUP_ID", support::unique("it_obs_reader")),
+            ("READER_INPUT_TOPIC", raw.clone()),
+            ("READER_VALIDATED_TOPIC", valid.clone()),
+            ("READER_DLQ_TOPIC", dlq.clone()),
+            ("METRICS_ADDR", format!("127.0.0.1:{rp}")),
+        ],
+    );
+    let mut writer = support::spawn_service(
+        "cassandra-writer",
+        &valid,
+        &[
+            ("CASSANDRA_NODES", proxy.addr.to_string()),
+            ("CASSANDRA_KEYSPACE", keyspace.clone()),
+            ("WRITER_GROUP_ID", support::unique("it_obs_writer")),
+            ("WRITER_INPUT_TOPIC", valid.clone()),
+            ("WRITER_DLQ_TOPIC", dlq.clone()),
+            ("METRICS_ADDR", format!("127.0.0.1:{wp}")),
+        ],
+    );
+    // Liveness first, readiness once connected, partitions assigned and schema verified.
+    for port in [rp, wp] {
+        support::wait_until_async(DEADLINE, "healthz 200", || async move {
+            matches!(http_get(port, "/healthz").await, Some((200, _)))
+        })
+        .await;
+        support::wait_until_async(DEADLINE, "readyz 200", || async move {
+            matches!(http_get(port, "/readyz").await, Some((200, _)))
+        })
+        .await;
+    }
+
+    let n = 5_000u64;
+    let mut producer = support::spawn_service(
+        "producer",
+        &raw,
+        &[
+            ("PRODUCER_TOPIC", raw.clone()),
+            ("PRODUCER_COUNT", n.to_string()),
+            ("PRODUCER_RATE", "500".into()),
+            ("PRODUCER_INVALID_RATIO", "0.02".into()),
+            ("METRICS_ADDR", format!("127.0.0.1:{pp}")),
+        ],
+    );
+    // The producer serves metrics while it runs.
+    wait_metric(pp, "producer_records_delivered_total", &[], 1.0).await;
+    let body = scrape(pp).await;
+    assert!(body.contains("# TYPE producer_produce_latency_seconds histogram"), "{body}");
+    assert!(support::terminate_or_wait(&mut producer).success(), "producer delivered everything");
+
+    wait_metric(rp, "reader_records_consumed_total", &[], n as f64).await;
+    let reader_body = scrape(rp).await;
+    let validated = metric(&reader_body, "reader_records_out_total", &[("output", "validated")]);
+    let dead = metric(&reader_body, "reader_records_out_total", &[("output", "dlq")]);
+    wait_metric(rp, "reader_records_out_total", &[], n as f64).await;
+    let reader_body = scrape(rp).await;
+    let validated = validated.max(metric(&reader_body, "reader_records_out_total", &[("output", "validated")]));
+    let dead = dead.max(metric(&reader_body, "reader_records_out_total", &[("output", "dlq")]));
+    assert_eq!(validated + dead, n as f64);
+    assert!(dead > 0.0, "the invalid ratio produced dead letters");
+    assert_eq!(metric(&reader_body, "reader_invalid_records_total", &[]), dead, "by kind adds up");
+    assert_eq!(support::topic_size(&valid) as f64, validated);
+    assert_eq!(support::topic_size(&dlq) as f64, dead);
+
+    wait_metric(wp, "writer_rows_written_total", &[], validated).await;
+    let writer_body = scrape(wp).await;
+    assert_eq!(metric(&writer_body, "writer_rows_written_total", &[]), validated);
+    assert_eq!(metric(&writer_body, "writer_records_consumed_total", &[]), validated);
+    for name in ["writer_write_latency_seconds_count", "writer_e2e_latency_seconds_count"] {
+        assert_eq!(metric(&writer_body, name, &[]), validated, "{name}");
+    }
+    assert!(writer_body.contains("kafka_consumer_lag{"), "lag gauges exported");
+
+    // Cassandra unreachable: /readyz turns 503 with the reason, and back to 200 after.
+    proxy.cut();
+    support::wait_until_async(DEADLINE, "readyz 503 during the outage", || async move {
+        matches!(http_get(wp, "/readyz").await, Some((503, body)) if body.contains("cassandra"))
+    })
+    .await;
+    assert!(matches!(http_get(wp, "/healthz").await, Some((200, _))), "still alive");
+    proxy.restore();
+    support::wait_until_async(DEADLINE, "readyz 200 after the outage", || async move {
+        matches!(http_get(wp, "/readyz").await, Some((200, _)))
+    })
+    .await;
+
+    assert!(support::terminate(&mut reader).success());
+    assert!(support::terminate(&mut writer).success());
+}
