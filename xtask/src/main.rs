@@ -109,8 +109,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Up(args) => up::up(args).await,
         Cmd::Cqlsh { args } => {
             let cqlsh = python_tool("cqlsh", "cqlsh")?;
-            let status = Command::new(cqlsh).args(["127.0.0.1", "9042"]).args(&args).status()?;
-            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let status = Command::new(cqlsh)
+                .args(["127.0.0.1", "9042"])
+                .args(&args)
+                .status()?;
+            Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -150,10 +157,20 @@ pub fn python_tool(package: &str, executable: &str) -> anyhow::Result<PathBuf> {
         return Ok(exe);
     }
     println!("installing {package} from PyPI into {}", venv.display());
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
-        && Command::new(venv.join("bin/pip")).args(["install", "-q", package]).status()?.success();
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?
+        .success()
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", package])
+            .status()?
+            .success();
     if !ok || !exe.is_file() {
-        bail!("cannot install {package} into {} (python3 with venv and pip is needed)", venv.display());
+        bail!(
+            "cannot install {package} into {} (python3 with venv and pip is needed)",
+            venv.display()
+        );
     }
     Ok(exe)
 }
