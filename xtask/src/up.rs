@@ -8,11 +8,6 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use pipeline_runtime::kafka::KafkaArgs;
-use rdkafka::{
-    Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-};
 
 use crate::stack::{self, Stack};
 
@@ -52,6 +47,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     for name in SERVICES {
         let log = fs::File::create(logs.join(format!("{name}.log")))?;
         let mut cmd = Command::new(crate::bin_path(name, args.release));
+        if std::env::var_os("RUST_LOG").is_none() {
+            // The driver's metadata refresh fails every second against the development CQL
+            // server (it has no system.peers rows): known noise, hidden by default.
+            cmd.env("RUST_LOG", "info,scylla::cluster::metadata=off");
+        }
         if name == "producer" {
             cmd.arg("--rate")
                 .arg(args.rate.to_string())
@@ -72,19 +72,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         children.push((name, child));
     }
     println!("pipeline running; status every 5 s; Ctrl-C stops everything");
-    println!("query it: cqlsh 127.0.0.1 9042 -e \"SELECT * FROM ip_logs.access_logs LIMIT 10;\"");
+    println!(
+        "metrics: curl -s 127.0.0.1:9101/metrics (producer), :9102 (stream-reader), :9103 (cassandra-writer)"
+    );
+    println!("query:   cargo xtask cqlsh -e \"USE ip_logs; SELECT * FROM access_logs LIMIT 10;\"");
 
-    let kafka = KafkaArgs::new(stack.kafka_addr());
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
+    let mut previous: Option<Scrape> = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
-                match status_line(&kafka) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => println!("status unavailable: {e:#}"),
+                let now = Scrape::take().await;
+                if let Some(prev) = &previous {
+                    println!("{}", now.status_line(prev));
                 }
+                previous = Some(now);
                 for (name, child) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {
                         println!("{name} exited ({status}); see {}", logs.join(format!("{name}.log")).display());
@@ -105,45 +109,109 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Topic sizes and consumer-group lag, read from the broker.
-fn status_line(kafka: &KafkaArgs) -> anyhow::Result<String> {
-    let consumer: BaseConsumer = kafka.config(&[("group.id", "xtask-status")]).create()?;
-    let end = |topic: &str| -> anyhow::Result<(i64, Vec<(i32, i64)>)> {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-        let mut total = 0;
-        let mut per = Vec::new();
-        for t in md.topics() {
-            for p in t.partitions() {
-                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
-                total += high;
-                per.push((p.id(), high));
+/// The services' metrics endpoints (their default METRICS_ADDR).
+const ENDPOINTS: [u16; 3] = [9101, 9102, 9103];
+
+/// One scrape of every service's /metrics.
+struct Scrape {
+    at: std::time::Instant,
+    samples: Vec<(String, String, f64)>,
+}
+
+impl Scrape {
+    async fn take() -> Self {
+        let mut samples = Vec::new();
+        for port in ENDPOINTS {
+            if let Some(body) = get_metrics(port).await {
+                samples.extend(
+                    body.lines()
+                        .filter(|l| !l.starts_with('#'))
+                        .filter_map(|l| {
+                            let (series, value) = l.rsplit_once(' ')?;
+                            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+                            Some((name.to_owned(), labels.to_owned(), value.parse().ok()?))
+                        }),
+                );
             }
         }
-        Ok((total, per))
-    };
-    let lag = |group: &str, topic: &str, ends: &[(i32, i64)]| -> anyhow::Result<i64> {
-        let c: BaseConsumer = kafka.config(&[("group.id", group)]).create()?;
-        let mut tpl = TopicPartitionList::new();
-        for (p, _) in ends {
-            tpl.add_partition(topic, *p);
+        Self {
+            at: std::time::Instant::now(),
+            samples,
         }
-        let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
-        let mut lag = 0;
-        for (p, high) in ends {
-            let pos = match committed.find_partition(topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            };
-            lag += (high - pos).max(0);
+    }
+
+    fn sum(&self, name: &str, label: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| n == name && l.contains(label))
+            .map(|s| s.2)
+            .sum()
+    }
+
+    /// Approximate quantile of a histogram over the interval since `prev` (bucket upper bound).
+    fn quantile(&self, prev: &Scrape, name: &str, q: f64) -> Option<f64> {
+        let bucket = format!("{name}_bucket");
+        let mut buckets: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter(|(n, _, _)| *n == bucket)
+            .filter_map(|(_, labels, v)| {
+                let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+                let le: f64 = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let before = prev
+                    .samples
+                    .iter()
+                    .find(|(n, l, _)| *n == bucket && l == labels)
+                    .map_or(0.0, |s| s.2);
+                Some((le, v - before))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
         }
-        Ok(lag)
-    };
-    let (raw, raw_parts) = end("ip_logs")?;
-    let (valid, valid_parts) = end("ip_logs_validated")?;
-    let (dlq, _) = end("ip_logs_dlq")?;
-    Ok(format!(
-        "ip_logs {raw:>9} | validated {valid:>9} | dlq {dlq:>7} | reader lag {:>7} | writer lag {:>7}",
-        lag("stream-reader", "ip_logs", &raw_parts)?,
-        lag("cassandra-writer", "ip_logs_validated", &valid_parts)?,
-    ))
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= q * total)
+            .map(|(le, _)| *le)
+    }
+
+    fn status_line(&self, prev: &Scrape) -> String {
+        let secs = self.at.duration_since(prev.at).as_secs_f64().max(1e-3);
+        let rate = |name: &str, label: &str| (self.sum(name, label) - prev.sum(name, label)) / secs;
+        let ms = |v: Option<f64>| match v {
+            Some(v) if v.is_finite() => format!("≤{:.0}ms", v * 1000.0),
+            Some(_) => ">60s".to_owned(),
+            None => "-".to_owned(),
+        };
+        format!(
+            "produced {:>6.0}/s | validated {:>6.0}/s | dlq {:>4.0}/s | written {:>6.0}/s | lag {:>6.0} | e2e p50 {} p99 {} | write retries {:.0}",
+            rate("producer_records_delivered_total", ""),
+            rate("reader_records_out_total", "validated"),
+            rate("reader_records_out_total", "dlq"),
+            rate("writer_rows_written_total", ""),
+            self.sum("kafka_consumer_lag", ""),
+            ms(self.quantile(prev, "writer_e2e_latency_seconds", 0.5)),
+            ms(self.quantile(prev, "writer_e2e_latency_seconds", 0.99)),
+            self.sum("writer_write_retries_total", ""),
+        )
+    }
+}
+
+async fn get_metrics(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    s.write_all(request).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
