@@ -5,6 +5,7 @@
 //! keyspace, polls with deadlines, and reads its data back. A server that is not there is a
 //! test failure with a message saying so, never a skip.
 
+mod analytics;
 mod cassandra;
 mod kafka;
 mod observability;

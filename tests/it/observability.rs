@@ -20,7 +20,10 @@ async fn wait_metric(port: u16, name: &str, labels: &[(&str, &str)], at_least: f
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < end, "{name}{labels:?} never reached {at_least}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{name}{labels:?} never reached {at_least}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -31,9 +34,15 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
     let raw = support::unique("it_obs_raw");
     let valid = support::unique("it_obs_valid");
     let dlq = support::unique("it_obs_dlq");
-    support::fresh_topics(&[&raw, &valid, &dlq]).await;
+    let stats = support::unique("it_obs_stats");
+    let alerts = support::unique("it_obs_alerts");
+    support::fresh_topics(&[&raw, &valid, &dlq, &stats, &alerts]).await;
     let proxy = support::CutProxy::start(support::cassandra_nodes()).await;
-    let (pp, rp, wp) = (support::free_port(), support::free_port(), support::free_port());
+    let (pp, rp, wp) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
 
     let mut reader = support::spawn_service(
         "stream-reader",
@@ -43,6 +52,8 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
             ("READER_INPUT_TOPIC", raw.clone()),
             ("READER_VALIDATED_TOPIC", valid.clone()),
             ("READER_DLQ_TOPIC", dlq.clone()),
+            ("READER_STATS_TOPIC", stats.clone()),
+            ("READER_ALERTS_TOPIC", alerts.clone()),
             ("METRICS_ADDR", format!("127.0.0.1:{rp}")),
         ],
     );
@@ -55,6 +66,8 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
             ("WRITER_GROUP_ID", support::unique("it_obs_writer")),
             ("WRITER_INPUT_TOPIC", valid.clone()),
             ("WRITER_DLQ_TOPIC", dlq.clone()),
+            ("WRITER_STATS_TOPIC", stats.clone()),
+            ("WRITER_ALERTS_TOPIC", alerts.clone()),
             ("METRICS_ADDR", format!("127.0.0.1:{wp}")),
         ],
     );
@@ -85,31 +98,69 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
     // The producer serves metrics while it runs.
     wait_metric(pp, "producer_records_delivered_total", &[], 1.0).await;
     let body = scrape(pp).await;
-    assert!(body.contains("# TYPE producer_produce_latency_seconds histogram"), "{body}");
-    assert!(support::terminate_or_wait(&mut producer).success(), "producer delivered everything");
+    assert!(
+        body.contains("# TYPE producer_produce_latency_seconds histogram"),
+        "{body}"
+    );
+    assert!(
+        support::terminate_or_wait(&mut producer).success(),
+        "producer delivered everything"
+    );
 
     wait_metric(rp, "reader_records_consumed_total", &[], n as f64).await;
     let reader_body = scrape(rp).await;
-    let validated = metric(&reader_body, "reader_records_out_total", &[("output", "validated")]);
-    let dead = metric(&reader_body, "reader_records_out_total", &[("output", "dlq")]);
+    let validated = metric(
+        &reader_body,
+        "reader_records_out_total",
+        &[("output", "validated")],
+    );
+    let dead = metric(
+        &reader_body,
+        "reader_records_out_total",
+        &[("output", "dlq")],
+    );
     wait_metric(rp, "reader_records_out_total", &[], n as f64).await;
     let reader_body = scrape(rp).await;
-    let validated = validated.max(metric(&reader_body, "reader_records_out_total", &[("output", "validated")]));
-    let dead = dead.max(metric(&reader_body, "reader_records_out_total", &[("output", "dlq")]));
+    let validated = validated.max(metric(
+        &reader_body,
+        "reader_records_out_total",
+        &[("output", "validated")],
+    ));
+    let dead = dead.max(metric(
+        &reader_body,
+        "reader_records_out_total",
+        &[("output", "dlq")],
+    ));
     assert_eq!(validated + dead, n as f64);
     assert!(dead > 0.0, "the invalid ratio produced dead letters");
-    assert_eq!(metric(&reader_body, "reader_invalid_records_total", &[]), dead, "by kind adds up");
+    assert_eq!(
+        metric(&reader_body, "reader_invalid_records_total", &[]),
+        dead,
+        "by kind adds up"
+    );
     assert_eq!(support::topic_size(&valid) as f64, validated);
     assert_eq!(support::topic_size(&dlq) as f64, dead);
 
     wait_metric(wp, "writer_rows_written_total", &[], validated).await;
     let writer_body = scrape(wp).await;
-    assert_eq!(metric(&writer_body, "writer_rows_written_total", &[]), validated);
-    assert_eq!(metric(&writer_body, "writer_records_consumed_total", &[]), validated);
-    for name in ["writer_write_latency_seconds_count", "writer_e2e_latency_seconds_count"] {
+    assert_eq!(
+        metric(&writer_body, "writer_rows_written_total", &[]),
+        validated
+    );
+    assert_eq!(
+        metric(&writer_body, "writer_records_consumed_total", &[]),
+        validated
+    );
+    for name in [
+        "writer_write_latency_seconds_count",
+        "writer_e2e_latency_seconds_count",
+    ] {
         assert_eq!(metric(&writer_body, name, &[]), validated, "{name}");
     }
-    assert!(writer_body.contains("kafka_consumer_lag{"), "lag gauges exported");
+    assert!(
+        writer_body.contains("kafka_consumer_lag{"),
+        "lag gauges exported"
+    );
 
     // Cassandra unreachable: /readyz turns 503 with the reason, and back to 200 after.
     proxy.cut();
@@ -117,7 +168,10 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
         matches!(http_get(wp, "/readyz").await, Some((503, body)) if body.contains("cassandra"))
     })
     .await;
-    assert!(matches!(http_get(wp, "/healthz").await, Some((200, _))), "still alive");
+    assert!(
+        matches!(http_get(wp, "/healthz").await, Some((200, _))),
+        "still alive"
+    );
     proxy.restore();
     support::wait_until_async(DEADLINE, "readyz 200 after the outage", || async move {
         matches!(http_get(wp, "/readyz").await, Some((200, _)))

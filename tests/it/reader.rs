@@ -15,25 +15,29 @@ use uuid::Uuid;
 
 use crate::support::{self, DEADLINE, Read};
 
-struct Topics {
-    input: String,
-    validated: String,
-    dlq: String,
-    group: String,
+pub(crate) struct Topics {
+    pub(crate) input: String,
+    pub(crate) validated: String,
+    pub(crate) dlq: String,
+    pub(crate) stats: String,
+    pub(crate) alerts: String,
+    pub(crate) group: String,
 }
 
-async fn topics(name: &str) -> Topics {
+pub(crate) async fn topics(name: &str) -> Topics {
     let t = Topics {
         input: support::unique(&format!("it_{name}_in")),
         validated: support::unique(&format!("it_{name}_ok")),
         dlq: support::unique(&format!("it_{name}_dlq")),
+        stats: support::unique(&format!("it_{name}_stats")),
+        alerts: support::unique(&format!("it_{name}_alerts")),
         group: support::unique(&format!("it_{name}_group")),
     };
-    support::fresh_topics(&[&t.input, &t.validated, &t.dlq]).await;
+    support::fresh_topics(&[&t.input, &t.validated, &t.dlq, &t.stats, &t.alerts]).await;
     t
 }
 
-fn args(t: &Topics) -> ReaderArgs {
+pub(crate) fn args(t: &Topics) -> ReaderArgs {
     ReaderArgs {
         kafka: KafkaArgs::new(support::kafka_broker()),
         telemetry: TelemetryArgs {
@@ -51,6 +55,14 @@ fn args(t: &Topics) -> ReaderArgs {
         retry_max_delay_ms: 1000,
         status_interval_secs: 5,
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        analytics: true,
+        stats_topic: t.stats.clone(),
+        alerts_topic: t.alerts.clone(),
+        allowed_lateness_secs: 30,
+        idle_flush_ms: 2_000,
+        alert_port_scan_ports: 100,
+        alert_flood_events: 5_000,
+        alert_deny_burst_denied: 100,
     }
 }
 
@@ -308,6 +320,8 @@ async fn sigkill_mid_stream_loses_nothing_and_ids_are_stable() {
         ("READER_INPUT_TOPIC", t.input.clone()),
         ("READER_VALIDATED_TOPIC", t.validated.clone()),
         ("READER_DLQ_TOPIC", t.dlq.clone()),
+        ("READER_STATS_TOPIC", t.stats.clone()),
+        ("READER_ALERTS_TOPIC", t.alerts.clone()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
     ];
     let mut reader = support::spawn_service("stream-reader", &t.group, &env);

@@ -227,7 +227,10 @@ pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Serv
         .env("CASSANDRA_NODES", cassandra_nodes())
         .env("CASSANDRA_AWAIT_SCHEMA_AGREEMENT", "false")
         .env("CASSANDRA_CONSISTENCY", "one")
-        .env("RUST_LOG", "info,scylla::cluster::metadata=off,librdkafka=off")
+        .env(
+            "RUST_LOG",
+            "info,scylla::cluster::metadata=off,librdkafka=off",
+        )
         .env("METRICS_ADDR", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
@@ -357,20 +360,29 @@ impl CutProxy {
 
 /// A free loopback port (bound, then released) for a service's METRICS_ADDR.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Minimal HTTP/1.1 GET: (status code, body). `None` when nothing answers.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -386,7 +398,9 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 None => (series, ""),
             };
             (metric_name == name
-                && labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))))
+                && labels
+                    .iter()
+                    .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))))
             .then(|| value.parse::<f64>().ok())
             .flatten()
         })
@@ -410,7 +424,10 @@ where
 {
     let end = Instant::now() + deadline;
     while !condition().await {
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

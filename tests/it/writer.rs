@@ -21,6 +21,8 @@ struct Setup {
     keyspace: String,
     topic: String,
     dlq: String,
+    stats: String,
+    alerts: String,
     group: String,
     records: Vec<ValidatedRecord>,
 }
@@ -31,7 +33,9 @@ async fn setup(name: &str, n: usize) -> Setup {
     let keyspace = support::fresh_keyspace().await;
     let topic = support::unique(&format!("it_{name}_valid"));
     let dlq = support::unique(&format!("it_{name}_dlq"));
-    support::fresh_topics(&[&topic, &dlq]).await;
+    let stats = support::unique(&format!("it_{name}_stats"));
+    let alerts = support::unique(&format!("it_{name}_alerts"));
+    support::fresh_topics(&[&topic, &dlq, &stats, &alerts]).await;
     let mut g = Generator::new(GeneratorConfig {
         seed: n as u64,
         hosts: 300,
@@ -61,6 +65,8 @@ async fn setup(name: &str, n: usize) -> Setup {
         keyspace,
         topic,
         dlq,
+        stats,
+        alerts,
         group: support::unique(&format!("it_{name}_group")),
         records,
     }
@@ -75,6 +81,8 @@ fn args(s: &Setup, group: &str) -> WriterArgs {
         },
         group_id: group.to_owned(),
         input_topic: s.topic.clone(),
+        stats_topic: s.stats.clone(),
+        alerts_topic: s.alerts.clone(),
         dlq_topic: s.dlq.clone(),
         max_in_flight: 256,
         retry_max_attempts: 0,
@@ -333,6 +341,8 @@ async fn sigkill_mid_stream_and_restart_gives_exactly_n_rows() {
         ("WRITER_GROUP_ID", s.group.clone()),
         ("WRITER_INPUT_TOPIC", s.topic.clone()),
         ("WRITER_DLQ_TOPIC", s.dlq.clone()),
+        ("WRITER_STATS_TOPIC", s.stats.clone()),
+        ("WRITER_ALERTS_TOPIC", s.alerts.clone()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
     ];
     let mut writer = support::spawn_service("cassandra-writer", &s.group, &env);

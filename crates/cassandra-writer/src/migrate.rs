@@ -27,11 +27,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A test checks this list against the `migrations/` directory.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_access_logs.cql",
-    cql: include_str!("../../../migrations/0001_access_logs.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_access_logs.cql",
+        cql: include_str!("../../../migrations/0001_access_logs.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_analytics.cql",
+        cql: include_str!("../../../migrations/0002_analytics.cql"),
+    },
+];
 
 impl Migration {
     /// Hex SHA-256 of the file.

@@ -29,7 +29,9 @@ use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use log_schema::{DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError};
+use log_schema::{
+    Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
+};
 use pipeline_runtime::{
     cassandra::CassandraArgs,
     kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
@@ -44,6 +46,7 @@ use rdkafka::{
 use scylla::{
     client::session::Session,
     errors::{DbError, ExecutionError, RequestAttemptError},
+    serialize::row::SerializeRow,
     statement::prepared::PreparedStatement,
 };
 use tokio::sync::mpsc;
@@ -72,6 +75,14 @@ pub struct WriterArgs {
     /// Topic of validated records to persist.
     #[arg(long, env = "WRITER_INPUT_TOPIC", default_value = log_schema::topics::VALIDATED)]
     pub input_topic: String,
+
+    /// Topic of per-IP window statistics (persisted to ip_stats_by_ip and top_talkers_by_minute).
+    #[arg(long, env = "WRITER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
+    pub stats_topic: String,
+
+    /// Topic of alerts (persisted to alerts_by_day and alerts_by_ip).
+    #[arg(long, env = "WRITER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
+    pub alerts_topic: String,
 
     /// Dead-letter topic for rows Cassandra rejects and records that cannot be decoded.
     #[arg(long, env = "WRITER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
@@ -181,9 +192,53 @@ enum Outcome {
     DeadLettered,
 }
 
+/// The prepared writes.
+struct Statements {
+    access_logs: PreparedStatement,
+    stats_by_ip: PreparedStatement,
+    top_talkers: PreparedStatement,
+    alerts_by_day: PreparedStatement,
+    alerts_by_ip: PreparedStatement,
+}
+
+impl Statements {
+    async fn prepare(session: &Session, ks: &str) -> anyhow::Result<Self> {
+        let prepare = |cql: String| async move {
+            session
+                .prepare(cql.clone())
+                .await
+                .with_context(|| format!("prepare {cql}"))
+        };
+        Ok(Self {
+            access_logs: prepare(insert_cql(ks)).await?,
+            stats_by_ip: prepare(format!(
+                "INSERT INTO {ks}.ip_stats_by_ip (source_ip, day, window_start, window_end, events, \
+                 bytes_sent, bytes_received, distinct_ports, distinct_destinations, denied, \
+                 first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            top_talkers: prepare(format!(
+                "INSERT INTO {ks}.top_talkers_by_minute (window_start, events, source_ip, \
+                 total_bytes, denied, distinct_ports) VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            alerts_by_day: prepare(format!(
+                "INSERT INTO {ks}.alerts_by_day (day, window_start, alert_id, rule, source_ip, \
+                 window_end, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            alerts_by_ip: prepare(format!(
+                "INSERT INTO {ks}.alerts_by_ip (source_ip, window_start, alert_id, rule, \
+                 window_end, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+        })
+    }
+}
+
 struct Shared {
     session: Session,
-    insert: PreparedStatement,
+    statements: Statements,
     producer: FutureProducer,
     args: WriterArgs,
     stats: Arc<WriterStats>,
@@ -218,9 +273,9 @@ fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "writer_records_consumed_total",
-        "Records consumed from the validated topic"
+        "Records consumed from the validated, stats and alerts topics"
     );
-    describe_counter!("writer_rows_written_total", "Rows written to access_logs");
+    describe_counter!("writer_rows_written_total", "Rows written, by table");
     describe_counter!(
         "writer_write_retries_total",
         "Write attempts that failed and were retried"
@@ -252,9 +307,17 @@ fn describe_metrics() {
         "kafka_assigned_partitions",
         "Partitions assigned to this consumer"
     );
+    for table in [
+        "access_logs",
+        "ip_stats_by_ip",
+        "top_talkers_by_minute",
+        "alerts_by_day",
+        "alerts_by_ip",
+    ] {
+        metrics::counter!("writer_rows_written_total", "table" => table).absolute(0);
+    }
     for name in [
         "writer_records_consumed_total",
-        "writer_rows_written_total",
         "writer_write_retries_total",
     ] {
         metrics::counter!(name).absolute(0);
@@ -317,19 +380,19 @@ pub async fn run_until(
     readiness.set("cassandra", Ok(()));
     crate::migrate::verify(&session, &args.cassandra.keyspace).await?;
     readiness.set("schema", Ok(()));
-    let insert = session
-        .prepare(insert_cql(&args.cassandra.keyspace))
-        .await
-        .context("prepare the access_logs insert")?;
+    let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
     let producer = args.kafka.producer(&[])?;
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
     consumer
-        .subscribe(&[&args.input_topic])
+        .subscribe(&[&args.input_topic, &args.stats_topic, &args.alerts_topic])
         .context("subscribe")?;
-    info!(topic = %args.input_topic, group = %args.group_id, "cassandra-writer started");
+    info!(
+        topics = ?[&args.input_topic, &args.stats_topic, &args.alerts_topic],
+        group = %args.group_id,
+        "cassandra-writer started"
+    );
 
-    let topic = args.input_topic.clone();
     let mut flow = Backpressure::new(args.max_in_flight);
     let status_every = Duration::from_secs(args.status_interval_secs.max(1));
     let probe = session
@@ -341,7 +404,7 @@ pub async fn run_until(
         .context("prepare the health probe")?;
     let shared = Arc::new(Shared {
         session,
-        insert,
+        statements,
         producer,
         args,
         stats: stats.clone(),
@@ -353,7 +416,9 @@ pub async fn run_until(
         readiness,
         server_stop.clone(),
     ));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64, anyhow::Result<Outcome>)>();
+    let (done_tx, mut done_rx) =
+        mpsc::unbounded_channel::<(Arc<str>, i32, i64, anyhow::Result<Outcome>)>();
+    let mut topics: std::collections::HashMap<String, Arc<str>> = Default::default();
     let mut status = tokio::time::interval(status_every);
     let mut last = (Instant::now(), 0u64);
     let mut fatal: Option<anyhow::Error> = None;
@@ -362,7 +427,7 @@ pub async fn run_until(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((partition, offset, outcome)) = done_rx.recv() => {
+            Some((topic, partition, offset, outcome)) = done_rx.recv() => {
                 flow.finished(&consumer);
                 metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 if let Err(error) = outcome {
@@ -380,6 +445,14 @@ pub async fn run_until(
                     }
                 };
                 let (partition, offset) = (message.partition(), message.offset());
+                let topic = match topics.get(message.topic()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t: Arc<str> = Arc::from(message.topic());
+                        topics.insert(message.topic().to_owned(), t.clone());
+                        t
+                    }
+                };
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);
                 drop(message);
@@ -390,11 +463,10 @@ pub async fn run_until(
                 metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 let shared = shared.clone();
                 let done = done_tx.clone();
-                let topic = topic.clone();
                 tokio::spawn(async move {
                     let origin = Origin { topic: &topic, partition, offset };
                     let outcome = handle(&shared, &payload, key.as_deref(), &origin).await;
-                    let _ = done.send((partition, offset, outcome));
+                    let _ = done.send((topic, partition, offset, outcome));
                 });
             }
             _ = status.tick() => {
@@ -423,7 +495,7 @@ pub async fn run_until(
     tokio::pin!(drain_deadline);
     while flow.in_flight() > 0 && fatal.is_none() {
         tokio::select! {
-            Some((partition, offset, outcome)) = done_rx.recv() => {
+            Some((topic, partition, offset, outcome)) = done_rx.recv() => {
                 flow.finished(&consumer);
                 if outcome.is_ok() {
                     complete_and_store(&tracker, &consumer, &topic, partition, offset);
@@ -450,14 +522,31 @@ pub async fn run_until(
     }
 }
 
+/// A decoded record of one of the writer's input topics.
+enum Input {
+    Log(Box<ValidatedRecord>),
+    Stats(Box<WindowStats>),
+    Alert(Box<Alert>),
+}
+
+fn decode(args: &WriterArgs, topic: &str, payload: &[u8]) -> Result<Input, ValidationError> {
+    if topic == args.stats_topic {
+        WindowStats::from_json(payload).map(|s| Input::Stats(Box::new(s)))
+    } else if topic == args.alerts_topic {
+        Alert::from_json(payload).map(|a| Input::Alert(Box::new(a)))
+    } else {
+        ValidatedRecord::from_json(payload).map(|r| Input::Log(Box::new(r)))
+    }
+}
+
 async fn handle(
     shared: &Shared,
     payload: &[u8],
     key: Option<&[u8]>,
     origin: &Origin<'_>,
 ) -> anyhow::Result<Outcome> {
-    let record = match ValidatedRecord::from_json(payload) {
-        Ok(r) => r,
+    let input = match decode(&shared.args, origin.topic, payload) {
+        Ok(input) => input,
         Err(error) => {
             if let Some(suppressed) = shared.logs.allow() {
                 warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "cannot decode record");
@@ -466,18 +555,100 @@ async fn handle(
             return Ok(Outcome::DeadLettered);
         }
     };
-    match write(shared, &record).await {
+    let result = match &input {
+        Input::Log(r) => write_log(shared, r).await,
+        Input::Stats(w) => {
+            let day = w.window_start.date_naive();
+            let by_ip = (
+                w.source_ip.to_string(),
+                day,
+                w.window_start,
+                w.window_end,
+                w.events,
+                w.bytes_sent,
+                w.bytes_received,
+                w.distinct_ports,
+                w.distinct_destinations,
+                w.denied,
+                w.first_seen,
+                w.last_seen,
+            );
+            let total = w.bytes_sent.saturating_add(w.bytes_received);
+            let top = (
+                w.window_start,
+                w.events,
+                w.source_ip.to_string(),
+                total,
+                w.denied,
+                w.distinct_ports,
+            );
+            let (a, b) = tokio::join!(
+                execute(
+                    shared,
+                    &shared.statements.stats_by_ip,
+                    &by_ip,
+                    "ip_stats_by_ip"
+                ),
+                execute(
+                    shared,
+                    &shared.statements.top_talkers,
+                    &top,
+                    "top_talkers_by_minute"
+                ),
+            );
+            a.and(b)
+        }
+        Input::Alert(a) => {
+            let by_day = (
+                a.window_start.date_naive(),
+                a.window_start,
+                a.alert_id,
+                a.rule.as_str(),
+                a.source_ip.to_string(),
+                a.window_end,
+                a.value,
+                a.threshold,
+                a.summary.as_str(),
+            );
+            let by_ip = (
+                a.source_ip.to_string(),
+                a.window_start,
+                a.alert_id,
+                a.rule.as_str(),
+                a.window_end,
+                a.value,
+                a.threshold,
+                a.summary.as_str(),
+            );
+            let (x, y) = tokio::join!(
+                execute(
+                    shared,
+                    &shared.statements.alerts_by_day,
+                    &by_day,
+                    "alerts_by_day"
+                ),
+                execute(
+                    shared,
+                    &shared.statements.alerts_by_ip,
+                    &by_ip,
+                    "alerts_by_ip"
+                ),
+            );
+            x.and(y)
+        }
+    };
+    match result {
         Ok(()) => Ok(Outcome::Written),
         Err(WriteError::Rejected(message)) => {
             let error = ValidationError::write_rejected(message);
             if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, event_id = %record.event_id, suppressed, "row rejected by Cassandra");
+                warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "row rejected by Cassandra");
             }
             dead_letter(shared, &error, payload, key, origin).await?;
             Ok(Outcome::DeadLettered)
         }
         Err(WriteError::GaveUp(e)) => {
-            Err(anyhow::Error::new(e).context("write failed after all retries"))
+            Err(anyhow::Error::new(*e).context("write failed after all retries"))
         }
     }
 }
@@ -504,8 +675,44 @@ fn is_rejection(e: &ExecutionError) -> bool {
     }
 }
 
-async fn write(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
+/// Executes one prepared write, retrying retryable failures per the backoff policy.
+async fn execute<V: SerializeRow + Sync>(
+    shared: &Shared,
+    statement: &PreparedStatement,
+    values: &V,
+    table: &'static str,
+) -> Result<(), WriteError> {
     let started = Instant::now();
+    let attempt = || async { shared.session.execute_unpaged(statement, values).await };
+    let result = attempt
+        .retry(shared.args.backoff())
+        .when(|e| !is_rejection(e))
+        .notify(|error, delay| {
+            shared.stats.retries.fetch_add(1, Relaxed);
+            metrics::counter!("writer_write_retries_total").increment(1);
+            metrics::counter!("writer_write_errors_total", "kind" => error_kind(error)).increment(1);
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, table, retry_in_ms = delay.as_millis() as u64, suppressed, "write failed, retrying");
+            }
+        })
+        .await;
+    match result {
+        Ok(_) => {
+            metrics::counter!("writer_rows_written_total", "table" => table).increment(1);
+            metrics::histogram!("writer_write_latency_seconds")
+                .record(started.elapsed().as_secs_f64());
+            shared.stats.record_latency(started.elapsed());
+            Ok(())
+        }
+        Err(e) if is_rejection(&e) => {
+            metrics::counter!("writer_write_errors_total", "kind" => "rejected").increment(1);
+            Err(WriteError::Rejected(e.to_string()))
+        }
+        Err(e) => Err(WriteError::GaveUp(Box::new(e))),
+    }
+}
+
+async fn write_log(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
     let values = (
         r.source_ip.to_string(),
         r.timestamp,
@@ -523,41 +730,17 @@ async fn write(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
         r.destination_ip_class.as_str(),
         r.service.as_deref(),
     );
-    let attempt = || async {
-        shared
-            .session
-            .execute_unpaged(&shared.insert, &values)
-            .await
-    };
-    let result = attempt
-        .retry(shared.args.backoff())
-        .when(|e| !is_rejection(e))
-        .notify(|error, delay| {
-            shared.stats.retries.fetch_add(1, Relaxed);
-            metrics::counter!("writer_write_retries_total").increment(1);
-            metrics::counter!("writer_write_errors_total", "kind" => error_kind(error)).increment(1);
-            if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, suppressed, "write failed, retrying");
-            }
-        })
-        .await;
-    match result {
-        Ok(_) => {
-            shared.stats.written.fetch_add(1, Relaxed);
-            shared.stats.record_latency(started.elapsed());
-            metrics::counter!("writer_rows_written_total").increment(1);
-            metrics::histogram!("writer_write_latency_seconds")
-                .record(started.elapsed().as_secs_f64());
-            let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
-            metrics::histogram!("writer_e2e_latency_seconds").record(e2e.as_secs_f64());
-            Ok(())
-        }
-        Err(e) if is_rejection(&e) => {
-            metrics::counter!("writer_write_errors_total", "kind" => "rejected").increment(1);
-            Err(WriteError::Rejected(e.to_string()))
-        }
-        Err(e) => Err(WriteError::GaveUp(Box::new(e))),
-    }
+    execute(
+        shared,
+        &shared.statements.access_logs,
+        &values,
+        "access_logs",
+    )
+    .await?;
+    shared.stats.written.fetch_add(1, Relaxed);
+    let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
+    metrics::histogram!("writer_e2e_latency_seconds").record(e2e.as_secs_f64());
+    Ok(())
 }
 
 async fn dead_letter(

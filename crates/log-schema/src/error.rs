@@ -101,6 +101,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// A new error (for decoders of this crate's types).
     pub(crate) fn new(
         kind: ErrorKind,
         field: Option<&'static str>,

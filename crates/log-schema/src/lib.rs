@@ -7,16 +7,19 @@
 //!   enriched, with a deterministic `event_id`) or a [`ValidationError`] with a stable
 //!   [`ErrorKind`];
 //! * [`ValidatedRecord`]: the payload of `ip_logs_validated`;
-//! * [`DeadLetter`]: the payload of `ip_logs_dlq`.
+//! * [`DeadLetter`]: the payload of `ip_logs_dlq`;
+//! * [`WindowStats`] and [`Alert`]: the payloads of `ip_stats` and `ip_alerts`.
 //!
 //! Nothing here panics on input, whatever the bytes (property-tested).
 
+mod analytics;
 mod dlq;
 mod enrich;
 mod error;
 mod record;
 mod validate;
 
+pub use analytics::{ALERT_ID_NAMESPACE, Alert, AlertRule, WindowStats};
 pub use dlq::{DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, SourceRef};
 pub use enrich::{IpClass, service_name};
 pub use error::{ErrorKind, ValidationError};

@@ -8,7 +8,7 @@ use std::{
     str::FromStr,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -272,6 +272,11 @@ pub struct PipelineContext {
     pub assigned: Arc<AtomicUsize>,
     /// Readiness checks `kafka` (a broker connection is up) and `partitions` (some assigned).
     pub readiness: crate::observe::Readiness,
+    /// Incremented on every revoke, so a loop with per-partition state can start over.
+    pub revocations: Arc<AtomicU64>,
+    /// Latest consumer lag per (topic, partition) from librdkafka's statistics (every 5 s),
+    /// with the time it was reported.
+    pub lags: Arc<Mutex<HashMap<(String, i32), (i64, std::time::Instant)>>>,
 }
 
 impl PipelineContext {
@@ -283,6 +288,8 @@ impl PipelineContext {
             tracker: SharedTracker::default(),
             assigned,
             readiness,
+            revocations: Arc::default(),
+            lags: Arc::default(),
         }
     }
 }
@@ -306,17 +313,31 @@ impl ClientContext for PipelineContext {
                 Err("no broker connection".into())
             },
         );
+        let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
-                if *partition < 0 || p.fetch_state != "active" || p.consumer_lag < 0 {
+                // Lag = high watermark − position (the next offset the application reads).
+                // librdkafka's own `consumer_lag` counts from the committed offset, which the
+                // stream-reader deliberately holds back behind open windows.
+                let position = if p.app_offset >= 0 {
+                    p.app_offset
+                } else {
+                    p.committed_offset
+                };
+                if *partition < 0 || p.fetch_state != "active" || p.hi_offset < 0 || position < 0 {
                     continue;
                 }
+                let lag = (p.hi_offset - position).max(0);
+                lags.insert(
+                    (topic.clone(), *partition),
+                    (lag, std::time::Instant::now()),
+                );
                 metrics::gauge!(
                     "kafka_consumer_lag",
                     "topic" => topic.clone(),
                     "partition" => partition.to_string()
                 )
-                .set(p.consumer_lag as f64);
+                .set(lag as f64);
             }
         }
     }
@@ -330,6 +351,11 @@ impl ConsumerContext for PipelineContext {
                 "partitions revoked, committing acknowledged offsets"
             );
             self.tracker.lock().forget(tpl);
+            self.revocations.fetch_add(1, Ordering::Relaxed);
+            self.lags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
                 // "No offset" simply means nothing new was stored since the last commit.
                 if !matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) {

@@ -17,7 +17,7 @@
 //! **Attack scenarios** ([`Scenario`]) inject recognisable bursts from attacker IPs in the
 //! `203.0.113.0/24` documentation range, each burst within one event-time minute:
 //! * `port-scan`: one source probes 150 distinct TCP ports (1–1024) of one target, 1 event each,
-//!   mostly DROP — ≥ 100 distinct destination ports within a minute;
+//!   ~40 % REJECTed — ≥ 100 distinct destination ports within a minute (and < 100 denials);
 //! * `flood`: one source sends 6,000 small TCP/443 connections to one target — ≥ 5,000 events
 //!   within a minute;
 //! * `deny-burst`: one source is denied 150 times (SSH/RDP/SMB attempts on many hosts) —
@@ -381,10 +381,12 @@ impl Generator {
             Scenario::PortScan => {
                 // 150 distinct ports out of 1..=1024: a stride walk that never repeats.
                 let port = 1 + ((n * 7) % 1024) as u16;
-                let action = if rng.random_bool(0.8) {
-                    Action::Drop
-                } else {
+                // Most probes pass the firewall and meet closed ports; fewer than the deny-burst
+                // threshold are blocked, so a scan raises exactly the port_scan alert.
+                let action = if rng.random_bool(0.4) {
                     Action::Reject
+                } else {
+                    Action::Allow
                 };
                 (port, action, b.target, 60, 0)
             }

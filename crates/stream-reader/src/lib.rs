@@ -20,6 +20,7 @@
 //! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
@@ -33,17 +34,22 @@ use chrono::Utc;
 use clap::Parser;
 use log_schema::{DeadLetter, ErrorKind, Limits, Origin, validate};
 use pipeline_runtime::{
-    kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
+    kafka::{
+        Backpressure, KafkaArgs, PipelineContext, SharedTracker, final_commit, store_next_offset,
+    },
     observe, shutdown,
     telemetry::{LogLimiter, TelemetryArgs},
 };
 use rdkafka::{
     Message,
-    consumer::Consumer,
+    consumer::{Consumer, StreamConsumer},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
 use tokio::sync::mpsc;
+use windows::{Closed, Observed, Thresholds, WindowConfig, Windows};
+
+pub mod windows;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -107,6 +113,39 @@ pub struct ReaderArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
     pub metrics_addr: std::net::SocketAddr,
+
+    /// Compute per-IP one-minute window statistics and security alerts.
+    #[arg(long, env = "READER_ANALYTICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub analytics: bool,
+
+    /// Topic of per-IP window statistics.
+    #[arg(long, env = "READER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
+    pub stats_topic: String,
+
+    /// Topic of security alerts.
+    #[arg(long, env = "READER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
+    pub alerts_topic: String,
+
+    /// Allowed lateness of events, in seconds: a window closes when the largest event time seen
+    /// passes its end by this much.
+    #[arg(long, env = "READER_ALLOWED_LATENESS_SECS", default_value_t = 30)]
+    pub allowed_lateness_secs: u64,
+
+    /// A partition without records for this long closes its windows by wall clock, in ms.
+    #[arg(long, env = "READER_IDLE_FLUSH_MS", default_value_t = 2_000)]
+    pub idle_flush_ms: u64,
+
+    /// port_scan alert: distinct destination ports of one source in a window.
+    #[arg(long, env = "ALERT_PORT_SCAN_PORTS", default_value_t = 100)]
+    pub alert_port_scan_ports: i64,
+
+    /// flood alert: events of one source in a window.
+    #[arg(long, env = "ALERT_FLOOD_EVENTS", default_value_t = 5_000)]
+    pub alert_flood_events: i64,
+
+    /// deny_burst alert: denied (DENY/DROP/REJECT) events of one source in a window.
+    #[arg(long, env = "ALERT_DENY_BURST_DENIED", default_value_t = 100)]
+    pub alert_deny_burst_denied: i64,
 }
 
 /// Running totals.
@@ -122,6 +161,10 @@ pub struct ReaderStats {
     pub retries: AtomicU64,
     /// Partitions currently assigned to this instance.
     pub assigned_partitions: Arc<AtomicUsize>,
+    /// Windows closed and emitted.
+    pub windows_closed: AtomicU64,
+    /// Alerts emitted.
+    pub alerts: AtomicU64,
     invalid_by_kind: [AtomicU64; ErrorKind::ALL.len()],
 }
 
@@ -152,12 +195,27 @@ impl ReaderStats {
     }
 }
 
-/// One routed output.
-struct Output {
-    topic_is_dlq: bool,
+/// One record to produce.
+struct Out {
+    topic: String,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
-    kind: Option<ErrorKind>,
+}
+
+/// What finished once its outputs were acknowledged.
+enum Done {
+    /// An input record (its validated record or dead letter).
+    Record {
+        partition: i32,
+        offset: i64,
+        kind: Option<ErrorKind>,
+    },
+    /// A closed window (its statistics and alerts).
+    Window {
+        partition: i32,
+        emission: u64,
+        alerts: Vec<&'static str>,
+    },
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -165,29 +223,234 @@ pub async fn run(args: ReaderArgs) -> anyhow::Result<()> {
     run_until(args, shutdown::on_signals(), Arc::default()).await
 }
 
-/// Routes one payload: validate → validated record or dead letter.
-fn route(
-    args: &ReaderArgs,
-    limits: &Limits,
-    payload: &[u8],
-    key: Option<&[u8]>,
-    origin: &Origin<'_>,
-) -> Output {
-    let now = Utc::now();
-    match validate(payload, origin, now, limits) {
-        Ok(record) => Output {
-            topic_is_dlq: false,
-            key: Some(record.source_ip.to_string().into_bytes()),
-            payload: record.to_json(),
-            kind: None,
-        },
-        Err(error) => Output {
-            topic_is_dlq: true,
-            key: key.map(<[u8]>::to_vec),
-            payload: DeadLetter::new(&error, payload, origin, now, args.dlq_max_raw_bytes)
-                .to_json(),
-            kind: Some(error.kind),
-        },
+/// The consume loop's state.
+struct Reader {
+    args: ReaderArgs,
+    limits: Limits,
+    producer: FutureProducer,
+    consumer: StreamConsumer<PipelineContext>,
+    tracker: SharedTracker,
+    revocations: Arc<AtomicU64>,
+    seen_revocations: u64,
+    windows: Option<Windows>,
+    /// Per partition: next offset after the contiguous acknowledged records.
+    acked: HashMap<i32, i64>,
+    /// Per partition: the offset last stored for commit.
+    stored: HashMap<i32, i64>,
+    flow: Backpressure,
+    stats: Arc<ReaderStats>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    backoff: ExponentialBuilder,
+    retry_log: Arc<LogLimiter>,
+}
+
+impl Reader {
+    /// Validates one record, counts it into its window, and sends its output.
+    fn on_message(&mut self, partition: i32, offset: i64, payload: &[u8], key: Option<&[u8]>) {
+        let topic = self.args.input_topic.clone();
+        let origin = Origin {
+            topic: &topic,
+            partition,
+            offset,
+        };
+        let now = Utc::now();
+        let (out, kind, closed) = match validate(payload, &origin, now, &self.limits) {
+            Ok(record) => {
+                let closed = match self.windows.as_mut() {
+                    Some(w) => {
+                        let (observed, closed) = w.observe(partition, offset, &record);
+                        if observed == Observed::Late {
+                            metrics::counter!("late_events_total").increment(1);
+                        }
+                        closed
+                    }
+                    None => Vec::new(),
+                };
+                let out = Out {
+                    topic: self.args.validated_topic.clone(),
+                    key: Some(record.source_ip.to_string().into_bytes()),
+                    payload: record.to_json(),
+                };
+                (out, None, closed)
+            }
+            Err(error) => {
+                let dl =
+                    DeadLetter::new(&error, payload, &origin, now, self.args.dlq_max_raw_bytes);
+                let out = Out {
+                    topic: self.args.dlq_topic.clone(),
+                    key: key.map(<[u8]>::to_vec),
+                    payload: dl.to_json(),
+                };
+                (out, Some(error.kind), Vec::new())
+            }
+        };
+        self.stats.consumed.fetch_add(1, Relaxed);
+        metrics::counter!("reader_records_consumed_total").increment(1);
+        self.tracker.lock().begin(&topic, partition, offset);
+        self.flow.started(&self.consumer);
+        metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
+        self.send(
+            vec![out],
+            Done::Record {
+                partition,
+                offset,
+                kind,
+            },
+        );
+        self.emit(closed);
+    }
+
+    /// Sends the statistics and alerts of closed windows.
+    fn emit(&mut self, closed: Vec<Closed>) {
+        for c in closed {
+            let key = c.stats.source_ip.to_string().into_bytes();
+            let mut outs = vec![Out {
+                topic: self.args.stats_topic.clone(),
+                key: Some(key.clone()),
+                payload: c.stats.to_json(),
+            }];
+            outs.extend(c.alerts.iter().map(|a| Out {
+                topic: self.args.alerts_topic.clone(),
+                key: Some(key.clone()),
+                payload: a.to_json(),
+            }));
+            let alerts = c.alerts.iter().map(|a| a.rule.as_str()).collect();
+            self.send(
+                outs,
+                Done::Window {
+                    partition: c.partition,
+                    emission: c.emission,
+                    alerts,
+                },
+            );
+        }
+        if let Some(w) = &self.windows {
+            metrics::gauge!("reader_windows_open").set(w.open_windows() as f64);
+        }
+    }
+
+    /// Produces `outs` concurrently with retries (never giving up), then reports `done`.
+    fn send(&self, outs: Vec<Out>, done: Done) {
+        let producer = self.producer.clone();
+        let stats = self.stats.clone();
+        let tx = self.done_tx.clone();
+        let retry_log = self.retry_log.clone();
+        let backoff = self.backoff;
+        tokio::spawn(async move {
+            let sent_at = Instant::now();
+            let sends = outs.into_iter().map(|out| {
+                let (producer, stats, retry_log) = (producer.clone(), stats.clone(), retry_log.clone());
+                async move {
+                    let send = || async {
+                        let mut record = FutureRecord::<[u8], [u8]>::to(&out.topic).payload(&out.payload);
+                        if let Some(k) = &out.key {
+                            record = record.key(k);
+                        }
+                        producer.send(record, Timeout::Never).await.map_err(|(e, _)| e)
+                    };
+                    let _ = send
+                        .retry(backoff)
+                        .notify(|error, delay| {
+                            stats.retries.fetch_add(1, Relaxed);
+                            metrics::counter!("reader_produce_retries_total").increment(1);
+                            if let Some(suppressed) = retry_log.allow() {
+                                warn!(%error, topic = %out.topic, retry_in_ms = delay.as_millis() as u64, suppressed, "produce failed, retrying");
+                            }
+                        })
+                        .await;
+                }
+            });
+            let _ = futures::future::join_all(sends).await;
+            metrics::histogram!("reader_produce_latency_seconds")
+                .record(sent_at.elapsed().as_secs_f64());
+            let _ = tx.send(done);
+        });
+    }
+
+    /// Bookkeeping once outputs are acknowledged; stores the partition's new commit offset:
+    /// contiguous acknowledged progress, held back by unfinished windows.
+    fn on_done(&mut self, done: Done) {
+        let partition = match done {
+            Done::Record {
+                partition,
+                offset,
+                kind,
+            } => {
+                self.flow.finished(&self.consumer);
+                metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
+                match kind {
+                    None => {
+                        metrics::counter!("reader_records_out_total", "output" => "validated")
+                            .increment(1);
+                        self.stats.valid.fetch_add(1, Relaxed);
+                    }
+                    Some(kind) => {
+                        metrics::counter!("reader_records_out_total", "output" => "dlq")
+                            .increment(1);
+                        metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str())
+                            .increment(1);
+                        self.stats.count_invalid(kind);
+                        self.stats.invalid.fetch_add(1, Relaxed);
+                    }
+                }
+                let next = self
+                    .tracker
+                    .lock()
+                    .complete(&self.args.input_topic, partition, offset);
+                if let Some(next) = next {
+                    self.acked.insert(partition, next);
+                }
+                partition
+            }
+            Done::Window {
+                partition,
+                emission,
+                alerts,
+            } => {
+                metrics::counter!("reader_windows_closed_total").increment(1);
+                for rule in alerts {
+                    metrics::counter!("reader_alerts_total", "rule" => rule).increment(1);
+                    self.stats.alerts.fetch_add(1, Relaxed);
+                }
+                self.stats.windows_closed.fetch_add(1, Relaxed);
+                if let Some(w) = self.windows.as_mut() {
+                    w.emitted(partition, emission);
+                }
+                partition
+            }
+        };
+        let Some(&acked) = self.acked.get(&partition) else {
+            return;
+        };
+        let hold = self
+            .windows
+            .as_ref()
+            .and_then(|w| w.min_offset(partition))
+            .unwrap_or(i64::MAX);
+        let target = acked.min(hold);
+        if self.stored.get(&partition).is_none_or(|s| target > *s) {
+            if let Err(error) =
+                store_next_offset(&self.consumer, &self.args.input_topic, partition, target)
+            {
+                warn!(%error, partition, offset = target, "cannot store offset");
+            } else {
+                self.stored.insert(partition, target);
+            }
+        }
+    }
+
+    /// After a revoke every partition restarts from its committed offset: window state and
+    /// progress bookkeeping start over.
+    fn check_revocations(&mut self) {
+        let now = self.revocations.load(Relaxed);
+        if now != self.seen_revocations {
+            self.seen_revocations = now;
+            if let Some(w) = self.windows.as_mut() {
+                w.clear();
+            }
+            self.acked.clear();
+            self.stored.clear();
+        }
     }
 }
 
@@ -208,6 +471,8 @@ pub async fn run_until(
     let server = observe::serve(args.metrics_addr, readiness, server_stop.clone()).await?;
     describe_metrics();
     let tracker = context.tracker.clone();
+    let revocations = context.revocations.clone();
+    let lags = context.lags.clone();
     let consumer = args.kafka.consumer(
         &args.group_id,
         context,
@@ -220,30 +485,53 @@ pub async fn run_until(
     consumer
         .subscribe(&[&args.input_topic])
         .context("subscribe")?;
-    info!(topic = %args.input_topic, group = %args.group_id, "stream-reader started");
+    info!(topic = %args.input_topic, group = %args.group_id, analytics = args.analytics, "stream-reader started");
 
-    let topic = args.input_topic.clone();
+    let windows = args.analytics.then(|| {
+        Windows::new(WindowConfig {
+            lateness: chrono::TimeDelta::seconds(args.allowed_lateness_secs as i64),
+            idle: Duration::from_millis(args.idle_flush_ms),
+            thresholds: Thresholds {
+                port_scan: args.alert_port_scan_ports,
+                flood: args.alert_flood_events,
+                deny_burst: args.alert_deny_burst_denied,
+            },
+        })
+    });
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(args.retry_min_delay_ms))
         .with_max_delay(Duration::from_millis(args.retry_max_delay_ms))
         .with_jitter()
         .without_max_times();
-    let mut flow = Backpressure::new(args.max_in_flight);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
-    let mut status = tokio::time::interval(Duration::from_secs(args.status_interval_secs.max(1)));
+    let mut reader = Reader {
+        flow: Backpressure::new(args.max_in_flight),
+        args,
+        limits,
+        producer,
+        consumer,
+        tracker,
+        revocations,
+        seen_revocations: 0,
+        windows,
+        acked: HashMap::new(),
+        stored: HashMap::new(),
+        stats: stats.clone(),
+        done_tx,
+        backoff,
+        retry_log: Arc::new(LogLimiter::per_second(5)),
+    };
+    let mut status =
+        tokio::time::interval(Duration::from_secs(reader.args.status_interval_secs.max(1)));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last = (Instant::now(), 0u64);
-    let retry_log = Arc::new(LogLimiter::per_second(5));
 
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((partition, offset)) = done_rx.recv() => {
-                flow.finished(&consumer);
-                metrics::gauge!("reader_in_flight").set(flow.in_flight() as f64);
-                complete_and_store(&tracker, &consumer, &topic, partition, offset);
-            }
-            message = consumer.recv() => {
+            Some(done) = done_rx.recv() => reader.on_done(done),
+            message = reader.consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(error) => {
@@ -252,75 +540,45 @@ pub async fn run_until(
                     }
                 };
                 let (partition, offset) = (message.partition(), message.offset());
-                let origin = Origin { topic: &topic, partition, offset };
-                let output = route(&args, &limits, message.payload().unwrap_or_default(), message.key(), &origin);
+                let payload = message.payload().unwrap_or_default().to_vec();
+                let key = message.key().map(<[u8]>::to_vec);
                 drop(message);
-                stats.consumed.fetch_add(1, Relaxed);
-                tracker.lock().begin(&topic, partition, offset);
-                flow.started(&consumer);
-                let out_topic = if output.topic_is_dlq { args.dlq_topic.clone() } else { args.validated_topic.clone() };
-                let producer = producer.clone();
-                let stats = stats.clone();
-                let done = done_tx.clone();
-                let retry_log = retry_log.clone();
-                metrics::counter!("reader_records_consumed_total").increment(1);
-                metrics::gauge!("reader_in_flight").set(flow.in_flight() as f64);
-                tokio::spawn(async move {
-                    let sent_at = Instant::now();
-                    let send = || async {
-                        let mut record = FutureRecord::<[u8], [u8]>::to(&out_topic).payload(&output.payload);
-                        if let Some(k) = &output.key {
-                            record = record.key(k);
-                        }
-                        producer.send(record, Timeout::Never).await.map_err(|(e, _)| e)
-                    };
-                    let _ = send
-                        .retry(backoff)
-                        .notify(|error, delay| {
-                            stats.retries.fetch_add(1, Relaxed);
-                            metrics::counter!("reader_produce_retries_total").increment(1);
-                            if let Some(suppressed) = retry_log.allow() {
-                                warn!(%error, topic = %out_topic, retry_in_ms = delay.as_millis() as u64, suppressed, "produce failed, retrying");
-                            }
-                        })
-                        .await;
-                    metrics::histogram!("reader_produce_latency_seconds").record(sent_at.elapsed().as_secs_f64());
-                    match output.kind {
-                        None => {
-                            metrics::counter!("reader_records_out_total", "output" => "validated").increment(1);
-                            stats.valid.fetch_add(1, Relaxed)
-                        }
-                        Some(kind) => {
-                            metrics::counter!("reader_records_out_total", "output" => "dlq").increment(1);
-                            metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str()).increment(1);
-                            stats.count_invalid(kind);
-                            stats.invalid.fetch_add(1, Relaxed)
-                        }
-                    };
-                    let _ = done.send((partition, offset));
-                });
+                reader.check_revocations();
+                reader.on_message(partition, offset, &payload, key.as_deref());
             }
-            _ = status.tick() => log_status(&stats, flow.in_flight(), &mut last),
+            _ = tick.tick() => {
+                reader.check_revocations();
+                let lags = lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let input = reader.args.input_topic.clone();
+                let caught_up = |p: i32, last: Instant| {
+                    lags.get(&(input.clone(), p)).is_some_and(|(lag, at)| *lag == 0 && *at > last)
+                };
+                let closed = reader.windows.as_mut().map(|w| w.tick(Utc::now(), caught_up)).unwrap_or_default();
+                reader.emit(closed);
+            }
+            _ = status.tick() => log_status(&stats, reader.flow.in_flight(), &mut last),
         }
     }
 
-    // Drain: wait for the outstanding deliveries (bounded), then commit what is acknowledged.
+    // Drain: wait for outstanding deliveries (bounded), then commit what is acknowledged.
+    // Windows still open are not emitted: their first offsets hold the commit, so the next
+    // run rebuilds them.
     let drain_deadline = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(drain_deadline);
-    while flow.in_flight() > 0 {
+    while reader.flow.in_flight() > 0 {
         tokio::select! {
-            Some((partition, offset)) = done_rx.recv() => {
-                flow.finished(&consumer);
-                complete_and_store(&tracker, &consumer, &topic, partition, offset);
-            }
+            Some(done) = done_rx.recv() => reader.on_done(done),
             _ = &mut drain_deadline => {
-                warn!(in_flight = flow.in_flight(), "drain timed out; unacknowledged records will be reprocessed");
+                warn!(in_flight = reader.flow.in_flight(), "drain timed out; unacknowledged records will be reprocessed");
                 break;
             }
         }
     }
-    final_commit(&consumer);
-    let _ = producer.flush(Duration::from_secs(10));
+    while let Ok(done) = done_rx.try_recv() {
+        reader.on_done(done);
+    }
+    final_commit(&reader.consumer);
+    let _ = reader.producer.flush(Duration::from_secs(10));
     log_status(&stats, 0, &mut last);
     info!("stream-reader stopped");
     server_stop.cancel();
@@ -362,6 +620,19 @@ fn describe_metrics() {
         "kafka_assigned_partitions",
         "Partitions assigned to this consumer"
     );
+    describe_counter!(
+        "late_events_total",
+        "Valid events whose window had already closed (not counted)"
+    );
+    describe_counter!(
+        "reader_windows_closed_total",
+        "Per-IP windows closed and emitted to ip_stats"
+    );
+    describe_counter!(
+        "reader_alerts_total",
+        "Alerts emitted to ip_alerts, by rule"
+    );
+    describe_gauge!("reader_windows_open", "Per-IP windows currently open");
     metrics::counter!("reader_records_consumed_total").absolute(0);
     for output in ["validated", "dlq"] {
         metrics::counter!("reader_records_out_total", "output" => output).absolute(0);
@@ -372,6 +643,12 @@ fn describe_metrics() {
             metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str()).absolute(0);
         }
     }
+    metrics::counter!("late_events_total").absolute(0);
+    metrics::counter!("reader_windows_closed_total").absolute(0);
+    for rule in log_schema::AlertRule::ALL {
+        metrics::counter!("reader_alerts_total", "rule" => rule.as_str()).absolute(0);
+    }
+    metrics::gauge!("reader_windows_open").set(0.0);
 }
 
 fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) {

@@ -1,0 +1,437 @@
+//! Windowed per-IP statistics and alerts, end to end: reader → ip_stats / ip_alerts → writer →
+//! Cassandra.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use cassandra_writer::writer::{WriterArgs, WriterStats};
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
+use futures::StreamExt;
+use log_schema::{Alert, AlertRule, WindowStats};
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+use producer::{Generator, GeneratorConfig, Scenario};
+use stream_reader::ReaderStats;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    reader::{self, Topics},
+    support::{self, DEADLINE},
+};
+
+fn minute(ago: i64) -> DateTime<Utc> {
+    (Utc::now() - TimeDelta::minutes(ago))
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("trunc")
+}
+
+fn raw(
+    at: DateTime<Utc>,
+    ip: &str,
+    port: u16,
+    dest: u8,
+    action: &str,
+) -> (Option<Vec<u8>>, Vec<u8>) {
+    let json = format!(
+        r#"{{"timestamp":"{}","source_ip":"{ip}","destination_ip":"10.9.0.{dest}","port":{port},"protocol":"TCP","bytes_sent":100,"bytes_received":10,"action":"{action}"}}"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+    (Some(ip.as_bytes().to_vec()), json.into_bytes())
+}
+
+fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
+    WriterArgs {
+        kafka: KafkaArgs::new(support::kafka_broker()),
+        cassandra: support::cassandra(keyspace),
+        telemetry: TelemetryArgs {
+            log_format: pipeline_runtime::telemetry::LogFormat::Text,
+        },
+        group_id: format!("{}_writer", t.group),
+        input_topic: t.validated.clone(),
+        stats_topic: t.stats.clone(),
+        alerts_topic: t.alerts.clone(),
+        dlq_topic: t.dlq.clone(),
+        max_in_flight: 256,
+        retry_max_attempts: 0,
+        retry_min_delay_ms: 50,
+        retry_max_delay_ms: 1_000,
+        status_interval_secs: 5,
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+    }
+}
+
+fn stats_of(topic: &str) -> Vec<WindowStats> {
+    let n = support::topic_size(topic) as usize;
+    support::read_topic(topic, n, DEADLINE)
+        .iter()
+        .map(|r| WindowStats::from_json(&r.payload).expect("window stats"))
+        .collect()
+}
+
+fn alerts_of(topic: &str) -> Vec<Alert> {
+    let n = support::topic_size(topic) as usize;
+    support::read_topic(topic, n, DEADLINE)
+        .iter()
+        .map(|r| Alert::from_json(&r.payload).expect("alert"))
+        .collect()
+}
+
+/// Runs a reader in-process until every input record is committed (which implies every window
+/// was closed and its outputs acknowledged), then stops it.
+async fn run_reader(t: &Topics, n: i64) -> Arc<ReaderStats> {
+    let stats = Arc::new(ReaderStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(stream_reader::run_until(
+        reader::args(t),
+        stop.clone(),
+        stats.clone(),
+    ));
+    support::wait_until(DEADLINE * 2, "every input committed", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == n
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("reader stopped cleanly");
+    stats
+}
+
+async fn rows<T>(
+    keyspace: &str,
+    cql: &str,
+    values: impl scylla::serialize::row::SerializeRow,
+) -> Vec<T>
+where
+    T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let session = support::session(keyspace).await;
+    let stmt = session
+        .prepare(cql.replace("{ks}", keyspace))
+        .await
+        .expect("prepare");
+    let mut pages = session
+        .execute_iter(stmt, values)
+        .await
+        .expect("select")
+        .rows_stream::<T>()
+        .expect("typed");
+    let mut out = Vec::new();
+    while let Some(row) = pages.next().await {
+        out.push(row.expect("decode"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crafted_traffic_gives_exact_window_totals_in_ip_stats_and_cassandra() {
+    let t = reader::topics("win").await;
+    let keyspace = support::fresh_keyspace().await;
+    let ips = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
+    let counts = [[5, 3, 7], [2, 8, 1], [4, 4, 4]];
+    let base = minute(30);
+    let mut events = Vec::new();
+    // expected (ip, minute index) → (events, distinct ports, distinct destinations, denied, first, last)
+    let mut want: BTreeMap<(String, i64), (i64, i64, i64, i64, DateTime<Utc>, DateTime<Utc>)> =
+        BTreeMap::new();
+    for (i, ip) in ips.iter().enumerate() {
+        for (m, &count) in counts[i].iter().enumerate() {
+            let mut ports = BTreeSet::new();
+            let mut dests = BTreeSet::new();
+            let mut denied = 0;
+            let mut times = Vec::new();
+            for k in 0..count {
+                let at = base
+                    + TimeDelta::minutes(m as i64)
+                    + TimeDelta::seconds(5 * k as i64 + i as i64);
+                let port = 1000 + (k % 3) as u16;
+                let dest = (k % 2) as u8;
+                let action = if k % 3 == 0 { "DENY" } else { "ALLOW" };
+                ports.insert(port);
+                dests.insert(dest);
+                denied += i64::from(action == "DENY");
+                times.push(at);
+                events.push((at, raw(at, ip, port, dest, action)));
+            }
+            let first = *times.iter().min().expect("events");
+            let last = *times.iter().max().expect("events");
+            want.insert(
+                (ip.to_string(), m as i64),
+                (
+                    count,
+                    ports.len() as i64,
+                    dests.len() as i64,
+                    denied,
+                    first,
+                    last,
+                ),
+            );
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    let records: Vec<_> = events.into_iter().map(|e| e.1).collect();
+    let n = records.len() as i64;
+    support::produce(&t.input, &records).await;
+
+    let stats = run_reader(&t, n).await;
+    assert_eq!(stats.windows_closed.load(Relaxed), 9);
+    assert_eq!(stats.alerts.load(Relaxed), 0);
+    let got = stats_of(&t.stats);
+    assert_eq!(got.len(), 9, "one statistics record per (ip, minute)");
+    for s in &got {
+        let m = (s.window_start - base).num_minutes();
+        let w = want[&(s.source_ip.to_string(), m)];
+        assert_eq!(
+            (
+                s.events,
+                s.distinct_ports,
+                s.distinct_destinations,
+                s.denied,
+                s.first_seen,
+                s.last_seen
+            ),
+            w,
+            "{s:?}"
+        );
+        assert_eq!((s.bytes_sent, s.bytes_received), (100 * w.0, 10 * w.0));
+        assert_eq!(s.window_end - s.window_start, TimeDelta::minutes(1));
+    }
+    assert_eq!(support::topic_size(&t.alerts), 0);
+
+    // The writer persists them: an IP's history and the top talkers of a minute, one query each.
+    let wstats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(cassandra_writer::writer::run_until(
+        writer_args(&t, &keyspace),
+        stop.clone(),
+        wstats.clone(),
+    ));
+    support::wait_until(DEADLINE, "logs written", || {
+        wstats.written.load(Relaxed) >= n as u64
+    })
+    .await;
+    let day: NaiveDate = base.date_naive();
+    for ip in ips {
+        let expected: Vec<i64> = (0..3).map(|m| want[&(ip.to_string(), m)].0).collect();
+        let mut history: Vec<(DateTime<Utc>, i64, i64, i64)> = Vec::new();
+        for _ in 0..100 {
+            history = rows(
+                &keyspace,
+                "SELECT window_start, events, bytes_sent, denied FROM {ks}.ip_stats_by_ip WHERE source_ip = ? AND day = ?",
+                (ip, day),
+            )
+            .await;
+            if history.len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        history.sort();
+        assert_eq!(
+            history.iter().map(|h| h.1).collect::<Vec<_>>(),
+            expected,
+            "{ip}"
+        );
+        assert_eq!(
+            history.iter().map(|h| h.2).collect::<Vec<_>>(),
+            expected.iter().map(|e| e * 100).collect::<Vec<_>>()
+        );
+    }
+    for m in 0..3 {
+        let talkers: Vec<(i64, String)> = rows(
+            &keyspace,
+            "SELECT events, source_ip FROM {ks}.top_talkers_by_minute WHERE window_start = ?",
+            (base + TimeDelta::minutes(m),),
+        )
+        .await;
+        let got: BTreeSet<(i64, String)> = talkers.into_iter().collect();
+        let want_m: BTreeSet<(i64, String)> = ips
+            .iter()
+            .map(|ip| (want[&(ip.to_string(), m)].0, ip.to_string()))
+            .collect();
+        assert_eq!(got, want_m, "minute {m}");
+    }
+    stop.cancel();
+    writer.await.expect("join").expect("writer stopped cleanly");
+}
+
+/// Realistic traffic with attack bursts at synthetic times (1,000 logs/s of event time).
+fn traffic(
+    start: DateTime<Utc>,
+    n: usize,
+    scenarios: Vec<Scenario>,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 5,
+        scenarios,
+        ..Default::default()
+    });
+    let mut buf = Vec::new();
+    (0..n)
+        .map(|i| {
+            let at = start + TimeDelta::milliseconds(i as i64);
+            let (key, _) = g.next_into(at, &mut buf);
+            (Some(key.as_bytes().to_vec()), buf.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
+    let t = reader::topics("alerts").await;
+    let keyspace = support::fresh_keyspace().await;
+    let start = minute(40);
+    // 59 s of event time at the default 1,000 logs/s: one window with ordinary traffic from
+    // 2,000 hosts and one burst of each scenario.
+    let records = traffic(
+        start,
+        59_000,
+        vec![Scenario::PortScan, Scenario::Flood, Scenario::DenyBurst],
+    );
+    support::produce(&t.input, &records).await;
+    run_reader(&t, records.len() as i64).await;
+
+    let alerts = alerts_of(&t.alerts);
+    let got: BTreeSet<(AlertRule, IpAddr, DateTime<Utc>)> = alerts
+        .iter()
+        .map(|a| (a.rule, a.source_ip, a.window_start))
+        .collect();
+    let want: BTreeSet<(AlertRule, IpAddr, DateTime<Utc>)> = [
+        (AlertRule::PortScan, Scenario::PortScan.attacker(0), start),
+        (AlertRule::Flood, Scenario::Flood.attacker(1), start),
+        (AlertRule::DenyBurst, Scenario::DenyBurst.attacker(2), start),
+    ]
+    .into();
+    assert_eq!(
+        got, want,
+        "exactly one alert per scenario and none for baseline traffic"
+    );
+    assert_eq!(alerts.len(), 3);
+    for a in &alerts {
+        assert_eq!(a.alert_id, Alert::id(a.rule, a.source_ip, a.window_start));
+        assert!(a.value >= a.threshold && !a.summary.is_empty());
+    }
+
+    // Persisted: today's (the window's day) alerts in one query, and by IP.
+    let wstats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(cassandra_writer::writer::run_until(
+        writer_args(&t, &keyspace),
+        stop.clone(),
+        wstats.clone(),
+    ));
+    let mut by_day: Vec<(Uuid, String, String)> = Vec::new();
+    for _ in 0..300 {
+        by_day = rows(
+            &keyspace,
+            "SELECT alert_id, rule, source_ip FROM {ks}.alerts_by_day WHERE day = ?",
+            (start.date_naive(),),
+        )
+        .await;
+        if by_day.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ids: BTreeSet<Uuid> = by_day.iter().map(|r| r.0).collect();
+    assert_eq!(ids, alerts.iter().map(|a| a.alert_id).collect());
+    let scanner = Scenario::PortScan.attacker(0).to_string();
+    let by_ip: Vec<(Uuid, String)> = rows(
+        &keyspace,
+        "SELECT alert_id, rule FROM {ks}.alerts_by_ip WHERE source_ip = ?",
+        (scanner,),
+    )
+    .await;
+    assert_eq!(by_ip.len(), 1);
+    assert_eq!(by_ip[0].1, "port_scan");
+    stop.cancel();
+    writer.await.expect("join").expect("writer stopped cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_stream_stage_gives_identical_stats_and_alert_ids() {
+    let clean = reader::topics("wclean").await;
+    let killed = reader::topics("wkill").await;
+    let start = minute(50);
+    let records = traffic(start, 40_000, vec![Scenario::PortScan, Scenario::DenyBurst]);
+    let n = records.len() as i64;
+    // The same input for both runs: the killed run reads the clean run's input topic.
+    support::produce(&clean.input, &records).await;
+    run_reader(&clean, n).await;
+
+    let env = [
+        ("READER_GROUP_ID", killed.group.clone()),
+        ("READER_INPUT_TOPIC", clean.input.clone()),
+        ("READER_VALIDATED_TOPIC", killed.validated.clone()),
+        ("READER_DLQ_TOPIC", killed.dlq.clone()),
+        ("READER_STATS_TOPIC", killed.stats.clone()),
+        ("READER_ALERTS_TOPIC", killed.alerts.clone()),
+        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+    ];
+    let mut service = support::spawn_service("stream-reader", &killed.group, &env);
+    support::wait_until(DEADLINE, "a third of the input routed", || {
+        support::topic_size(&killed.validated) >= n / 3
+    })
+    .await;
+    support::kill9(&mut service);
+    assert!(
+        support::topic_size(&killed.validated) < n,
+        "killed mid-stream"
+    );
+    // tansu 0.6 does not rebalance on session expiry (see reader.rs).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut service = support::spawn_service("stream-reader", &killed.group, &env);
+    support::wait_until(
+        DEADLINE * 2,
+        "every input committed after the restart",
+        || {
+            support::committed(&killed.group, &clean.input)
+                .values()
+                .sum::<i64>()
+                == n
+        },
+    )
+    .await;
+    assert!(support::terminate(&mut service).success());
+
+    let key = |s: &WindowStats| (s.source_ip, s.window_start);
+    let clean_stats: BTreeMap<_, _> = stats_of(&clean.stats)
+        .into_iter()
+        .map(|s| (key(&s), s))
+        .collect();
+    let mut killed_stats = BTreeMap::new();
+    for s in stats_of(&killed.stats) {
+        if let Some(previous) = killed_stats.insert(key(&s), s.clone()) {
+            assert_eq!(
+                previous, s,
+                "a window emitted twice carries the same statistics"
+            );
+        }
+    }
+    assert!(
+        clean_stats.len() > 100,
+        "realistic traffic has many windows"
+    );
+    let differing: Vec<_> = clean_stats
+        .iter()
+        .filter(|(k, v)| killed_stats.get(*k) != Some(*v))
+        .map(|(k, v)| (k, v.events, killed_stats.get(k).map(|s| s.events)))
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "windows differ (key, clean events, killed events): {differing:?}"
+    );
+    assert_eq!(killed_stats.len(), clean_stats.len(), "same windows");
+    let ids = |topic: &str| {
+        alerts_of(topic)
+            .into_iter()
+            .map(|a| a.alert_id)
+            .collect::<BTreeSet<_>>()
+    };
+    let clean_ids = ids(&clean.alerts);
+    assert_eq!(clean_ids.len(), 2, "the two scenarios' alerts");
+    assert_eq!(ids(&killed.alerts), clean_ids, "identical alert ids");
+}
