@@ -23,6 +23,9 @@ use crate::{
     support::{self, DEADLINE},
 };
 
+/// (events, distinct ports, distinct destinations, denied, first seen, last seen)
+type Expected = (i64, i64, i64, i64, DateTime<Utc>, DateTime<Utc>);
+
 fn minute(ago: i64) -> DateTime<Utc> {
     (Utc::now() - TimeDelta::minutes(ago))
         .duration_trunc(TimeDelta::minutes(1))
@@ -134,8 +137,7 @@ async fn crafted_traffic_gives_exact_window_totals_in_ip_stats_and_cassandra() {
     let base = minute(30);
     let mut events = Vec::new();
     // expected (ip, minute index) → (events, distinct ports, distinct destinations, denied, first, last)
-    let mut want: BTreeMap<(String, i64), (i64, i64, i64, i64, DateTime<Utc>, DateTime<Utc>)> =
-        BTreeMap::new();
+    let mut want: BTreeMap<(String, i64), Expected> = BTreeMap::new();
     for (i, ip) in ips.iter().enumerate() {
         for (m, &count) in counts[i].iter().enumerate() {
             let mut ports = BTreeSet::new();
@@ -143,9 +145,7 @@ async fn crafted_traffic_gives_exact_window_totals_in_ip_stats_and_cassandra() {
             let mut denied = 0;
             let mut times = Vec::new();
             for k in 0..count {
-                let at = base
-                    + TimeDelta::minutes(m as i64)
-                    + TimeDelta::seconds(5 * k as i64 + i as i64);
+                let at = base + TimeDelta::minutes(m as i64) + TimeDelta::seconds(5 * k + i as i64);
                 let port = 1000 + (k % 3) as u16;
                 let dest = (k % 2) as u8;
                 let action = if k % 3 == 0 { "DENY" } else { "ALLOW" };

@@ -7,6 +7,7 @@
 
 mod analytics;
 mod cassandra;
+mod deploy;
 mod kafka;
 mod observability;
 mod producer;

@@ -178,6 +178,74 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
     })
     .await;
 
+    // Every metric the Grafana dashboard and the Prometheus rules use is exported by one of the
+    // three running services.
+    let exported: std::collections::BTreeSet<String> =
+        [body.clone(), scrape(rp).await, scrape(wp).await]
+            .iter()
+            .flat_map(|body| support::metric_names(body))
+            .collect();
+    let used = used_metric_names();
+    assert!(
+        used.len() >= 15,
+        "the dashboard and rules use the pipeline's metrics: {used:?}"
+    );
+    let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "used by dashboard/rules but not exported: {missing:?}"
+    );
+
     assert!(support::terminate(&mut reader).success());
     assert!(support::terminate(&mut writer).success());
+}
+
+/// Metric names in the PromQL of the Grafana dashboard and the Prometheus rules.
+fn used_metric_names() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docker/grafana/provisioning/dashboards/pipeline.json"))
+            .expect("dashboard file"),
+    )
+    .expect("the dashboard JSON parses");
+    assert!(
+        dashboard["panels"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "dashboard has panels"
+    );
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("docker/prometheus-rules.yml")).expect("rules file"),
+    )
+    .expect("the rules YAML parses");
+    for group in rules["groups"].as_sequence().into_iter().flatten() {
+        for rule in group["rules"].as_sequence().into_iter().flatten() {
+            exprs.extend(rule["expr"].as_str().map(str::to_owned));
+        }
+    }
+    let prometheus =
+        std::fs::read_to_string(root.join("docker/prometheus.yml")).expect("prometheus.yml");
+    for port in ["9101", "9102", "9103"] {
+        assert!(
+            prometheus.contains(&format!("port: {port}")),
+            "prometheus scrapes {port}"
+        );
+    }
+    exprs
+        .iter()
+        .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|t| {
+            ["producer_", "reader_", "writer_", "kafka_", "late_"]
+                .iter()
+                .any(|p| t.starts_with(p))
+        })
+        .map(|t| t.to_owned())
+        .collect()
 }

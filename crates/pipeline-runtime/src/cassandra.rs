@@ -94,13 +94,33 @@ pub struct CassandraArgs {
     #[arg(long = "cassandra-username", env = "CASSANDRA_USERNAME")]
     pub username: Option<String>,
 
-    /// Password for password authentication.
+    /// Password for password authentication (prefer CASSANDRA_PASSWORD_FILE).
     #[arg(
         long = "cassandra-password",
         env = "CASSANDRA_PASSWORD",
         hide_env_values = true
     )]
     pub password: Option<Secret>,
+
+    /// File holding the password (e.g. a Docker secret; trailing newline ignored).
+    #[arg(long = "cassandra-password-file", env = "CASSANDRA_PASSWORD_FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+
+    /// Connect with TLS (client-to-node encryption).
+    #[arg(long = "cassandra-tls", env = "CASSANDRA_TLS", default_value_t = false, action = ArgAction::Set)]
+    pub tls: bool,
+
+    /// CA certificates (PEM) to verify the nodes; without it the system roots are used.
+    #[arg(long = "cassandra-tls-ca-file", env = "CASSANDRA_TLS_CA_FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "cassandra-tls-cert-file", env = "CASSANDRA_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long = "cassandra-tls-key-file", env = "CASSANDRA_TLS_KEY_FILE")]
+    pub tls_key_file: Option<std::path::PathBuf>,
 
     /// Timeout of one CQL request, in milliseconds.
     #[arg(
@@ -139,6 +159,11 @@ impl CassandraArgs {
             consistency: ConsistencyArg::LocalQuorum,
             username: None,
             password: None,
+            password_file: None,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             request_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
             await_schema_agreement: true,
@@ -164,15 +189,50 @@ impl CassandraArgs {
             .connection_timeout(Duration::from_millis(self.connect_timeout_ms))
             .default_execution_profile_handle(profile.into_handle())
             .auto_await_schema_agreement(self.await_schema_agreement);
-        match (&self.username, &self.password) {
+        let password = Secret::resolve(self.password.as_ref(), self.password_file.as_deref())?;
+        match (&self.username, &password) {
             (Some(user), Some(password)) => builder = builder.user(user, password.expose()),
             (None, None) => {}
-            _ => bail!("set both CASSANDRA_USERNAME and CASSANDRA_PASSWORD, or neither"),
+            _ => bail!(
+                "set both CASSANDRA_USERNAME and CASSANDRA_PASSWORD (or CASSANDRA_PASSWORD_FILE), or neither"
+            ),
+        }
+        if self.tls {
+            builder = builder.tls_context(Some(self.tls_context()?));
         }
         builder
             .build()
             .await
             .with_context(|| format!("cannot connect to Cassandra at {}", self.nodes.join(",")))
+    }
+}
+
+impl CassandraArgs {
+    /// The OpenSSL context for client-to-node TLS: peer verification on, optional client
+    /// certificate.
+    fn tls_context(&self) -> anyhow::Result<openssl::ssl::SslContext> {
+        use openssl::ssl::{SslContextBuilder, SslFiletype, SslMethod, SslVerifyMode};
+        let mut b = SslContextBuilder::new(SslMethod::tls()).context("create a TLS context")?;
+        b.set_verify(SslVerifyMode::PEER);
+        match &self.tls_ca_file {
+            Some(ca) => b
+                .set_ca_file(ca)
+                .with_context(|| format!("load the CA file {}", ca.display()))?,
+            None => b
+                .set_default_verify_paths()
+                .context("load the system CA roots")?,
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                b.set_certificate_chain_file(cert)
+                    .with_context(|| format!("load the client certificate {}", cert.display()))?;
+                b.set_private_key_file(key, SslFiletype::PEM)
+                    .with_context(|| format!("load the client key {}", key.display()))?;
+            }
+            (None, None) => {}
+            _ => bail!("set both CASSANDRA_TLS_CERT_FILE and CASSANDRA_TLS_KEY_FILE, or neither"),
+        }
+        Ok(b.build())
     }
 }
 

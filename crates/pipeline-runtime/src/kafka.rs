@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use std::path::PathBuf;
+
 use anyhow::{Context as _, bail};
 use clap::Args;
 use rdkafka::{
@@ -26,6 +28,8 @@ use rdkafka::{
     types::RDKafkaErrorCode,
 };
 use tracing::{info, warn};
+
+use crate::Secret;
 
 /// One librdkafka option, `key=value`.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,6 +63,13 @@ impl FromStr for KafkaOption {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            // An empty KAFKA_OPTIONS (or a trailing `;`) means "no option".
+            return Ok(Self {
+                key: String::new(),
+                value: String::new(),
+            });
+        }
         match s.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok(Self {
                 key: k.trim().to_owned(),
@@ -89,6 +100,84 @@ pub struct KafkaArgs {
         hide_env_values = true
     )]
     pub options: Vec<KafkaOption>,
+
+    /// Security protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long = "kafka-security-protocol", env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t = SecurityProtocol::Plaintext)]
+    pub security_protocol: SecurityProtocol,
+
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long = "kafka-sasl-mechanism", env = "KAFKA_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+
+    /// SASL username.
+    #[arg(long = "kafka-sasl-username", env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+
+    /// SASL password (prefer KAFKA_SASL_PASSWORD_FILE, e.g. a Docker secret).
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<Secret>,
+
+    /// File holding the SASL password (trailing newline ignored).
+    #[arg(long = "kafka-sasl-password-file", env = "KAFKA_SASL_PASSWORD_FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) to verify the brokers.
+    #[arg(long = "kafka-ssl-ca-location", env = "KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(
+        long = "kafka-ssl-certificate-location",
+        env = "KAFKA_SSL_CERTIFICATE_LOCATION"
+    )]
+    pub ssl_certificate_location: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long = "kafka-ssl-key-location", env = "KAFKA_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<PathBuf>,
+
+    /// Password of the client private key (prefer KAFKA_SSL_KEY_PASSWORD_FILE).
+    #[arg(
+        long = "kafka-ssl-key-password",
+        env = "KAFKA_SSL_KEY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub ssl_key_password: Option<Secret>,
+
+    /// File holding the client private key's password.
+    #[arg(
+        long = "kafka-ssl-key-password-file",
+        env = "KAFKA_SSL_KEY_PASSWORD_FILE"
+    )]
+    pub ssl_key_password_file: Option<PathBuf>,
+}
+
+/// Kafka `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    /// No TLS, no SASL.
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS (PLAIN sends the password in the clear: avoid).
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
 }
 
 impl KafkaArgs {
@@ -97,25 +186,64 @@ impl KafkaArgs {
         Self {
             brokers: brokers.into(),
             options: Vec::new(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            sasl_password_file: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
+            ssl_key_password_file: None,
         }
     }
 
-    /// A client config with the bootstrap servers, `defaults`, then the user's options.
-    pub fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+    /// A client config with the bootstrap servers, `defaults`, the security settings, then the
+    /// user's options. Fails only when a secret file cannot be read.
+    pub fn config(&self, defaults: &[(&str, &str)]) -> anyhow::Result<ClientConfig> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers);
         for (k, v) in defaults {
             cfg.set(*k, *v);
         }
-        for o in &self.options {
+        cfg.set("security.protocol", self.security_protocol.as_str());
+        if let Some(m) = &self.sasl_mechanism {
+            cfg.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            cfg.set("sasl.username", u);
+        }
+        if let Some(p) = Secret::resolve(
+            self.sasl_password.as_ref(),
+            self.sasl_password_file.as_deref(),
+        )? {
+            cfg.set("sasl.password", p.expose());
+        }
+        for (key, path) in [
+            ("ssl.ca.location", &self.ssl_ca_location),
+            ("ssl.certificate.location", &self.ssl_certificate_location),
+            ("ssl.key.location", &self.ssl_key_location),
+        ] {
+            if let Some(path) = path {
+                cfg.set(key, path.display().to_string());
+            }
+        }
+        if let Some(p) = Secret::resolve(
+            self.ssl_key_password.as_ref(),
+            self.ssl_key_password_file.as_deref(),
+        )? {
+            cfg.set("ssl.key.password", p.expose());
+        }
+        for o in self.options.iter().filter(|o| !o.key.is_empty()) {
             cfg.set(&o.key, &o.value);
         }
-        cfg
+        Ok(cfg)
     }
 
     /// Producer settings tuned for throughput and safety: idempotent, `acks=all`, lz4, batched.
     /// `extra` settings go between these defaults and the user's options.
-    pub fn producer_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
+    pub fn producer_config(&self, extra: &[(&str, &str)]) -> anyhow::Result<ClientConfig> {
         let mut defaults = vec![
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -133,7 +261,7 @@ impl KafkaArgs {
 
     /// A [`FutureProducer`] with [`KafkaArgs::producer_config`].
     pub fn producer(&self, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
-        self.producer_config(extra)
+        self.producer_config(extra)?
             .create()
             .context("cannot create the Kafka producer")
     }
@@ -159,14 +287,14 @@ impl KafkaArgs {
             ("statistics.interval.ms", "5000"),
         ];
         defaults.extend_from_slice(extra);
-        self.config(&defaults)
+        self.config(&defaults)?
             .create_with_context(context)
             .context("cannot create the Kafka consumer")
     }
 
     /// An admin client.
     pub fn admin(&self) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-        self.config(&[])
+        self.config(&[])?
             .create()
             .context("cannot create the Kafka admin client")
     }
@@ -276,7 +404,7 @@ pub struct PipelineContext {
     pub revocations: Arc<AtomicU64>,
     /// Latest consumer lag per (topic, partition) from librdkafka's statistics (every 5 s),
     /// with the time it was reported.
-    pub lags: Arc<Mutex<HashMap<(String, i32), (i64, std::time::Instant)>>>,
+    pub lags: Lags,
 }
 
 impl PipelineContext {
@@ -293,6 +421,9 @@ impl PipelineContext {
         }
     }
 }
+
+/// Consumer lag per (topic, partition) and when it was reported.
+pub type Lags = Arc<Mutex<HashMap<(String, i32), (i64, std::time::Instant)>>>;
 
 /// True when at least one real broker (not a bootstrap placeholder) is connected.
 pub fn brokers_up(stats: &Statistics) -> bool {
@@ -508,5 +639,9 @@ mod tests {
         let o: KafkaOption = "security.protocol=SSL".parse().expect("parses");
         assert_eq!(format!("{o:?}"), "security.protocol=SSL");
         assert!("novalue".parse::<KafkaOption>().is_err());
+        let empty: KafkaOption = "".parse().expect("empty is no option");
+        let mut args = KafkaArgs::new("b:9092");
+        args.options = vec![empty];
+        assert!(args.config(&[]).is_ok());
     }
 }

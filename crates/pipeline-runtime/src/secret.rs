@@ -18,6 +18,25 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// The secret given directly or read from a file (Docker secrets); the file wins. The
+    /// error names the file, never its content.
+    pub fn resolve(
+        value: Option<&Secret>,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Option<Secret>> {
+        match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the secret file {}: {e}", path.display())
+                })?;
+                Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_owned())))
+            }
+            None => Ok(value.cloned()),
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")

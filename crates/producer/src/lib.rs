@@ -254,7 +254,7 @@ pub async fn run_until(
     let epoch = Instant::now();
     let producer: ThreadedProducer<Deliveries> = args
         .kafka
-        .producer_config(&[("statistics.interval.ms", "5000")])
+        .producer_config(&[("statistics.interval.ms", "5000")])?
         .create_with_context(Deliveries {
             stats: stats.clone(),
             readiness,
