@@ -12,5 +12,6 @@ mod kafka;
 mod observability;
 mod producer;
 mod reader;
+mod security;
 mod support;
 mod writer;

@@ -175,6 +175,7 @@ async fn every_record_lands_on_exactly_one_output_with_the_right_content() {
         stats.valid.load(Relaxed) + stats.invalid.load(Relaxed) >= n
     })
     .await;
+    wait_committed(&t, n as i64).await;
     stop.cancel();
     reader.await.expect("join").expect("reader stopped cleanly");
 
@@ -256,6 +257,15 @@ async fn every_record_lands_on_exactly_one_output_with_the_right_content() {
     // The final commit covers everything.
     let committed: i64 = support::committed(&t.group, &t.input).values().sum();
     assert_eq!(committed, corpus.len() as i64);
+}
+
+/// Waits until the group committed everything: the windows of the valid records (all in the
+/// past) close once the partitions are quiet and caught up, which releases the commit.
+async fn wait_committed(t: &Topics, n: i64) {
+    support::wait_until(DEADLINE, "every input committed", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == n
+    })
+    .await;
 }
 
 async fn generate(topic: &str, count: u64) {

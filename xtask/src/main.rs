@@ -4,6 +4,7 @@
 //! * `test`: its own stack on other ports, every unit and integration test, teardown;
 //! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line.
 
+mod drill;
 mod stack;
 mod up;
 
@@ -39,6 +40,8 @@ enum Cmd {
     },
     /// Start the stack and the whole pipeline; Ctrl-C stops everything.
     Up(up::UpArgs),
+    /// Crash, outage and rebalance drills on a stack of their own, with exact reconciliation.
+    Drill(drill::DrillArgs),
     /// cqlsh (from PyPI, in a venv under target/) against the local CQL server.
     Cqlsh {
         /// Arguments for cqlsh, e.g. -e "SELECT * FROM ip_logs.access_logs LIMIT 10;".
@@ -107,6 +110,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Test { cargo_args } => test(cargo_args).await,
         Cmd::Up(args) => up::up(args).await,
+        Cmd::Drill(args) => {
+            cargo(&["build", "--quiet", "--bins"], false)?;
+            let stack = Stack::named("drill", 29092, 29042, 3);
+            stack.start(true).await?;
+            let result = drill::run(&stack, &args).await;
+            let stopped = stack.stop();
+            let outcomes = result?;
+            stopped?;
+            Ok(if outcomes.iter().all(drill::Outcome::ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Cmd::Cqlsh { args } => {
             let cqlsh = python_tool("cqlsh", "cqlsh")?;
             let status = Command::new(cqlsh)
@@ -137,16 +154,38 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
         .env("IT_CASSANDRA_NODES", stack.cql_addr())
         .env("PIPELINE_BIN_DIR", target_dir().join("debug"));
     let status = cmd.status().context("run cargo test");
+    // The quick drills: crash, outage, broker restart and rebalance, reconciled exactly.
+    let drills = match &status {
+        Ok(s) if s.success() => {
+            println!("xtask test: quick drills");
+            let args = drill::DrillArgs {
+                drills: Vec::new(),
+                quick: true,
+                records: None,
+            };
+            Some(drill::run(&stack, &args).await)
+        }
+        _ => None,
+    };
     let stopped = stack.stop();
     let status = status?;
     stopped.context("stop the test stack")?;
-    if status.success() {
-        println!("xtask test: all tests passed");
-        Ok(ExitCode::SUCCESS)
-    } else {
+    if !status.success() {
         eprintln!("xtask test: tests failed ({status})");
-        Ok(ExitCode::FAILURE)
+        return Ok(ExitCode::FAILURE);
     }
+    let outcomes = drills.expect("drills ran after passing tests")?;
+    let failed = outcomes.iter().filter(|o| !o.ok()).count();
+    println!(
+        "drills: {} passed, {failed} failed",
+        outcomes.len() - failed
+    );
+    if failed > 0 {
+        eprintln!("xtask test: drills failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("xtask test: all tests and drills passed");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A command-line tool from PyPI, installed once into a venv under `target/`.

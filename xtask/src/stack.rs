@@ -38,7 +38,7 @@ impl Stack {
         Self::named("test", 19092, 19042, 3)
     }
 
-    fn named(name: &'static str, kafka_port: u16, cql_port: u16, partitions: i32) -> Self {
+    pub fn named(name: &'static str, kafka_port: u16, cql_port: u16, partitions: i32) -> Self {
         let dir = project_root().join("target").join("local-stack").join(name);
         Self {
             name,
@@ -139,41 +139,8 @@ impl Stack {
                     self.port(c)
                 );
             }
-            let mut cmd = match c {
-                Component::Broker => {
-                    let url = format!("tcp://{}", self.kafka_addr());
-                    let mut cmd = Command::new(&tansu);
-                    cmd.args([
-                        "--listener-url",
-                        &url,
-                        "--advertised-listener-url",
-                        &url,
-                        "--storage-engine",
-                        "sqlite://tansu.db",
-                    ]);
-                    cmd
-                }
-                Component::Cql => {
-                    let mut cmd = Command::new(crate::bin_path("cql-dev-server", false));
-                    cmd.args(["--listen", &self.cql_addr()]);
-                    cmd
-                }
-            };
-            let log = fs::File::create(self.log_file(c))?;
-            let child = detached(&mut cmd)
-                .current_dir(&self.dir)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("start {}", c.name()))?;
-            fs::write(self.pid_file(c), child.id().to_string())?;
-            println!(
-                "{:<7} started (pid {}) on {}",
-                c.name(),
-                child.id(),
-                self.port(c)
-            );
+            let pid = self.spawn(c, &tansu)?.id();
+            println!("{:<7} started (pid {pid}) on {}", c.name(), self.port(c));
         }
         self.wait_ready().await?;
         KafkaArgs::new(self.kafka_addr())
@@ -196,6 +163,79 @@ impl Stack {
         }
         println!("schema  ip_logs keyspace migrated");
         Ok(())
+    }
+
+    /// Starts one component detached, writes its pid file, returns its pid.
+    fn spawn(&self, c: Component, tansu: &Path) -> anyhow::Result<std::process::Child> {
+        let mut cmd = match c {
+            Component::Broker => {
+                let url = format!("tcp://{}", self.kafka_addr());
+                let mut cmd = Command::new(tansu);
+                cmd.args([
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    "sqlite://tansu.db",
+                ]);
+                cmd
+            }
+            Component::Cql => {
+                let mut cmd = Command::new(crate::bin_path("cql-dev-server", false));
+                cmd.args(["--listen", &self.cql_addr()]);
+                cmd
+            }
+        };
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(c))?;
+        let child = detached(&mut cmd)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", c.name()))?;
+        fs::write(self.pid_file(c), child.id().to_string())?;
+        Ok(child)
+    }
+
+    /// Pid of a running component (`broker` or `cql`) that this stack started.
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.components()
+            .into_iter()
+            .find(|c| c.name() == name)
+            .and_then(|c| self.running_pid(c))
+    }
+
+    /// Stops the broker and starts it again on the same storage; waits until it answers.
+    pub async fn restart_broker(&self) -> anyhow::Result<()> {
+        let tansu = ensure_tansu()?;
+        if let Some(pid) = self.running_pid(Component::Broker) {
+            terminate(pid, Duration::from_secs(10));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while port_open(self.kafka_port) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut child = self.spawn(Component::Broker, &tansu)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !port_open(self.kafka_port) {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the restarted broker exited ({status}); see {}",
+                    self.log_file(Component::Broker).display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("the restarted broker does not listen after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_ready().await
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {

@@ -1,0 +1,659 @@
+//! `cargo xtask drill`: crash, outage and rebalance drills with exact reconciliation.
+//!
+//! Each drill runs the real service binaries against a local stack, pushes a known stream
+//! (~1 % invalid), injects its fault, waits until everything is processed and committed, then
+//! reconciles: produced = valid + invalid; the DLQ holds exactly the invalid records; Cassandra
+//! holds every valid `event_id` exactly once.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use log_schema::{DeadLetter, Limits, Origin, ValidatedRecord, validate};
+use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use uuid::Uuid;
+
+use crate::stack::{self, Stack};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Drill {
+    /// SIGKILL the writer repeatedly, restarting it each time.
+    WriterKill,
+    /// SIGKILL the reader repeatedly, restarting it each time.
+    ReaderKill,
+    /// Freeze the CQL server (SIGSTOP) for a while, then resume it.
+    CqlOutage,
+    /// Restart the broker mid-run (its sqlite storage keeps the data).
+    BrokerRestart,
+    /// A second reader and a second writer join the groups and leave again.
+    Rebalance,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    /// Drills to run (default: all).
+    #[arg(long = "drill", value_enum)]
+    pub drills: Vec<Drill>,
+    /// A small, fast variant (what `cargo xtask test` runs).
+    #[arg(long)]
+    pub quick: bool,
+    /// Records per drill (default 50,000; 4,000 with --quick).
+    #[arg(long)]
+    pub records: Option<u64>,
+}
+
+struct Settings {
+    records: u64,
+    rate: u64,
+    faults: usize,
+    outage: Duration,
+}
+
+/// Result of one drill.
+#[derive(Debug)]
+pub struct Outcome {
+    pub drill: Drill,
+    pub records: u64,
+    pub valid: usize,
+    pub invalid: usize,
+    pub faults: usize,
+    /// Records the producer reported as not delivered (counted, never silent).
+    pub producer_failed: u64,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub dlq_exact: bool,
+    pub recover_max: Duration,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.dlq_exact
+            && self.valid + self.invalid == self.records as usize
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "drill {:<15} {} records={} valid={} invalid={} faults={} producer_failed_reported={} lost={} duplicated={} dlq_exact={} recover_max={:.1}s elapsed={:.0}s",
+            format!("{:?}", self.drill).to_lowercase(),
+            if self.ok() { "PASS" } else { "FAIL" },
+            self.records,
+            self.valid,
+            self.invalid,
+            self.faults,
+            self.producer_failed,
+            self.lost,
+            self.duplicated,
+            self.dlq_exact,
+            self.recover_max.as_secs_f64(),
+            self.elapsed.as_secs_f64(),
+        )
+    }
+}
+
+/// Runs the drills against `stack` (which must be up). Returns the outcomes.
+pub async fn run(stack: &Stack, args: &DrillArgs) -> anyhow::Result<Vec<Outcome>> {
+    let settings = if args.quick {
+        Settings {
+            records: args.records.unwrap_or(4_000),
+            rate: 400,
+            faults: 2,
+            outage: Duration::from_secs(10),
+        }
+    } else {
+        Settings {
+            records: args.records.unwrap_or(50_000),
+            rate: 1_000,
+            faults: 5,
+            outage: Duration::from_secs(20),
+        }
+    };
+    let drills = if args.drills.is_empty() {
+        vec![
+            Drill::WriterKill,
+            Drill::ReaderKill,
+            Drill::CqlOutage,
+            Drill::BrokerRestart,
+            Drill::Rebalance,
+        ]
+    } else {
+        args.drills.clone()
+    };
+    let mut out = Vec::new();
+    for drill in drills {
+        let outcome = run_one(stack, drill, &settings)
+            .await
+            .with_context(|| format!("drill {drill:?}"))?;
+        println!("{}", outcome.line());
+        out.push(outcome);
+    }
+    Ok(out)
+}
+
+/// Topics, group ids and keyspace of one drill run.
+struct Names {
+    tag: String,
+    raw: String,
+    valid: String,
+    dlq: String,
+    stats: String,
+    alerts: String,
+    keyspace: String,
+}
+
+impl Names {
+    fn new(drill: Drill) -> Self {
+        let tag = format!(
+            "drill_{}_{}",
+            format!("{drill:?}").to_lowercase(),
+            Utc::now().timestamp_millis()
+        );
+        Self {
+            raw: format!("{tag}_raw"),
+            valid: format!("{tag}_valid"),
+            dlq: format!("{tag}_dlq"),
+            stats: format!("{tag}_stats"),
+            alerts: format!("{tag}_alerts"),
+            keyspace: tag.clone(),
+            tag,
+        }
+    }
+
+    fn env(&self, stack: &Stack, drill: Drill) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = stack
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        for (k, v) in [
+            ("PRODUCER_TOPIC", &self.raw),
+            ("READER_INPUT_TOPIC", &self.raw),
+            ("READER_VALIDATED_TOPIC", &self.valid),
+            ("READER_DLQ_TOPIC", &self.dlq),
+            ("READER_STATS_TOPIC", &self.stats),
+            ("READER_ALERTS_TOPIC", &self.alerts),
+            ("WRITER_INPUT_TOPIC", &self.valid),
+            ("WRITER_DLQ_TOPIC", &self.dlq),
+            ("WRITER_STATS_TOPIC", &self.stats),
+            ("WRITER_ALERTS_TOPIC", &self.alerts),
+            ("CASSANDRA_KEYSPACE", &self.keyspace),
+        ] {
+            env.push((k.to_owned(), v.clone()));
+        }
+        env.push(("READER_GROUP_ID".into(), format!("{}_reader", self.tag)));
+        env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
+        env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
+        // A killed member is evicted after this; see README on tansu's group handling.
+        // tansu 0.6 with sqlite storage panics after a restart when an idempotent producer
+        // resumes (`idempotent_message_check`: "more or less than one row"), so the broker
+        // drill runs the producers non-idempotently — a setting of the stand-in, in config.
+        let options = if drill == Drill::BrokerRestart {
+            "session.timeout.ms=6000;enable.idempotence=false"
+        } else {
+            "session.timeout.ms=6000"
+        };
+        env.push(("KAFKA_OPTIONS".into(), options.into()));
+        env.push((
+            "RUST_LOG".into(),
+            "info,scylla::cluster::metadata=off".into(),
+        ));
+        env
+    }
+}
+
+/// A service process started by a drill; killed if still running when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(
+    name: &'static str,
+    args: &[String],
+    env: &[(String, String)],
+    log: &PathBuf,
+) -> anyhow::Result<Proc> {
+    let file = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child = Command::new(crate::bin_path(name, false))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    Ok(Proc { name, child })
+}
+
+fn sigterm(p: &mut Proc) -> anyhow::Result<()> {
+    stack::terminate(p.child.id() as i32, Duration::from_secs(40));
+    let status = p.child.wait()?;
+    if !status.success() {
+        bail!("{} exited with {status} on SIGTERM", p.name);
+    }
+    Ok(())
+}
+
+fn sigkill(p: &mut Proc) {
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
+
+fn consumer(kafka: &KafkaArgs, group: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(kafka
+        .config(&[("group.id", group), ("enable.auto.commit", "false")])?
+        .create()?)
+}
+
+fn partitions(c: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// [`progress`], retried through transient errors for up to a minute.
+async fn progress_retrying(
+    kafka: &KafkaArgs,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<(i64, i64)> {
+    let mut result = None;
+    wait_for("broker metadata", Duration::from_secs(60), || {
+        result = Some(progress(kafka, group, topic)?);
+        Ok(true)
+    })
+    .await?;
+    result.context("no progress read")
+}
+
+/// (sum of high watermarks, sum of the group's committed offsets) of a topic.
+fn progress(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<(i64, i64)> {
+    let c = consumer(kafka, group)?;
+    let parts = partitions(&c, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut high = 0;
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+        high += c.fetch_watermarks(topic, *p, Duration::from_secs(10))?.1;
+    }
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(10))?
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    Ok((high, committed))
+}
+
+/// Every record of a topic: (partition, offset, payload).
+fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<(i32, i64, Vec<u8>)>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("drill-read-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let parts = partitions(&c, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut expected = 0;
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        expected += c.fetch_watermarks(topic, *p, Duration::from_secs(10))?.1;
+    }
+    c.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut out = Vec::new();
+    while (out.len() as i64) < expected {
+        if Instant::now() > deadline {
+            bail!("read only {} of {expected} records of {topic}", out.len());
+        }
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m?;
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+async fn wait_for(
+    what: &str,
+    deadline: Duration,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let end = Instant::now() + deadline;
+    let mut last_error = None;
+    loop {
+        // Transient client errors (a broker that just restarted) mean "not yet".
+        match done() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > end {
+            bail!("timed out after {deadline:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let names = Names::new(drill);
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    kafka
+        .ensure_topics(
+            &[
+                &names.raw,
+                &names.valid,
+                &names.dlq,
+                &names.stats,
+                &names.alerts,
+            ],
+            stack.partitions,
+            1,
+        )
+        .await?;
+    let env = names.env(stack, drill);
+    let logs = stack.dir.join("drills");
+    fs::create_dir_all(&logs)?;
+    let log = logs.join(format!("{}.log", names.tag));
+    let migrate = Command::new(crate::bin_path("cassandra-writer", false))
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?,
+        )
+        .status()?;
+    if !migrate.success() {
+        bail!("migrate failed; see {}", log.display());
+    }
+
+    let reader_group = format!("{}_reader", names.tag);
+    let writer_group = format!("{}_writer", names.tag);
+    let mut reader = spawn("stream-reader", &[], &env, &log)?;
+    let mut writer = spawn("cassandra-writer", &[], &env, &log)?;
+    let producer_args: Vec<String> = [
+        "--count",
+        &s.records.to_string(),
+        "--rate",
+        &s.rate.to_string(),
+        "--invalid-ratio",
+        "0.01",
+        "--seed",
+        "1234",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut producer = spawn("producer", &producer_args, &env, &log)?;
+    let production = Duration::from_secs_f64(s.records as f64 / s.rate as f64);
+
+    let mut faults = 0;
+    let mut recover_max = Duration::ZERO;
+    // Time to recover: from the fault's end until the affected stage commits progress again.
+    let recovered = |group: &str, topic: &str, before: i64| -> anyhow::Result<bool> {
+        let (high, committed) = progress(&kafka, group, topic)?;
+        Ok(committed > before || committed == high)
+    };
+    match drill {
+        Drill::WriterKill | Drill::ReaderKill => {
+            let gap = production / (s.faults as u32 + 1);
+            for _ in 0..s.faults {
+                tokio::time::sleep(gap).await;
+                let (proc_, group, topic) = if drill == Drill::WriterKill {
+                    (&mut writer, &writer_group, &names.valid)
+                } else {
+                    (&mut reader, &reader_group, &names.raw)
+                };
+                sigkill(proc_);
+                faults += 1;
+                // Wait out the session timeout (tansu does not rebalance on expiry).
+                tokio::time::sleep(Duration::from_secs(7)).await;
+                let before = progress_retrying(&kafka, group, topic).await?.1;
+                *proc_ = spawn(proc_.name, &[], &env, &log)?;
+                let t = Instant::now();
+                wait_for("progress after restart", Duration::from_secs(120), || {
+                    recovered(group, topic, before)
+                })
+                .await?;
+                recover_max = recover_max.max(t.elapsed());
+            }
+        }
+        Drill::CqlOutage => {
+            tokio::time::sleep(production / 3).await;
+            let pid = stack.pid("cql").context("the CQL server is not running")?;
+            stack::signal(pid, libc::SIGSTOP);
+            faults += 1;
+            tokio::time::sleep(s.outage).await;
+            stack::signal(pid, libc::SIGCONT);
+            let before = progress_retrying(&kafka, &writer_group, &names.valid)
+                .await?
+                .1;
+            let t = Instant::now();
+            wait_for("writes after the outage", Duration::from_secs(120), || {
+                recovered(&writer_group, &names.valid, before)
+            })
+            .await?;
+            recover_max = t.elapsed();
+        }
+        Drill::BrokerRestart => {
+            tokio::time::sleep(production / 3).await;
+            stack.restart_broker().await?;
+            faults += 1;
+            let before = progress_retrying(&kafka, &writer_group, &names.valid)
+                .await?
+                .1;
+            let t = Instant::now();
+            wait_for(
+                "progress after the broker restart",
+                Duration::from_secs(180),
+                || recovered(&writer_group, &names.valid, before),
+            )
+            .await?;
+            recover_max = t.elapsed();
+        }
+        Drill::Rebalance => {
+            tokio::time::sleep(production / 4).await;
+            let mut reader2 = spawn("stream-reader", &[], &env, &log)?;
+            let mut writer2 = spawn("cassandra-writer", &[], &env, &log)?;
+            faults += 1;
+            tokio::time::sleep(production / 3).await;
+            sigterm(&mut reader2)?;
+            sigterm(&mut writer2)?;
+            faults += 1;
+        }
+    }
+
+    // The producer delivers every record or reports each failure (and exits non-zero): a broker
+    // that goes away mid-request answers some produce requests with errors.
+    let status = producer.child.wait()?;
+    let (sent, delivered, failed) = producer_summary(&log)?;
+    if sent != s.records || delivered + failed != sent {
+        bail!(
+            "the producer lost track of records: sent {sent}, delivered {delivered}, failed {failed}"
+        );
+    }
+    if !status.success() && (failed == 0 || drill != Drill::BrokerRestart) {
+        bail!("the producer failed ({status}); see {}", log.display());
+    }
+    let produced = progress_retrying(&kafka, &reader_group, &names.raw)
+        .await?
+        .0;
+    if produced < delivered as i64 || produced > sent as i64 {
+        bail!("{produced} records on the input topic, but {delivered} delivered of {sent} sent");
+    }
+    wait_for(
+        "the reader to commit everything",
+        Duration::from_secs(300),
+        || Ok(progress(&kafka, &reader_group, &names.raw)?.1 == produced),
+    )
+    .await?;
+    wait_for(
+        "the writer to commit everything",
+        Duration::from_secs(300),
+        || {
+            let (high, committed) = progress(&kafka, &writer_group, &names.valid)?;
+            Ok(high > 0 && committed == high)
+        },
+    )
+    .await?;
+    sigterm(&mut producer).ok();
+    sigterm(&mut reader)?;
+    sigterm(&mut writer)?;
+
+    let mut outcome = reconcile(
+        stack,
+        &names,
+        drill,
+        produced as u64,
+        faults,
+        recover_max,
+        started,
+    )
+    .await?;
+    outcome.producer_failed = failed;
+    Ok(outcome)
+}
+
+/// (sent, delivered, failed) from the producer's final summary line in the drill log.
+fn producer_summary(log: &PathBuf) -> anyhow::Result<(u64, u64, u64)> {
+    let text = fs::read_to_string(log)?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("producer stopped"))
+        .context("the producer printed no summary")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let rest = line
+            .split(&format!("{name}: "))
+            .nth(1)
+            .with_context(|| format!("no {name} in {line}"))?;
+        Ok(rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap_or("")
+            .parse()?)
+    };
+    Ok((field("sent")?, field("delivered")?, field("failed")?))
+}
+
+async fn reconcile(
+    stack: &Stack,
+    names: &Names,
+    drill: Drill,
+    records: u64,
+    faults: usize,
+    recover_max: Duration,
+    started: Instant,
+) -> anyhow::Result<Outcome> {
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let input = read_all(&kafka, &names.raw)?;
+    if input.len() as u64 != records {
+        bail!(
+            "{} records on {} but {records} produced",
+            input.len(),
+            names.raw
+        );
+    }
+    // What the contract says each input must become.
+    let mut want_valid: BTreeMap<Uuid, String> = BTreeMap::new();
+    let mut want_invalid: BTreeSet<(i32, i64)> = BTreeSet::new();
+    for (p, o, payload) in &input {
+        let origin = Origin {
+            topic: &names.raw,
+            partition: *p,
+            offset: *o,
+        };
+        match validate(payload, &origin, Utc::now(), &Limits::default()) {
+            Ok(r) => {
+                want_valid.insert(r.event_id, r.source_ip.to_string());
+            }
+            Err(_) => {
+                want_invalid.insert((*p, *o));
+            }
+        }
+    }
+    let dlq: BTreeSet<(i32, i64)> = read_all(&kafka, &names.dlq)?
+        .iter()
+        .filter_map(|(_, _, payload)| DeadLetter::from_json(payload).ok())
+        .filter(|d| d.source.topic == names.raw)
+        .map(|d| (d.source.partition, d.source.offset))
+        .collect();
+    let validated: BTreeSet<Uuid> = read_all(&kafka, &names.valid)?
+        .iter()
+        .filter_map(|(_, _, payload)| ValidatedRecord::from_json(payload).ok())
+        .map(|r| r.event_id)
+        .collect();
+
+    // Cassandra: every row of every source IP.
+    let mut cql = CassandraArgs::new(stack.cql_addr(), &names.keyspace);
+    cql.await_schema_agreement = false;
+    let session = cql.connect().await?;
+    let stmt = session
+        .prepare(format!(
+            "SELECT event_id FROM {}.access_logs WHERE source_ip = ?",
+            names.keyspace
+        ))
+        .await?;
+    let ips: BTreeSet<&String> = want_valid.values().collect();
+    let mut rows: Vec<Uuid> = Vec::new();
+    for ip in ips {
+        let mut pages = session
+            .execute_iter(stmt.clone(), (ip,))
+            .await?
+            .rows_stream::<(Uuid,)>()?;
+        while let Some(row) = pages.next().await {
+            rows.push(row?.0);
+        }
+    }
+    let distinct: BTreeSet<Uuid> = rows.iter().copied().collect();
+    let want_ids: BTreeSet<Uuid> = want_valid.keys().copied().collect();
+    let lost = want_ids.difference(&distinct).count();
+    Ok(Outcome {
+        drill,
+        records,
+        valid: want_valid.len(),
+        invalid: want_invalid.len(),
+        faults,
+        producer_failed: 0,
+        lost,
+        duplicated: rows.len() - distinct.len() + distinct.difference(&want_ids).count(),
+        dlq_exact: dlq == want_invalid && validated == want_ids,
+        recover_max,
+        elapsed: started.elapsed(),
+    })
+}
