@@ -4,6 +4,7 @@
 //! * `test`: its own stack on other ports, every unit and integration test, teardown;
 //! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line.
 
+mod bench;
 mod drill;
 mod stack;
 mod up;
@@ -40,6 +41,8 @@ enum Cmd {
     },
     /// Start the stack and the whole pipeline; Ctrl-C stops everything.
     Up(up::UpArgs),
+    /// Throughput, latency and memory of every stage against its ceiling (not part of CI).
+    Bench(bench::BenchArgs),
     /// Crash, outage and rebalance drills on a stack of their own, with exact reconciliation.
     Drill(drill::DrillArgs),
     /// cqlsh (from PyPI, in a venv under target/) against the local CQL server.
@@ -110,6 +113,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Test { cargo_args } => test(cargo_args).await,
         Cmd::Up(args) => up::up(args).await,
+        Cmd::Bench(args) => {
+            bench::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Drill(args) => {
             cargo(&["build", "--quiet", "--bins"], false)?;
             let stack = Stack::named("drill", 29092, 29042, 3);
@@ -190,7 +197,7 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
 
 /// A command-line tool from PyPI, installed once into a venv under `target/`.
 pub fn python_tool(package: &str, executable: &str) -> anyhow::Result<PathBuf> {
-    let venv = target_dir().join("venv-tools");
+    let venv = target_dir().join(format!("venv-{package}"));
     let exe = venv.join("bin").join(executable);
     if exe.is_file() {
         return Ok(exe);

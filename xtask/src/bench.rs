@@ -1,0 +1,747 @@
+//! `cargo xtask bench`: every stage against the ceiling it runs under, side by side in one run,
+//! on a stack of its own (sqlite broker storage). Writes `target/bench/summary.json`.
+//!
+//! 1. producer (release binary, `--rate 0`) vs a raw rdkafka producer sending the same
+//!    pre-serialised bytes vs a Python confluent-kafka producer generating the same records;
+//! 2. stream-reader vs a raw rdkafka consume → produce pass-through of the same topic;
+//! 3. cassandra-writer vs a raw scylla concurrent prepared-insert loop of the same rows;
+//! 4. end to end at a fixed rate: event time → row written (from the rows' own columns);
+//! 5. peak RSS (VmHWM) of each service.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use futures::StreamExt;
+use log_schema::ValidatedRecord;
+use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs};
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseRecord, Producer, ThreadedProducer},
+};
+
+use crate::stack::{self, Stack};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Finish in about 3 minutes (fewer records, 20 s end-to-end phase).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+struct Metric {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    ceiling: Option<f64>,
+}
+
+impl Metric {
+    fn json(&self) -> String {
+        let ratio = self.ceiling.filter(|c| *c > 0.0).map(|c| self.value / c);
+        format!(
+            "{{\"name\": \"{}\", \"value\": {:.3}, \"unit\": \"{}\", \"ceiling\": {}, \"ratio\": {}}}",
+            self.name,
+            self.value,
+            self.unit,
+            self.ceiling
+                .map_or("null".to_owned(), |c| format!("{c:.3}")),
+            ratio.map_or("null".to_owned(), |r| format!("{r:.3}")),
+        )
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    crate::bin_path(name, true)
+}
+
+fn service(
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let file = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(bin(name))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("start {name}"))
+}
+
+/// Peak resident set (VmHWM) of a running process, in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn stop(child: &mut Child) {
+    stack::terminate(child.id() as i32, Duration::from_secs(40));
+    let _ = child.wait();
+}
+
+fn topic_size(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> {
+    let c: BaseConsumer = kafka.config(&[])?.create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut total = 0;
+    for t in md.topics() {
+        for p in t.partitions() {
+            total += c
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))?
+                .1;
+        }
+    }
+    Ok(total)
+}
+
+fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+    let c: BaseConsumer = kafka
+        .config(&[("group.id", "bench-read"), ("enable.auto.commit", "false")])?
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    c.assign(&tpl)?;
+    let want = topic_size(kafka, topic)?;
+    let mut out = Vec::with_capacity(want as usize);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (out.len() as i64) < want && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m?;
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+async fn wait_size(
+    kafka: &KafkaArgs,
+    topics: &[&str],
+    n: i64,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut total = 0;
+        for t in topics {
+            total += topic_size(kafka, t)?;
+        }
+        if total >= n {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!("only {total} of {n} records on {topics:?} after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Raw rdkafka producer: the same bytes and keys, same settings, no generation.
+fn raw_produce(
+    kafka: &KafkaArgs,
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+) -> anyhow::Result<f64> {
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        kafka.producer_config(&[])?.create()?;
+    let start = Instant::now();
+    for (key, payload) in records {
+        let mut r = BaseRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        let mut r = Some(r);
+        while let Some(rec) = r.take() {
+            if let Err((_, rec)) = producer.send(rec) {
+                r = Some(rec);
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(records.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+const PYTHON_PRODUCER: &str = r#"
+import json, random, sys, time, ipaddress
+from datetime import datetime
+from confluent_kafka import Producer
+broker, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "acks": "all",
+              "compression.type": "lz4", "linger.ms": 5, "batch.num.messages": 10000,
+              "queue.buffering.max.messages": 500000})
+rng = random.Random(42)
+hosts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(2000)]
+ports = [443, 80, 22, 53, 8080, 3306, 5432, 6379]
+start = time.time()
+for i in range(n):
+    rec = {"timestamp": datetime.utcnow().isoformat(), "source_ip": rng.choice(hosts),
+           "destination_ip": rng.choice(hosts), "port": rng.choice(ports),
+           "protocol": rng.choice(["TCP", "UDP", "ICMP"]), "bytes_sent": int(rng.lognormvariate(7, 1.5)),
+           "bytes_received": int(rng.lognormvariate(8, 1.8)),
+           "action": "DENY" if rng.random() < 0.05 else "ALLOW"}
+    while True:
+        try:
+            p.produce(topic, key=rec["source_ip"], value=json.dumps(rec))
+            break
+        except BufferError:
+            p.poll(0.001)
+    p.poll(0)
+p.flush(120)
+print(n / (time.time() - start))
+"#;
+
+fn python_produce(kafka: &KafkaArgs, topic: &str, n: u64) -> anyhow::Result<f64> {
+    let python = crate::python_tool("confluent-kafka", "python")?;
+    let out = Command::new(python)
+        .args(["-c", PYTHON_PRODUCER, &kafka.brokers, topic, &n.to_string()])
+        .output()
+        .context("run the Python producer")?;
+    if !out.status.success() {
+        bail!(
+            "Python producer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// Raw consume → produce pass-through: the reader's ceiling.
+fn raw_passthrough(kafka: &KafkaArgs, from: &str, to: &str, n: i64) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = kafka
+        .config(&[
+            ("group.id", "bench-passthrough"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "true"),
+            ("fetch.wait.max.ms", "100"),
+        ])?
+        .create()?;
+    consumer.subscribe(&[from])?;
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        kafka.producer_config(&[])?.create()?;
+    let mut seen = 0;
+    let mut start = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while seen < n && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            start.get_or_insert_with(Instant::now);
+            let mut r =
+                Some(BaseRecord::<[u8], [u8]>::to(to).payload(m.payload().unwrap_or_default()));
+            if let Some(k) = m.key() {
+                r = r.map(|r| r.key(k));
+            }
+            while let Some(rec) = r.take() {
+                if let Err((_, rec)) = producer.send(rec) {
+                    r = Some(rec);
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+            seen += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let start = start.context("the pass-through consumed nothing")?;
+    Ok(seen as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Raw concurrent prepared inserts of the same rows: the writer's ceiling.
+async fn raw_inserts(
+    cql: &CassandraArgs,
+    records: &[ValidatedRecord],
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let session = Arc::new(cql.connect().await?);
+    let stmt = session
+        .prepare(cassandra_writer_insert(&cql.keyspace))
+        .await?;
+    let start = Instant::now();
+    let results: Vec<_> = futures::stream::iter(records.iter().map(|r| {
+        let session = session.clone();
+        let stmt = stmt.clone();
+        async move {
+            let v = (
+                r.source_ip.to_string(),
+                r.timestamp,
+                r.event_id,
+                r.destination_ip.to_string(),
+                i32::from(r.port),
+                r.protocol.clone(),
+                r.bytes_sent,
+                r.bytes_received,
+                r.action.as_str(),
+                Utc::now(),
+                r.ingested_at,
+                r.total_bytes,
+                r.source_ip_class.as_str(),
+                r.destination_ip_class.as_str(),
+                r.service.clone(),
+            );
+            session.execute_unpaged(&stmt, v).await
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .collect()
+    .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} raw inserts failed");
+    }
+    Ok(records.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The writer's statement, restated (xtask does not link the service crates).
+fn cassandra_writer_insert(ks: &str) -> String {
+    format!(
+        "INSERT INTO {ks}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
+         protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
+         source_ip_class, destination_ip_class, service) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+}
+
+fn migrate(env: &[(String, String)]) -> anyhow::Result<()> {
+    let ok = Command::new(bin("cassandra-writer"))
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("RUST_LOG", "warn,scylla=error")
+        .status()?
+        .success();
+    if !ok {
+        bail!("migrate failed");
+    }
+    Ok(())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::cargo(
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "producer",
+            "-p",
+            "stream-reader",
+            "-p",
+            "cassandra-writer",
+            "-p",
+            "cql-dev-server",
+        ],
+        true,
+    )?;
+    crate::cargo(
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "cql-dev-server",
+            "-p",
+            "cassandra-writer",
+        ],
+        false,
+    )?;
+    let stack = Stack::named("bench", 39092, 39042, 3);
+    stack.start(true).await?;
+    let result = phases(&stack, &args).await;
+    stack.stop()?;
+    result
+}
+
+async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
+    let n: u64 = if args.quick { 50_000 } else { 200_000 };
+    let e2e_secs: u64 = if args.quick { 20 } else { 60 };
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let out_dir = crate::target_dir().join("bench");
+    fs::create_dir_all(&out_dir)?;
+    let log = out_dir.join("services.log");
+    let _ = fs::remove_file(&log);
+    let topics = [
+        "b_raw",
+        "b_raw_ceiling",
+        "b_raw_py",
+        "b_valid",
+        "b_dlq",
+        "b_stats",
+        "b_alerts",
+        "b_pass",
+        "b_e2e_raw",
+        "b_e2e_valid",
+        "b_e2e_stats",
+        "b_e2e_alerts",
+    ];
+    kafka.ensure_topics(&topics, 3, 1).await?;
+    let mut env: Vec<(String, String)> = stack
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.extend([
+        ("CASSANDRA_KEYSPACE".to_owned(), "bench".to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ]);
+    migrate(&env)?;
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut rss: Vec<(&str, f64)> = Vec::new();
+
+    // 1. producer
+    println!("bench: producer, {n} records");
+    let start = Instant::now();
+    let mut p = service(
+        "producer",
+        &[
+            "--topic",
+            "b_raw",
+            "--count",
+            &n.to_string(),
+            "--rate",
+            "0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &env,
+        &log,
+    )?;
+    let mut peak = 0.0f64;
+    while p.try_wait()?.is_none() {
+        peak = peak.max(peak_rss_mb(p.id()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ours = n as f64 / start.elapsed().as_secs_f64();
+    rss.push(("producer", peak));
+    let records = read_all(&kafka, "b_raw")?;
+    let ceiling = raw_produce(&kafka, "b_raw_ceiling", &records)?;
+    let python = python_produce(&kafka, "b_raw_py", n.min(100_000))?;
+    println!("  ours {ours:.0}/s, raw rdkafka {ceiling:.0}/s, python {python:.0}/s");
+    metrics.push(Metric {
+        name: "producer_logs_per_s".into(),
+        value: ours,
+        unit: "logs/s",
+        ceiling: Some(ceiling),
+    });
+    metrics.push(Metric {
+        name: "producer_vs_python".into(),
+        value: ours / python,
+        unit: "x",
+        ceiling: None,
+    });
+    metrics.push(Metric {
+        name: "python_producer_logs_per_s".into(),
+        value: python,
+        unit: "logs/s",
+        ceiling: None,
+    });
+
+    // 2. stream-reader on the topic the producer filled
+    println!("bench: stream-reader");
+    let reader_env: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain(
+            [
+                ("READER_INPUT_TOPIC", "b_raw"),
+                ("READER_VALIDATED_TOPIC", "b_valid"),
+                ("READER_DLQ_TOPIC", "b_dlq"),
+                ("READER_STATS_TOPIC", "b_stats"),
+                ("READER_ALERTS_TOPIC", "b_alerts"),
+                ("READER_GROUP_ID", "bench-reader"),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .collect();
+    let mut r = service("stream-reader", &[], &reader_env, &log)?;
+    let took = wait_size(
+        &kafka,
+        &["b_valid", "b_dlq"],
+        n as i64,
+        Duration::from_secs(600),
+    )
+    .await?;
+    rss.push(("stream-reader", peak_rss_mb(r.id())));
+    stop(&mut r);
+    let reader = n as f64 / took.as_secs_f64();
+    let pass = raw_passthrough(&kafka, "b_raw", "b_pass", n as i64)?;
+    println!("  ours {reader:.0}/s, raw pass-through {pass:.0}/s");
+    metrics.push(Metric {
+        name: "reader_records_per_s".into(),
+        value: reader,
+        unit: "records/s",
+        ceiling: Some(pass),
+    });
+
+    // 3. cassandra-writer on the validated topic
+    println!("bench: cassandra-writer");
+    let valid = topic_size(&kafka, "b_valid")?;
+    let writer_env: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain(
+            [
+                ("WRITER_INPUT_TOPIC", "b_valid"),
+                ("WRITER_DLQ_TOPIC", "b_dlq"),
+                ("WRITER_STATS_TOPIC", "b_stats"),
+                ("WRITER_ALERTS_TOPIC", "b_alerts"),
+                ("WRITER_GROUP_ID", "bench-writer"),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .collect();
+    let start = Instant::now();
+    let mut w = service("cassandra-writer", &[], &writer_env, &log)?;
+    let writer_group = "bench-writer";
+    loop {
+        let c: BaseConsumer = kafka.config(&[("group.id", writer_group)])?.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition("b_valid", p);
+        }
+        let committed: i64 = c
+            .committed_offsets(tpl, Duration::from_secs(10))?
+            .elements()
+            .iter()
+            .map(|e| {
+                if let Offset::Offset(o) = e.offset() {
+                    o
+                } else {
+                    0
+                }
+            })
+            .sum();
+        if committed >= valid {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(900) {
+            bail!("the writer committed {committed} of {valid} in 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writer = valid as f64 / start.elapsed().as_secs_f64();
+    rss.push(("cassandra-writer", peak_rss_mb(w.id())));
+    stop(&mut w);
+    let rows: Vec<ValidatedRecord> = read_all(&kafka, "b_valid")?
+        .iter()
+        .filter_map(|(_, p)| ValidatedRecord::from_json(p).ok())
+        .collect();
+    let mut cql = CassandraArgs::new(stack.cql_addr(), "bench");
+    cql.await_schema_agreement = false;
+    let mut best = 0.0f64;
+    for concurrency in [64, 256, 1024] {
+        best = best.max(raw_inserts(&cql, &rows, concurrency).await?);
+    }
+    println!(
+        "  ours {writer:.0} rows/s, raw scylla inserts {best:.0} rows/s (best of 64/256/1024 in flight)"
+    );
+    metrics.push(Metric {
+        name: "writer_rows_per_s".into(),
+        value: writer,
+        unit: "rows/s",
+        ceiling: Some(best),
+    });
+
+    // 4. end to end at a fixed rate
+    let rate = 10_000u64;
+    println!("bench: end to end at {rate} logs/s for {e2e_secs} s");
+    let e2e_env: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain(
+            [
+                ("READER_INPUT_TOPIC", "b_e2e_raw"),
+                ("READER_VALIDATED_TOPIC", "b_e2e_valid"),
+                ("READER_DLQ_TOPIC", "b_dlq"),
+                ("READER_STATS_TOPIC", "b_e2e_stats"),
+                ("READER_ALERTS_TOPIC", "b_e2e_alerts"),
+                ("READER_GROUP_ID", "bench-e2e-reader"),
+                ("WRITER_INPUT_TOPIC", "b_e2e_valid"),
+                ("WRITER_DLQ_TOPIC", "b_dlq"),
+                ("WRITER_STATS_TOPIC", "b_e2e_stats"),
+                ("WRITER_ALERTS_TOPIC", "b_e2e_alerts"),
+                ("WRITER_GROUP_ID", "bench-e2e-writer"),
+                ("CASSANDRA_KEYSPACE", "bench_e2e"),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .collect();
+    migrate(&e2e_env)?;
+    let mut r = service("stream-reader", &[], &e2e_env, &log)?;
+    let mut w = service("cassandra-writer", &[], &e2e_env, &log)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let count = rate * e2e_secs;
+    let mut p = service(
+        "producer",
+        &[
+            "--topic",
+            "b_e2e_raw",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--timestamp-style",
+            "rfc3339",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &e2e_env,
+        &log,
+    )?;
+    let start = Instant::now();
+    let mut peaks = [0.0f64; 3];
+    while p.try_wait()?.is_none() {
+        peaks[0] = peaks[0].max(peak_rss_mb(p.id()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let produce_secs = start.elapsed().as_secs_f64();
+    // Let the tail drain.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    peaks[1] = peak_rss_mb(r.id());
+    peaks[2] = peak_rss_mb(w.id());
+    stop(&mut r);
+    stop(&mut w);
+    for (i, name) in ["producer", "stream-reader", "cassandra-writer"]
+        .iter()
+        .enumerate()
+    {
+        if let Some(e) = rss.iter_mut().find(|(n, _)| n == name) {
+            e.1 = e.1.max(peaks[i]);
+        }
+    }
+    let mut latencies = e2e_latencies(stack).await?;
+    latencies.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "  {} rows in {:.0} s of production ({:.0} logs/s achieved): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        latencies.len(),
+        produce_secs,
+        count as f64 / produce_secs,
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    metrics.push(Metric {
+        name: "e2e_p50_ms".into(),
+        value: q(0.5),
+        unit: "ms",
+        ceiling: None,
+    });
+    metrics.push(Metric {
+        name: "e2e_p99_ms".into(),
+        value: q(0.99),
+        unit: "ms",
+        ceiling: None,
+    });
+    metrics.push(Metric {
+        name: "e2e_max_ms".into(),
+        value: q(1.0),
+        unit: "ms",
+        ceiling: None,
+    });
+    metrics.push(Metric {
+        name: "e2e_rows".into(),
+        value: latencies.len() as f64,
+        unit: "rows",
+        ceiling: Some(count as f64),
+    });
+    metrics.push(Metric {
+        name: "e2e_achieved_logs_per_s".into(),
+        value: count as f64 / produce_secs,
+        unit: "logs/s",
+        ceiling: Some(rate as f64),
+    });
+    for (name, mb) in &rss {
+        metrics.push(Metric {
+            name: format!("rss_mb_{}", name.replace('-', "_")),
+            value: *mb,
+            unit: "MB",
+            ceiling: None,
+        });
+    }
+
+    println!(
+        "\n{:<28} {:>14} {:>10} {:>14} {:>8}",
+        "name", "value", "unit", "ceiling", "ratio"
+    );
+    for m in &metrics {
+        println!(
+            "{:<28} {:>14.1} {:>10} {:>14} {:>8}",
+            m.name,
+            m.value,
+            m.unit,
+            m.ceiling.map_or("-".to_owned(), |c| format!("{c:.1}")),
+            m.ceiling
+                .filter(|c| *c > 0.0)
+                .map_or("-".to_owned(), |c| format!("{:.2}", m.value / c))
+        );
+    }
+    let json = format!(
+        "[\n  {}\n]\n",
+        metrics
+            .iter()
+            .map(Metric::json)
+            .collect::<Vec<_>>()
+            .join(",\n  ")
+    );
+    fs::write(out_dir.join("summary.json"), json)?;
+    println!("\nwrote {}", out_dir.join("summary.json").display());
+    Ok(())
+}
+
+/// Event time → row written, per row, from the rows' own `timestamp` and `created_at` (ms).
+async fn e2e_latencies(stack: &Stack) -> anyhow::Result<Vec<f64>> {
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let ips: BTreeSet<String> = read_all(&kafka, "b_e2e_valid")?
+        .iter()
+        .filter_map(|(k, _)| k.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()))
+        .collect();
+    let mut cql = CassandraArgs::new(stack.cql_addr(), "bench_e2e");
+    cql.await_schema_agreement = false;
+    let session = cql.connect().await?;
+    let stmt = session
+        .prepare("SELECT timestamp, created_at FROM bench_e2e.access_logs WHERE source_ip = ?")
+        .await?;
+    let mut out = Vec::new();
+    for ip in ips {
+        let mut pages = session
+            .execute_iter(stmt.clone(), (ip,))
+            .await?
+            .rows_stream::<(DateTime<Utc>, DateTime<Utc>)>()?;
+        while let Some(row) = pages.next().await {
+            let (event, written) = row?;
+            out.push((written - event).num_milliseconds() as f64);
+        }
+    }
+    Ok(out)
+}
