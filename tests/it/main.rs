@@ -8,6 +8,7 @@
 mod analytics;
 mod cassandra;
 mod deploy;
+mod hostile;
 mod kafka;
 mod observability;
 mod producer;

@@ -436,3 +436,26 @@ where
 pub fn terminate_or_wait(service: &mut Service) -> std::process::ExitStatus {
     service.0.wait().expect("exit status")
 }
+
+/// Produces `records` (key, payload) with `extra` producer settings on top of the service
+/// defaults, and returns every record's delivery: its (partition, offset), or the producer's
+/// error for that record (nothing panics, so a test can assert on a rejection).
+pub async fn produce_each(
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    extra: &[(&str, &str)],
+) -> Vec<Result<(i32, i64), rdkafka::error::KafkaError>> {
+    let producer = kafka().producer(extra).expect("producer");
+    let sends = records.iter().map(|(key, payload)| {
+        let mut r = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        producer.send(r, Duration::from_secs(60))
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.map(|d| (d.partition, d.offset)).map_err(|(e, _)| e))
+        .collect()
+}

@@ -114,7 +114,10 @@ fn topic_size(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> {
     Ok(total)
 }
 
-fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+/// (key, payload) records.
+type Records = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+
+fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records> {
     let c: BaseConsumer = kafka
         .config(&[("group.id", "bench-read"), ("enable.auto.commit", "false")])?
         .create()?;

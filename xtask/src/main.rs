@@ -6,6 +6,7 @@
 
 mod bench;
 mod drill;
+mod fuzz;
 mod stack;
 mod up;
 
@@ -41,6 +42,15 @@ enum Cmd {
     },
     /// Start the stack and the whole pipeline; Ctrl-C stops everything.
     Up(up::UpArgs),
+    /// cargo-fuzz runs of the log-schema targets (installs cargo-fuzz if missing).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (validate or dlq_roundtrip).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Throughput, latency and memory of every stage against its ceiling (not part of CI).
     Bench(bench::BenchArgs),
     /// Crash, outage and rebalance drills on a stack of their own, with exact reconciliation.
@@ -113,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Test { cargo_args } => test(cargo_args).await,
         Cmd::Up(args) => up::up(args).await,
+        Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target),
         Cmd::Bench(args) => {
             bench::run(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
@@ -215,22 +215,36 @@ pub mod micros {
         s.collect_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
     }
 
-    /// Parses any RFC 3339 timestamp.
+    /// Parses any RFC 3339 timestamp whose instant [`serialize`] can write back (UTC year
+    /// 0000..=9999).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
+        let at = DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
+            .map_err(serde::de::Error::custom)?;
+        super::writable(at).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is outside the years 0000-9999 in UTC"))
+        })
     }
 }
 
 /// Parses the two accepted timestamp forms: RFC 3339 (any offset) or the seed's naive ISO
 /// form `YYYY-MM-DDTHH:MM:SS[.fraction]`, taken as UTC.
+///
+/// The instant must lie in the years 0000..=9999 UTC, the range our topics can write (RFC 3339
+/// has four-digit years): a signed naive year such as `-0001-…`, or an offset that crosses
+/// year 0 (`0000-01-01T00:00:00+01:00`), is not a timestamp of the contract.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|n| n.and_utc())
+    let at = match DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t.with_timezone(&Utc),
+        Err(_) => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc(),
+    };
+    writable(at)
+}
+
+/// `at` if [`micros::serialize`] writes it as RFC 3339 (four-digit UTC year), else `None`.
+fn writable(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (0..=9999).contains(&at.year()).then_some(at)
 }

@@ -525,3 +525,77 @@ proptest! {
         let _ = validate(&bytes, &ORIGIN, now(), &Limits::default());
     }
 }
+
+/// Found by fuzzing (`fuzz/`, target `validate`): a signed naive year or an offset crossing
+/// year 0 was accepted, and the validated record then serialised a timestamp (`-0001-…`) that
+/// RFC 3339, hence `ValidatedRecord::from_json` (the writer), cannot read back.
+#[test]
+fn timestamps_outside_four_digit_utc_years_are_invalid() {
+    for ts in [
+        // The fuzzer's minimised input: a naive form with a signed one-digit year.
+        "-5-1-8T1:0:5",
+        "-0001-01-01T00:00:00",
+        "-10000-01-01T00:00:00",
+        "0000-01-01T00:00:00+01:00",
+        "+10000-01-01T00:00:00",
+        "9999-12-31T23:59:59-01:00",
+    ] {
+        let payload = with_field("timestamp", Some(&format!("\"{ts}\"")));
+        // No future bound at all: the year range alone rejects them.
+        let limits = Limits {
+            max_future_skew: std::time::Duration::MAX,
+            ..Limits::default()
+        };
+        let e = validate(payload.as_bytes(), &ORIGIN, now(), &limits).expect_err(ts);
+        assert_eq!(
+            (e.kind, e.field),
+            (ErrorKind::InvalidTimestamp, Some("timestamp")),
+            "{ts}"
+        );
+        assert_eq!(parse_timestamp(ts), None, "{ts}");
+    }
+    // The edges of the range are fine and round-trip.
+    let limits = Limits {
+        max_future_skew: std::time::Duration::MAX,
+        ..Limits::default()
+    };
+    for ts in [
+        "0000-01-01T00:00:00",
+        "0001-01-01T00:30:00+01:00",
+        "9999-12-31T23:59:59.999999Z",
+    ] {
+        let payload = with_field("timestamp", Some(&format!("\"{ts}\"")));
+        let r = validate(payload.as_bytes(), &ORIGIN, now(), &limits).expect(ts);
+        assert_eq!(
+            ValidatedRecord::from_json(&r.to_json()).expect(ts),
+            r,
+            "{ts}"
+        );
+    }
+}
+
+/// The decoders of the output topics reject an instant their encoders cannot write (the same
+/// root cause as above, on the decoding side; the `dlq_roundtrip` fuzz target checks it).
+#[test]
+fn decoders_reject_instants_outside_four_digit_utc_years() {
+    let r = check(SEED_EXAMPLE).expect("valid");
+    let json = String::from_utf8(r.to_json()).expect("utf8");
+    let shifted = json.replace("2025-12-28T10:30:45.123456Z", "0000-01-01T00:00:00+01:00");
+    assert_ne!(shifted, json);
+    assert_eq!(
+        ValidatedRecord::from_json(shifted.as_bytes())
+            .expect_err("year -1")
+            .kind,
+        ErrorKind::InvalidType
+    );
+
+    let err = check("[1]").expect_err("not object");
+    let dl = DeadLetter::new(&err, b"[1]", &ORIGIN, now(), DEFAULT_MAX_RAW_BYTES);
+    let json = String::from_utf8(dl.to_json()).expect("utf8");
+    let shifted = json.replace("2025-12-28T12:00:00.000000Z", "9999-12-31T23:59:59-00:01");
+    assert_ne!(shifted, json);
+    assert!(DeadLetter::from_json(shifted.as_bytes()).is_err());
+    let edge = json.replace("2025-12-28T12:00:00.000000Z", "9999-12-31T23:59:59+00:01");
+    let back = DeadLetter::from_json(edge.as_bytes()).expect("year 9999 in UTC");
+    assert_eq!(DeadLetter::from_json(&back.to_json()).expect("again"), back);
+}

@@ -54,7 +54,8 @@ impl Default for Limits {
 }
 
 /// The eight fields plus the optional `event_id`, borrowed from the payload. Unknown fields are
-/// ignored; a duplicate key is a syntax error (serde rejects it), `null` reads as absent.
+/// ignored (duplicates of unknown keys too); a duplicate of one of these keys is a syntax error
+/// (serde rejects it); `null` reads as absent.
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(borrow)]
