@@ -420,6 +420,7 @@ pub async fn run_until(
         mpsc::unbounded_channel::<(Arc<str>, i32, i64, anyhow::Result<Outcome>)>();
     let mut topics: std::collections::HashMap<String, Arc<str>> = Default::default();
     let mut status = tokio::time::interval(status_every);
+    let mut pause_tick = tokio::time::interval(Duration::from_secs(1));
     let mut last = (Instant::now(), 0u64);
     let mut fatal: Option<anyhow::Error> = None;
 
@@ -436,7 +437,7 @@ pub async fn run_until(
                 }
                 complete_and_store(&tracker, &consumer, &topic, partition, offset);
             }
-            message = consumer.recv() => {
+            message = consumer.recv(), if flow.accepting() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(error) => {
@@ -469,6 +470,7 @@ pub async fn run_until(
                     let _ = done.send((topic, partition, offset, outcome));
                 });
             }
+            _ = pause_tick.tick() => flow.tick(&consumer),
             _ = status.tick() => {
                 let written = stats.written.load(Relaxed);
                 let elapsed = last.0.elapsed().as_secs_f64().max(1e-3);

@@ -522,14 +522,19 @@ impl ConsumerContext for PipelineContext {
     }
 }
 
-/// Bounded in-flight work for a consume loop: past `max` records in flight the assigned
-/// partitions are paused (the loop keeps polling, so the group membership stays alive), and
-/// they are resumed once half of the work is done.
+/// Bounded in-flight work for a consume loop. At `max` records in flight the loop stops taking
+/// records (`saturated`); if that lasts `pause_after` (a stuck downstream, e.g. Cassandra down),
+/// the assigned partitions are paused so the loop can keep polling — which keeps the group
+/// membership alive — without receiving; they are resumed once half of the work is done.
+/// Pausing is not used for short saturation: librdkafka drops its prefetched records on pause,
+/// and re-fetching them after every resume would throttle a busy consumer.
 #[derive(Debug)]
 pub struct Backpressure {
     max: usize,
     in_flight: usize,
     paused: bool,
+    saturated_since: Option<std::time::Instant>,
+    pause_after: std::time::Duration,
 }
 
 impl Backpressure {
@@ -539,6 +544,8 @@ impl Backpressure {
             max: max.max(1),
             in_flight: 0,
             paused: false,
+            saturated_since: None,
+            pause_after: std::time::Duration::from_secs(5),
         }
     }
 
@@ -547,26 +554,54 @@ impl Backpressure {
         self.in_flight
     }
 
+    /// True while the loop should take records from the consumer: below the limit, or paused
+    /// (a paused consumer delivers nothing, but must be polled).
+    pub fn accepting(&self) -> bool {
+        self.in_flight < self.max || self.paused
+    }
+
     /// A record was handed to a worker.
     pub fn started<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
         self.in_flight += 1;
         if self.in_flight >= self.max {
-            // Re-pause even when already paused: a rebalance may have assigned new partitions.
-            if let Ok(assignment) = consumer.assignment() {
-                let _ = consumer.pause(&assignment);
+            self.saturated_since.get_or_insert_with(std::time::Instant::now);
+            if self.paused {
+                // A rebalance may have assigned new partitions meanwhile.
+                self.pause(consumer);
             }
-            self.paused = true;
         }
+    }
+
+    /// Call periodically: pauses the partitions when saturated for too long.
+    pub fn tick<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
+        if !self.paused
+            && self.in_flight >= self.max
+            && self.saturated_since.is_some_and(|t| t.elapsed() >= self.pause_after)
+        {
+            warn!(in_flight = self.in_flight, "downstream stuck, pausing consumption");
+            self.pause(consumer);
+        }
+    }
+
+    fn pause<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.pause(&assignment);
+        }
+        self.paused = true;
     }
 
     /// A record's work finished.
     pub fn finished<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight < self.max {
+            self.saturated_since = None;
+        }
         if self.paused && self.in_flight <= self.max / 2 {
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.resume(&assignment);
             }
             self.paused = false;
+            info!(in_flight = self.in_flight, "downstream recovered, resuming consumption");
         }
     }
 }

@@ -531,7 +531,7 @@ pub async fn run_until(
             biased;
             _ = shutdown.cancelled() => break,
             Some(done) = done_rx.recv() => reader.on_done(done),
-            message = reader.consumer.recv() => {
+            message = reader.consumer.recv(), if reader.flow.accepting() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(error) => {
@@ -547,6 +547,7 @@ pub async fn run_until(
                 reader.on_message(partition, offset, &payload, key.as_deref());
             }
             _ = tick.tick() => {
+                reader.flow.tick(&reader.consumer);
                 reader.check_revocations();
                 let lags = lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 let input = reader.args.input_topic.clone();
