@@ -12,7 +12,7 @@ use std::{
     collections::BTreeSet,
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -70,15 +70,7 @@ fn service(
     env: &[(String, String)],
     log: &Path,
 ) -> anyhow::Result<Child> {
-    let file = fs::OpenOptions::new().create(true).append(true).open(log)?;
-    Command::new(bin(name))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .with_context(|| format!("start {name}"))
+    crate::spawn_logged(&bin(name), args, env, log)
 }
 
 /// Peak resident set (VmHWM) of a running process, in MB.
@@ -283,30 +275,14 @@ async fn raw_inserts(
 ) -> anyhow::Result<f64> {
     let session = Arc::new(cql.connect().await?);
     let stmt = session
-        .prepare(cassandra_writer_insert(&cql.keyspace))
+        .prepare(cassandra_writer::writer::insert_cql(&cql.keyspace))
         .await?;
     let start = Instant::now();
     let results: Vec<_> = futures::stream::iter(records.iter().map(|r| {
         let session = session.clone();
         let stmt = stmt.clone();
         async move {
-            let v = (
-                r.source_ip.to_string(),
-                r.timestamp,
-                r.event_id,
-                r.destination_ip.to_string(),
-                i32::from(r.port),
-                r.protocol.clone(),
-                r.bytes_sent,
-                r.bytes_received,
-                r.action.as_str(),
-                Utc::now(),
-                r.ingested_at,
-                r.total_bytes,
-                r.source_ip_class.as_str(),
-                r.destination_ip_class.as_str(),
-                r.service.clone(),
-            );
+            let v = cassandra_writer::writer::access_log_row(r);
             session.execute_unpaged(&stmt, v).await
         }
     }))
@@ -318,16 +294,6 @@ async fn raw_inserts(
         bail!("{failed} raw inserts failed");
     }
     Ok(records.len() as f64 / start.elapsed().as_secs_f64())
-}
-
-/// The writer's statement, restated (xtask does not link the service crates).
-fn cassandra_writer_insert(ks: &str) -> String {
-    format!(
-        "INSERT INTO {ks}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
-         protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
-         source_ip_class, destination_ip_class, service) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
 }
 
 fn migrate(env: &[(String, String)]) -> anyhow::Result<()> {
@@ -358,17 +324,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "cql-dev-server",
         ],
         true,
-    )?;
-    crate::cargo(
-        &[
-            "build",
-            "--quiet",
-            "-p",
-            "cql-dev-server",
-            "-p",
-            "cassandra-writer",
-        ],
-        false,
     )?;
     let stack = Stack::named("bench", 39092, 39042, 3);
     stack.start(true).await?;

@@ -232,17 +232,10 @@ fn spawn(
     name: &'static str,
     args: &[String],
     env: &[(String, String)],
-    log: &PathBuf,
+    log: &std::path::Path,
 ) -> anyhow::Result<Proc> {
-    let file = fs::OpenOptions::new().create(true).append(true).open(log)?;
-    let child = Command::new(crate::bin_path(name, false))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .with_context(|| format!("start {name}"))?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = crate::spawn_logged(&crate::bin_path(name, false), &args, env, log)?;
     Ok(Proc { name, child })
 }
 

@@ -206,6 +206,27 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts `bin` with `args` and `env`, stdout and stderr appended to `log`.
+pub fn spawn_logged(
+    bin: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    log: &Path,
+) -> anyhow::Result<std::process::Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Command::new(bin)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))
+}
+
 /// A command-line tool from PyPI, installed once into a venv under `target/`.
 pub fn python_tool(package: &str, executable: &str) -> anyhow::Result<PathBuf> {
     let venv = target_dir().join(format!("venv-{package}"));

@@ -714,8 +714,9 @@ async fn execute<V: SerializeRow + Sync>(
     }
 }
 
-async fn write_log(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
-    let values = (
+/// The bound values of [`insert_cql`] for a record (`created_at` = now).
+pub fn access_log_row(r: &ValidatedRecord) -> impl SerializeRow + Sync + '_ {
+    (
         r.source_ip.to_string(),
         r.timestamp,
         r.event_id,
@@ -731,7 +732,11 @@ async fn write_log(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteErro
         r.source_ip_class.as_str(),
         r.destination_ip_class.as_str(),
         r.service.as_deref(),
-    );
+    )
+}
+
+async fn write_log(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
+    let values = access_log_row(r);
     execute(
         shared,
         &shared.statements.access_logs,

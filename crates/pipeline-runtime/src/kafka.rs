@@ -436,14 +436,7 @@ pub fn brokers_up(stats: &Statistics) -> bool {
 impl ClientContext for PipelineContext {
     fn stats(&self, stats: Statistics) {
         let up = brokers_up(&stats);
-        self.readiness.set(
-            "kafka",
-            if up {
-                Ok(())
-            } else {
-                Err("no broker connection".into())
-            },
-        );
+        self.readiness.set_kafka(up);
         let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
@@ -564,7 +557,8 @@ impl Backpressure {
     pub fn started<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
         self.in_flight += 1;
         if self.in_flight >= self.max {
-            self.saturated_since.get_or_insert_with(std::time::Instant::now);
+            self.saturated_since
+                .get_or_insert_with(std::time::Instant::now);
             if self.paused {
                 // A rebalance may have assigned new partitions meanwhile.
                 self.pause(consumer);
@@ -576,9 +570,14 @@ impl Backpressure {
     pub fn tick<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
         if !self.paused
             && self.in_flight >= self.max
-            && self.saturated_since.is_some_and(|t| t.elapsed() >= self.pause_after)
+            && self
+                .saturated_since
+                .is_some_and(|t| t.elapsed() >= self.pause_after)
         {
-            warn!(in_flight = self.in_flight, "downstream stuck, pausing consumption");
+            warn!(
+                in_flight = self.in_flight,
+                "downstream stuck, pausing consumption"
+            );
             self.pause(consumer);
         }
     }
@@ -601,7 +600,10 @@ impl Backpressure {
                 let _ = consumer.resume(&assignment);
             }
             self.paused = false;
-            info!(in_flight = self.in_flight, "downstream recovered, resuming consumption");
+            info!(
+                in_flight = self.in_flight,
+                "downstream recovered, resuming consumption"
+            );
         }
     }
 }

@@ -66,6 +66,18 @@ impl Readiness {
         checks.insert(name, state);
     }
 
+    /// Sets the `kafka` check from "a broker connection is up".
+    pub fn set_kafka(&self, up: bool) {
+        self.set(
+            "kafka",
+            if up {
+                Ok(())
+            } else {
+                Err("no broker connection".into())
+            },
+        );
+    }
+
     /// `Ok` when every check passes, else the failing ones.
     pub fn status(&self) -> Result<(), String> {
         let failing: Vec<String> = self

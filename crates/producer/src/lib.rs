@@ -171,14 +171,7 @@ struct Deliveries {
 impl ClientContext for Deliveries {
     fn stats(&self, stats: rdkafka::Statistics) {
         let up = pipeline_runtime::kafka::brokers_up(&stats);
-        self.readiness.set(
-            "kafka",
-            if up {
-                Ok(())
-            } else {
-                Err("no broker connection".into())
-            },
-        );
+        self.readiness.set_kafka(up);
     }
 }
 
