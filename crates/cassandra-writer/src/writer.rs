@@ -299,14 +299,6 @@ fn describe_metrics() {
         "writer_in_flight",
         "Records consumed whose row is not written yet"
     );
-    describe_gauge!(
-        "kafka_consumer_lag",
-        "High watermark minus consumer position, per partition"
-    );
-    describe_gauge!(
-        "kafka_assigned_partitions",
-        "Partitions assigned to this consumer"
-    );
     for table in [
         "access_logs",
         "ip_stats_by_ip",

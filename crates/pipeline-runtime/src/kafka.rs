@@ -412,6 +412,14 @@ impl PipelineContext {
     pub fn new(readiness: crate::observe::Readiness, assigned: Arc<AtomicUsize>) -> Self {
         readiness.declare("kafka", "no broker connection yet");
         readiness.declare("partitions", "no partitions assigned yet");
+        metrics::describe_gauge!(
+            "kafka_consumer_lag",
+            "High watermark minus consumer position, per partition"
+        );
+        metrics::describe_gauge!(
+            "kafka_assigned_partitions",
+            "Partitions assigned to this consumer"
+        );
         Self {
             tracker: SharedTracker::default(),
             assigned,

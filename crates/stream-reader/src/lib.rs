@@ -197,7 +197,7 @@ impl ReaderStats {
 
 /// One record to produce.
 struct Out {
-    topic: String,
+    topic: Arc<str>,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
 }
@@ -223,8 +223,18 @@ pub async fn run(args: ReaderArgs) -> anyhow::Result<()> {
     run_until(args, shutdown::on_signals(), Arc::default()).await
 }
 
+/// Topic names, shared by the per-record tasks without copying.
+struct TopicNames {
+    input: Arc<str>,
+    validated: Arc<str>,
+    dlq: Arc<str>,
+    stats: Arc<str>,
+    alerts: Arc<str>,
+}
+
 /// The consume loop's state.
 struct Reader {
+    topics: TopicNames,
     args: ReaderArgs,
     limits: Limits,
     producer: FutureProducer,
@@ -247,7 +257,7 @@ struct Reader {
 impl Reader {
     /// Validates one record, counts it into its window, and sends its output.
     fn on_message(&mut self, partition: i32, offset: i64, payload: &[u8], key: Option<&[u8]>) {
-        let topic = self.args.input_topic.clone();
+        let topic = self.topics.input.clone();
         let origin = Origin {
             topic: &topic,
             partition,
@@ -267,7 +277,7 @@ impl Reader {
                     None => Vec::new(),
                 };
                 let out = Out {
-                    topic: self.args.validated_topic.clone(),
+                    topic: self.topics.validated.clone(),
                     key: Some(record.source_ip.to_string().into_bytes()),
                     payload: record.to_json(),
                 };
@@ -277,7 +287,7 @@ impl Reader {
                 let dl =
                     DeadLetter::new(&error, payload, &origin, now, self.args.dlq_max_raw_bytes);
                 let out = Out {
-                    topic: self.args.dlq_topic.clone(),
+                    topic: self.topics.dlq.clone(),
                     key: key.map(<[u8]>::to_vec),
                     payload: dl.to_json(),
                 };
@@ -305,12 +315,12 @@ impl Reader {
         for c in closed {
             let key = c.stats.source_ip.to_string().into_bytes();
             let mut outs = vec![Out {
-                topic: self.args.stats_topic.clone(),
+                topic: self.topics.stats.clone(),
                 key: Some(key.clone()),
                 payload: c.stats.to_json(),
             }];
             outs.extend(c.alerts.iter().map(|a| Out {
-                topic: self.args.alerts_topic.clone(),
+                topic: self.topics.alerts.clone(),
                 key: Some(key.clone()),
                 payload: a.to_json(),
             }));
@@ -504,7 +514,15 @@ pub async fn run_until(
         .with_max_delay(Duration::from_millis(args.retry_max_delay_ms))
         .with_jitter()
         .without_max_times();
+    let topics = TopicNames {
+        input: Arc::from(args.input_topic.as_str()),
+        validated: Arc::from(args.validated_topic.as_str()),
+        dlq: Arc::from(args.dlq_topic.as_str()),
+        stats: Arc::from(args.stats_topic.as_str()),
+        alerts: Arc::from(args.alerts_topic.as_str()),
+    };
     let mut reader = Reader {
+        topics,
         flow: Backpressure::new(args.max_in_flight),
         args,
         limits,
@@ -612,14 +630,6 @@ fn describe_metrics() {
     describe_gauge!(
         "reader_in_flight",
         "Records consumed whose output is not acknowledged yet"
-    );
-    describe_gauge!(
-        "kafka_consumer_lag",
-        "High watermark minus consumer position, per partition"
-    );
-    describe_gauge!(
-        "kafka_assigned_partitions",
-        "Partitions assigned to this consumer"
     );
     describe_counter!(
         "late_events_total",
