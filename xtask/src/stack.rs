@@ -242,7 +242,12 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(60);
         for c in self.components() {
             while !port_open(self.port(c)) {
-                if self.running_pid(c).is_none() {
+                // Check liveness by pid only: right after exec, /proc/<pid>/cmdline can briefly
+                // be empty, so the binary-name guard of `running_pid` would misfire here.
+                let pid = fs::read_to_string(self.pid_file(c))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok());
+                if !pid.is_some_and(alive) {
                     bail!("{} exited; see {}", c.name(), self.log_file(c).display());
                 }
                 if Instant::now() > deadline {
