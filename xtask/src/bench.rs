@@ -239,8 +239,9 @@ fn raw_passthrough(kafka: &KafkaArgs, from: &str, to: &str, n: i64) -> anyhow::R
         ])?
         .create()?;
     consumer.subscribe(&[from])?;
+    // The stream-reader's producer settings.
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        kafka.producer_config(&[])?.create()?;
+        kafka.producer_config(KafkaArgs::RELAY_PRODUCER)?.create()?;
     let mut seen = 0;
     let mut start = None;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -435,6 +436,9 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         )
         .collect();
     let mut r = service("stream-reader", &[], &reader_env, &log)?;
+    // The clock starts at the first output, as the pass-through's starts at its first record:
+    // neither counts process start-up and the consumer group join.
+    wait_size(&kafka, &["b_valid", "b_dlq"], 1, Duration::from_secs(120)).await?;
     let took = wait_size(
         &kafka,
         &["b_valid", "b_dlq"],

@@ -373,7 +373,7 @@ pub async fn run_until(
     crate::migrate::verify(&session, &args.cassandra.keyspace).await?;
     readiness.set("schema", Ok(()));
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
-    let producer = args.kafka.producer(&[])?;
+    let producer = args.kafka.producer(KafkaArgs::RELAY_PRODUCER)?;
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
     consumer

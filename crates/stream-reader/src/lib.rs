@@ -13,23 +13,31 @@
 //! `event_id` is derived from their Kafka coordinates (or their own UUID), so a reprocessed
 //! record carries the same id and the writer's upsert keeps Cassandra free of duplicates.
 //!
-//! Produces are pipelined (many deliveries awaited concurrently, at most `max_in_flight`; past
-//! that the partitions are paused). A failed produce is retried with exponential backoff and
-//! jitter, without limit: the record is neither skipped nor is the service crash-looped.
+//! Produces are pipelined: each output is handed to librdkafka and its delivery awaited in one
+//! `FuturesUnordered` of the consume loop (no task per record), at most `max_in_flight` input
+//! records at a time; past that the loop stops taking records. A failed produce is retried with
+//! exponential backoff and jitter, without limit: the record is neither skipped nor is the
+//! service crash-looped. The output producer is not idempotent
+//! ([`KafkaArgs::RELAY_PRODUCER`]): a producer retry may duplicate an output, which carries the
+//! same deterministic id and is upserted downstream.
 //!
 //! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use futures::{StreamExt as _, stream::FuturesUnordered};
 use chrono::Utc;
 use clap::Parser;
 use log_schema::{DeadLetter, ErrorKind, Limits, Origin, validate};
@@ -43,8 +51,8 @@ use pipeline_runtime::{
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
-    producer::{FutureProducer, FutureRecord, Producer},
-    util::Timeout,
+    message::OwnedMessage,
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 use tokio::sync::mpsc;
 use windows::{Closed, Observed, Thresholds, WindowConfig, Windows};
@@ -95,7 +103,7 @@ pub struct ReaderArgs {
     pub dlq_max_raw_bytes: usize,
 
     /// Most records in flight (consumed, output not yet acknowledged).
-    #[arg(long, env = "READER_MAX_IN_FLIGHT", default_value_t = 20_000)]
+    #[arg(long, env = "READER_MAX_IN_FLIGHT", default_value_t = 5_000)]
     pub max_in_flight: usize,
 
     /// First retry delay of a failed produce, in milliseconds.
@@ -202,6 +210,56 @@ struct Out {
     payload: Vec<u8>,
 }
 
+impl Out {
+    /// The record librdkafka handed back with a failed delivery, to send again.
+    fn from_failed(message: &OwnedMessage) -> Self {
+        Self {
+            topic: Arc::from(message.topic()),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        }
+    }
+}
+
+/// What one output belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// An input record: its single output finishes it.
+    Record {
+        partition: i32,
+        offset: i64,
+        kind: Option<ErrorKind>,
+    },
+    /// A closed window (key of `Reader::windows_waiting`): done when all its outputs are.
+    Window(u64),
+}
+
+/// An output whose delivery report is awaited.
+struct Flight {
+    owner: Owner,
+    attempt: u32,
+    sent_at: Instant,
+    delivery: DeliveryFuture,
+}
+
+/// A settled delivery: the flight's owner, attempt, send time and librdkafka's report.
+type Landed = (
+    Owner,
+    u32,
+    Instant,
+    Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+);
+
+impl Future for Flight {
+    type Output = Landed;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Landed> {
+        Pin::new(&mut self.delivery)
+            .poll(cx)
+            .map(|report| (self.owner, self.attempt, self.sent_at, report))
+    }
+}
+
 /// What finished once its outputs were acknowledged.
 enum Done {
     /// An input record (its validated record or dead letter).
@@ -249,9 +307,15 @@ struct Reader {
     stored: HashMap<i32, i64>,
     flow: Backpressure,
     stats: Arc<ReaderStats>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    /// Outputs handed to librdkafka, awaiting their delivery reports.
+    flights: FuturesUnordered<Flight>,
+    /// Closed windows with outputs in flight: id → (outputs left, what finishes).
+    windows_waiting: HashMap<u64, (usize, Done)>,
+    next_window_id: u64,
+    /// Failed outputs come back here after their backoff delay.
+    retry_tx: mpsc::UnboundedSender<(Owner, u32, Out)>,
     backoff: ExponentialBuilder,
-    retry_log: Arc<LogLimiter>,
+    retry_log: LogLimiter,
 }
 
 impl Reader {
@@ -300,12 +364,13 @@ impl Reader {
         self.flow.started(&self.consumer);
         metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
         self.send(
-            vec![out],
-            Done::Record {
+            out,
+            Owner::Record {
                 partition,
                 offset,
                 kind,
             },
+            0,
         );
         self.emit(closed);
     }
@@ -325,56 +390,98 @@ impl Reader {
                 payload: a.to_json(),
             }));
             let alerts = c.alerts.iter().map(|a| a.rule.as_str()).collect();
-            self.send(
-                outs,
-                Done::Window {
-                    partition: c.partition,
-                    emission: c.emission,
-                    alerts,
-                },
-            );
+            let id = self.next_window_id;
+            self.next_window_id += 1;
+            let done = Done::Window {
+                partition: c.partition,
+                emission: c.emission,
+                alerts,
+            };
+            self.windows_waiting.insert(id, (outs.len(), done));
+            for out in outs {
+                self.send(out, Owner::Window(id), 0);
+            }
         }
         if let Some(w) = &self.windows {
             metrics::gauge!("reader_windows_open").set(w.open_windows() as f64);
         }
     }
 
-    /// Produces `outs` concurrently with retries (never giving up), then reports `done`.
-    fn send(&self, outs: Vec<Out>, done: Done) {
-        let producer = self.producer.clone();
-        let stats = self.stats.clone();
-        let tx = self.done_tx.clone();
-        let retry_log = self.retry_log.clone();
-        let backoff = self.backoff;
+    /// Hands one output to librdkafka; its delivery report arrives through `flights`. A record
+    /// librdkafka cannot take now (queue full) is retried like a failed delivery.
+    fn send(&mut self, out: Out, owner: Owner, attempt: u32) {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&out.topic).payload(&out.payload);
+        if let Some(k) = &out.key {
+            record = record.key(k);
+        }
+        match self.producer.send_result(record) {
+            Ok(delivery) => self.flights.push(Flight {
+                owner,
+                attempt,
+                sent_at: Instant::now(),
+                delivery,
+            }),
+            Err((error, _)) => self.retry(error, out, owner, attempt),
+        }
+    }
+
+    /// Schedules `out` to be sent again after the backoff delay of its `attempt`.
+    fn retry(&mut self, error: rdkafka::error::KafkaError, out: Out, owner: Owner, attempt: u32) {
+        self.stats.retries.fetch_add(1, Relaxed);
+        metrics::counter!("reader_produce_retries_total").increment(1);
+        let delay = self
+            .backoff
+            .build()
+            .nth(attempt as usize)
+            .unwrap_or(Duration::from_millis(self.args.retry_max_delay_ms));
+        if let Some(suppressed) = self.retry_log.allow() {
+            warn!(%error, topic = %out.topic, attempt, retry_in_ms = delay.as_millis() as u64, suppressed, "produce failed, retrying");
+        }
+        let tx = self.retry_tx.clone();
         tokio::spawn(async move {
-            let sent_at = Instant::now();
-            let sends = outs.into_iter().map(|out| {
-                let (producer, stats, retry_log) = (producer.clone(), stats.clone(), retry_log.clone());
-                async move {
-                    let send = || async {
-                        let mut record = FutureRecord::<[u8], [u8]>::to(&out.topic).payload(&out.payload);
-                        if let Some(k) = &out.key {
-                            record = record.key(k);
-                        }
-                        producer.send(record, Timeout::Never).await.map_err(|(e, _)| e)
-                    };
-                    let _ = send
-                        .retry(backoff)
-                        .notify(|error, delay| {
-                            stats.retries.fetch_add(1, Relaxed);
-                            metrics::counter!("reader_produce_retries_total").increment(1);
-                            if let Some(suppressed) = retry_log.allow() {
-                                warn!(%error, topic = %out.topic, retry_in_ms = delay.as_millis() as u64, suppressed, "produce failed, retrying");
-                            }
-                        })
-                        .await;
-                }
-            });
-            let _ = futures::future::join_all(sends).await;
-            metrics::histogram!("reader_produce_latency_seconds")
-                .record(sent_at.elapsed().as_secs_f64());
-            let _ = tx.send(done);
+            tokio::time::sleep(delay).await;
+            let _ = tx.send((owner, attempt.saturating_add(1), out));
         });
+    }
+
+    /// A delivery report: finishes its owner when acknowledged, otherwise retries the record.
+    fn on_landed(&mut self, (owner, attempt, sent_at, report): Landed) {
+        match report {
+            Ok(Ok(_)) => {
+                metrics::histogram!("reader_produce_latency_seconds")
+                    .record(sent_at.elapsed().as_secs_f64());
+                match owner {
+                    Owner::Record {
+                        partition,
+                        offset,
+                        kind,
+                    } => self.on_done(Done::Record {
+                        partition,
+                        offset,
+                        kind,
+                    }),
+                    Owner::Window(id) => {
+                        let finished = self.windows_waiting.get_mut(&id).is_some_and(|(left, _)| {
+                            *left -= 1;
+                            *left == 0
+                        });
+                        if finished {
+                            if let Some((_, done)) = self.windows_waiting.remove(&id) {
+                                self.on_done(done);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Err((error, message))) => {
+                self.retry(error, Out::from_failed(&message), owner, attempt);
+            }
+            Err(_canceled) => {
+                // Only when the producer is torn down; the input is not stored, so it is
+                // processed again after a restart.
+                warn!("delivery report lost; the record will be reprocessed after a restart");
+            }
+        }
     }
 
     /// Bookkeeping once outputs are acknowledged; stores the partition's new commit offset:
@@ -474,7 +581,7 @@ pub async fn run_until(
         max_record_bytes: args.max_record_bytes,
         max_future_skew: Duration::from_secs(args.max_future_skew_secs),
     };
-    let producer: FutureProducer = args.kafka.producer(&[])?;
+    let producer: FutureProducer = args.kafka.producer(KafkaArgs::RELAY_PRODUCER)?;
     let readiness = observe::Readiness::default();
     let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
     let server_stop = shutdown.child_token();
@@ -486,11 +593,10 @@ pub async fn run_until(
     let consumer = args.kafka.consumer(
         &args.group_id,
         context,
-        // Large records must reach us to be dead-lettered, not stall the fetcher.
-        &[
-            ("fetch.max.bytes", "52428800"),
-            ("max.partition.fetch.bytes", "16777216"),
-        ],
+        // Large records must reach us to be dead-lettered, not stall the fetcher: Kafka returns
+        // a first batch larger than the limits (KIP-74), some brokers do not, so a fetch may
+        // carry 8 MiB. Not more: a fetch is decompressed into memory whole.
+        &[("fetch.max.bytes", "8388608")],
     )?;
     consumer
         .subscribe(&[&args.input_topic])
@@ -508,7 +614,7 @@ pub async fn run_until(
             },
         })
     });
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<(Owner, u32, Out)>();
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(args.retry_min_delay_ms))
         .with_max_delay(Duration::from_millis(args.retry_max_delay_ms))
@@ -535,9 +641,12 @@ pub async fn run_until(
         acked: HashMap::new(),
         stored: HashMap::new(),
         stats: stats.clone(),
-        done_tx,
+        flights: FuturesUnordered::new(),
+        windows_waiting: HashMap::new(),
+        next_window_id: 0,
+        retry_tx,
         backoff,
-        retry_log: Arc::new(LogLimiter::per_second(5)),
+        retry_log: LogLimiter::per_second(5),
     };
     let mut status =
         tokio::time::interval(Duration::from_secs(reader.args.status_interval_secs.max(1)));
@@ -548,7 +657,8 @@ pub async fn run_until(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(done) = done_rx.recv() => reader.on_done(done),
+            Some(landed) = reader.flights.next(), if !reader.flights.is_empty() => reader.on_landed(landed),
+            Some((owner, attempt, out)) = retry_rx.recv() => reader.send(out, owner, attempt),
             message = reader.consumer.recv(), if reader.flow.accepting() => {
                 let message = match message {
                     Ok(m) => m,
@@ -586,15 +696,13 @@ pub async fn run_until(
     tokio::pin!(drain_deadline);
     while reader.flow.in_flight() > 0 {
         tokio::select! {
-            Some(done) = done_rx.recv() => reader.on_done(done),
+            Some(landed) = reader.flights.next(), if !reader.flights.is_empty() => reader.on_landed(landed),
+            Some((owner, attempt, out)) = retry_rx.recv() => reader.send(out, owner, attempt),
             _ = &mut drain_deadline => {
                 warn!(in_flight = reader.flow.in_flight(), "drain timed out; unacknowledged records will be reprocessed");
                 break;
             }
         }
-    }
-    while let Ok(done) = done_rx.try_recv() {
-        reader.on_done(done);
     }
     final_commit(&reader.consumer);
     let _ = reader.producer.flush(Duration::from_secs(10));

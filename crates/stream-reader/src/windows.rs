@@ -14,7 +14,7 @@
 //! events; closed windows were already emitted with deterministic keys and alert ids.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -84,6 +84,9 @@ struct PartitionWindows {
     open: HashMap<(IpAddr, i64), Acc>,
     /// Closed windows whose outputs are not acknowledged yet: emission id → first offset.
     pending: HashMap<u64, i64>,
+    /// First offsets of the open and pending windows (a multiset: offset → windows), so the
+    /// commit hold is the first key instead of a scan over every window.
+    holds: BTreeMap<i64, u32>,
     max_event_micros: Option<i64>,
     /// Every window whose minute index is below this is closed.
     horizon: i64,
@@ -95,6 +98,7 @@ impl PartitionWindows {
         Self {
             open: HashMap::new(),
             pending: HashMap::new(),
+            holds: BTreeMap::new(),
             max_event_micros: None,
             horizon: i64::MIN,
             last_activity: Instant::now(),
@@ -164,7 +168,10 @@ impl Windows {
         let observed = if minute < pw.horizon {
             Observed::Late
         } else {
-            let acc = pw.open.entry((r.source_ip, minute)).or_insert_with(|| Acc {
+            let holds = &mut pw.holds;
+            let acc = pw.open.entry((r.source_ip, minute)).or_insert_with(|| {
+                *holds.entry(offset).or_default() += 1;
+                Acc {
                 events: 0,
                 bytes_sent: 0,
                 bytes_received: 0,
@@ -174,6 +181,7 @@ impl Windows {
                 first_seen: r.timestamp,
                 last_seen: r.timestamp,
                 first_offset: offset,
+            }
             });
             acc.events += 1;
             acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
@@ -183,7 +191,6 @@ impl Windows {
             acc.denied += i64::from(r.action.is_denied());
             acc.first_seen = acc.first_seen.min(r.timestamp);
             acc.last_seen = acc.last_seen.max(r.timestamp);
-            acc.first_offset = acc.first_offset.min(offset);
             Observed::Counted
         };
         let before = pw.max_event_micros;
@@ -285,7 +292,14 @@ impl Windows {
     /// The outputs of a closed window were acknowledged.
     pub fn emitted(&mut self, partition: i32, emission: u64) {
         if let Some(pw) = self.partitions.get_mut(&partition) {
-            pw.pending.remove(&emission);
+            if let Some(offset) = pw.pending.remove(&emission) {
+                if let std::collections::btree_map::Entry::Occupied(mut e) = pw.holds.entry(offset) {
+                    *e.get_mut() -= 1;
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
+                }
+            }
         }
     }
 
@@ -293,11 +307,7 @@ impl Windows {
     /// partition's commit must not pass it.
     pub fn min_offset(&self, partition: i32) -> Option<i64> {
         let pw = self.partitions.get(&partition)?;
-        pw.open
-            .values()
-            .map(|a| a.first_offset)
-            .chain(pw.pending.values().copied())
-            .min()
+        pw.holds.first_key_value().map(|(offset, _)| *offset)
     }
 
     /// Windows open across all partitions.
