@@ -203,15 +203,30 @@ impl Scrape {
     }
 }
 
-async fn get_metrics(port: u16) -> Option<String> {
+pub async fn get_metrics(port: u16) -> Option<String> {
+    get(port, "/metrics")
+        .await
+        .map(|(_, body)| body)
+}
+
+/// Whether the service behind `port` answers /readyz with 200.
+pub async fn is_ready(port: u16) -> bool {
+    get(port, "/readyz")
+        .await
+        .is_some_and(|(status, _)| status.contains(" 200 "))
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: (status line, body).
+async fn get(port: u16, path: &str) -> Option<(String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    s.write_all(request).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
 }

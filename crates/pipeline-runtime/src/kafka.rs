@@ -300,6 +300,11 @@ impl KafkaArgs {
             // a second or two of input at 10K records/s keeps the loop busy.
             ("queued.min.messages", "5000"),
             ("queued.max.messages.kbytes", "16384"),
+            // A fetch is decompressed into memory whole: 8 MiB, not librdkafka's 50 MiB. Large
+            // records must still reach the stream-reader to be dead-lettered: Kafka returns a
+            // first batch larger than the limits (KIP-74), brokers that do not (tansu) serve
+            // records up to this size.
+            ("fetch.max.bytes", "8388608"),
         ];
         defaults.extend_from_slice(extra);
         self.config(&defaults)?

@@ -590,14 +590,7 @@ pub async fn run_until(
     let tracker = context.tracker.clone();
     let revocations = context.revocations.clone();
     let lags = context.lags.clone();
-    let consumer = args.kafka.consumer(
-        &args.group_id,
-        context,
-        // Large records must reach us to be dead-lettered, not stall the fetcher: Kafka returns
-        // a first batch larger than the limits (KIP-74), some brokers do not, so a fetch may
-        // carry 8 MiB. Not more: a fetch is decompressed into memory whole.
-        &[("fetch.max.bytes", "8388608")],
-    )?;
+    let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
     consumer
         .subscribe(&[&args.input_topic])
         .context("subscribe")?;
