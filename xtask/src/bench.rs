@@ -87,6 +87,22 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) a running process has used so far, in seconds.
+fn process_cpu_secs(pid: i32) -> f64 {
+    // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, after the `(comm)`.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            #[allow(unsafe_code)] // reason: sysconf(3) has no std wrapper; it reads a constant
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            Some(ticks / hz.max(1.0))
+        })
+        .unwrap_or(0.0)
+}
+
 /// CPU time (user + system) of this process's waited-for children so far, in seconds.
 fn children_cpu_secs() -> f64 {
     #[allow(unsafe_code)] // reason: getrusage(2) has no std wrapper; it only fills the struct
@@ -158,7 +174,9 @@ const READER_METRICS_PORT: u16 = 39102;
 async fn rows_written(port: u16) -> Option<i64> {
     let body = crate::up::get_metrics(port).await?;
     body.lines()
-        .find(|l| l.starts_with("writer_rows_written_total{") && l.contains("table=\"access_logs\""))
+        .find(|l| {
+            l.starts_with("writer_rows_written_total{") && l.contains("table=\"access_logs\"")
+        })
         .and_then(|l| l.rsplit_once(' '))
         .and_then(|(_, v)| v.parse::<f64>().ok())
         .map(|v| v as i64)
@@ -523,15 +541,15 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let ours_mock = mock_n as f64 / start.elapsed().as_secs_f64();
     let mut mock_kafka = kafka.clone();
-    mock_kafka
-        .options
-        .push("test.mock.num.brokers=1".parse().map_err(anyhow::Error::msg)?);
+    mock_kafka.options.push(
+        "test.mock.num.brokers=1"
+            .parse()
+            .map_err(anyhow::Error::msg)?,
+    );
     let ceiling_mock = raw_produce(&mock_kafka, "b_mock", &records, mock_n as usize)?;
     let python_mock_n = mock_n / 2;
     let python_mock = python_produce(&kafka, "b_mock", python_mock_n, true)?;
-    println!(
-        "  ours {ours_mock:.0}/s, raw rdkafka {ceiling_mock:.0}/s, python {python_mock:.0}/s"
-    );
+    println!("  ours {ours_mock:.0}/s, raw rdkafka {ceiling_mock:.0}/s, python {python_mock:.0}/s");
     metrics.push(Metric {
         name: "producer_mock_logs_per_s".into(),
         value: ours_mock,
@@ -652,7 +670,10 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     metrics.extend(full.metrics("e2e", rate));
-    for (i, name) in ["producer", "stream_reader", "cassandra_writer"].iter().enumerate() {
+    for (i, name) in ["producer", "stream_reader", "cassandra_writer"]
+        .iter()
+        .enumerate()
+    {
         metrics.push(Metric {
             name: format!("e2e_rss_mb_{name}"),
             value: full.peaks[i],
@@ -713,6 +734,9 @@ struct EndToEnd {
     produce_secs: f64,
     /// Peak RSS of producer, stream-reader and cassandra-writer, in MB.
     peaks: [f64; 3],
+    /// CPU µs per record of the broker, the CQL server, producer, stream-reader and
+    /// cassandra-writer over the run: what the machine's cores went to.
+    cpu_us: [(&'static str, f64); 5],
 }
 
 impl EndToEnd {
@@ -730,18 +754,27 @@ impl EndToEnd {
             unit,
             ceiling,
         };
-        vec![
+        let mut out = vec![
             m("p50_ms", self.quantile(0.5), "ms", None),
             m("p99_ms", self.quantile(0.99), "ms", None),
             m("max_ms", self.quantile(1.0), "ms", None),
-            m("rows", self.latencies.len() as f64, "rows", Some(self.count as f64)),
+            m(
+                "rows",
+                self.latencies.len() as f64,
+                "rows",
+                Some(self.count as f64),
+            ),
             m(
                 "achieved_logs_per_s",
                 self.count as f64 / self.produce_secs,
                 "logs/s",
                 Some(rate as f64),
             ),
-        ]
+        ];
+        for (process, us) in self.cpu_us {
+            out.push(m(&format!("cpu_us_per_log_{process}"), us, "us", None));
+        }
+        out
     }
 }
 
@@ -798,8 +831,18 @@ async fn end_to_end(
             .chain([("METRICS_ADDR".to_owned(), addr.to_owned())])
             .collect()
     };
-    let mut r = service("stream-reader", &[], &with_metrics(READER_METRICS_ADDR), log)?;
-    let mut w = service("cassandra-writer", &[], &with_metrics(WRITER_METRICS_ADDR), log)?;
+    let mut r = service(
+        "stream-reader",
+        &[],
+        &with_metrics(READER_METRICS_ADDR),
+        log,
+    )?;
+    let mut w = service(
+        "cassandra-writer",
+        &[],
+        &with_metrics(WRITER_METRICS_ADDR),
+        log,
+    )?;
     // Both ready (connected, partitions assigned) before the first record.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(crate::up::is_ready(READER_METRICS_PORT).await
@@ -811,6 +854,10 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let count = rate * secs;
+    let stack_pids = [stack.pid("broker"), stack.pid("cql")].map(|p| p.unwrap_or(0));
+    let stack_cpu_before = stack_pids.map(process_cpu_secs);
+    let services_cpu_before = [r.id(), w.id()].map(|p| process_cpu_secs(p as i32));
+    let children_before = children_cpu_secs();
     let mut p = service(
         "producer",
         &[
@@ -843,6 +890,22 @@ async fn end_to_end(
     }
     peaks[1] = peak_rss_mb(r.id());
     peaks[2] = peak_rss_mb(w.id());
+    let per_log = |secs: f64| secs * 1e6 / count as f64;
+    let stack_cpu = [0, 1].map(|i| per_log(process_cpu_secs(stack_pids[i]) - stack_cpu_before[i]));
+    let services_cpu = [r.id(), w.id()].map(|p| process_cpu_secs(p as i32));
+    let cpu_us = [
+        ("broker", stack_cpu[0]),
+        ("cql", stack_cpu[1]),
+        ("producer", per_log(children_cpu_secs() - children_before)),
+        (
+            "stream_reader",
+            per_log(services_cpu[0] - services_cpu_before[0]),
+        ),
+        (
+            "cassandra_writer",
+            per_log(services_cpu[1] - services_cpu_before[1]),
+        ),
+    ];
     stop(&mut r);
     stop(&mut w);
     let mut latencies = e2e_latencies(stack, &valid, &keyspace).await?;
@@ -852,6 +915,7 @@ async fn end_to_end(
         count,
         produce_secs,
         peaks,
+        cpu_us,
     };
     println!(
         "  {} rows in {:.0} s of production ({:.0} logs/s achieved): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
@@ -861,6 +925,14 @@ async fn end_to_end(
         run.quantile(0.5),
         run.quantile(0.99),
         run.quantile(1.0)
+    );
+    println!(
+        "  CPU µs per log: {}",
+        cpu_us
+            .iter()
+            .map(|(p, us)| format!("{p} {us:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(run)
 }

@@ -204,9 +204,7 @@ impl Scrape {
 }
 
 pub async fn get_metrics(port: u16) -> Option<String> {
-    get(port, "/metrics")
-        .await
-        .map(|(_, body)| body)
+    get(port, "/metrics").await.map(|(_, body)| body)
 }
 
 /// Whether the service behind `port` answers /readyz with 200.

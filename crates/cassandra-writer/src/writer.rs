@@ -29,6 +29,7 @@ use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use clap::Args;
+use futures::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use log_schema::{
     Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
 };
@@ -49,7 +50,6 @@ use scylla::{
     serialize::row::SerializeRow,
     statement::prepared::PreparedStatement,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -408,8 +408,8 @@ pub async fn run_until(
         readiness,
         server_stop.clone(),
     ));
-    let (done_tx, mut done_rx) =
-        mpsc::unbounded_channel::<(Arc<str>, i32, i64, anyhow::Result<Outcome>)>();
+    // Records being written, polled by this loop (no task per record: fewer wake-ups).
+    let mut writes: FuturesUnordered<BoxFuture<'static, Written>> = FuturesUnordered::new();
     let mut topics: std::collections::HashMap<String, Arc<str>> = Default::default();
     let mut status = tokio::time::interval(status_every);
     let mut pause_tick = tokio::time::interval(Duration::from_secs(1));
@@ -420,7 +420,7 @@ pub async fn run_until(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((topic, partition, offset, outcome)) = done_rx.recv() => {
+            Some((topic, partition, offset, outcome)) = writes.next(), if !writes.is_empty() => {
                 flow.finished(&consumer);
                 metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 if let Err(error) = outcome {
@@ -455,12 +455,11 @@ pub async fn run_until(
                 flow.started(&consumer);
                 metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 let shared = shared.clone();
-                let done = done_tx.clone();
-                tokio::spawn(async move {
+                writes.push(Box::pin(async move {
                     let origin = Origin { topic: &topic, partition, offset };
                     let outcome = handle(&shared, &payload, key.as_deref(), &origin).await;
-                    let _ = done.send((topic, partition, offset, outcome));
-                });
+                    (topic, partition, offset, outcome)
+                }));
             }
             _ = pause_tick.tick() => flow.tick(&consumer),
             _ = status.tick() => {
@@ -489,7 +488,7 @@ pub async fn run_until(
     tokio::pin!(drain_deadline);
     while flow.in_flight() > 0 && fatal.is_none() {
         tokio::select! {
-            Some((topic, partition, offset, outcome)) = done_rx.recv() => {
+            Some((topic, partition, offset, outcome)) = writes.next(), if !writes.is_empty() => {
                 flow.finished(&consumer);
                 if outcome.is_ok() {
                     complete_and_store(&tracker, &consumer, &topic, partition, offset);
@@ -515,6 +514,9 @@ pub async fn run_until(
         None => Ok(()),
     }
 }
+
+/// A record's coordinates and what became of it.
+type Written = (Arc<str>, i32, i64, anyhow::Result<Outcome>);
 
 /// A decoded record of one of the writer's input topics.
 enum Input {

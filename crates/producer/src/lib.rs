@@ -267,7 +267,10 @@ pub async fn run_until(
     let limiter = std::num::NonZeroU32::new(args.rate.min(u32::MAX as u64) as u32).map(|rate| {
         let burst = std::num::NonZeroU32::new((rate.get() / 100).max(1)).expect("non-zero");
         let chunk = std::num::NonZeroU32::new((rate.get() / 1000).max(1)).expect("non-zero");
-        (RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)), chunk)
+        (
+            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            chunk,
+        )
     });
     let mut tokens = 0u32;
     let started = Instant::now();

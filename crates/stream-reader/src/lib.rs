@@ -37,9 +37,9 @@ use std::{
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use futures::{StreamExt as _, stream::FuturesUnordered};
 use chrono::Utc;
 use clap::Parser;
+use futures::{StreamExt as _, stream::FuturesUnordered};
 use log_schema::{DeadLetter, ErrorKind, Limits, Origin, validate};
 use pipeline_runtime::{
     kafka::{
@@ -247,7 +247,10 @@ type Landed = (
     Owner,
     u32,
     Instant,
-    Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
 );
 
 impl Future for Flight {
@@ -461,14 +464,13 @@ impl Reader {
                         kind,
                     }),
                     Owner::Window(id) => {
-                        let finished = self.windows_waiting.get_mut(&id).is_some_and(|(left, _)| {
-                            *left -= 1;
-                            *left == 0
-                        });
-                        if finished {
-                            if let Some((_, done)) = self.windows_waiting.remove(&id) {
-                                self.on_done(done);
-                            }
+                        let finished =
+                            self.windows_waiting.get_mut(&id).is_some_and(|(left, _)| {
+                                *left -= 1;
+                                *left == 0
+                            });
+                        if finished && let Some((_, done)) = self.windows_waiting.remove(&id) {
+                            self.on_done(done);
                         }
                     }
                 }

@@ -14,7 +14,7 @@
 //! events; closed windows were already emitted with deterministic keys and alert ids.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, btree_map},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -172,16 +172,16 @@ impl Windows {
             let acc = pw.open.entry((r.source_ip, minute)).or_insert_with(|| {
                 *holds.entry(offset).or_default() += 1;
                 Acc {
-                events: 0,
-                bytes_sent: 0,
-                bytes_received: 0,
-                ports: HashSet::new(),
-                destinations: HashSet::new(),
-                denied: 0,
-                first_seen: r.timestamp,
-                last_seen: r.timestamp,
-                first_offset: offset,
-            }
+                    events: 0,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    ports: HashSet::new(),
+                    destinations: HashSet::new(),
+                    denied: 0,
+                    first_seen: r.timestamp,
+                    last_seen: r.timestamp,
+                    first_offset: offset,
+                }
             });
             acc.events += 1;
             acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
@@ -291,14 +291,13 @@ impl Windows {
 
     /// The outputs of a closed window were acknowledged.
     pub fn emitted(&mut self, partition: i32, emission: u64) {
-        if let Some(pw) = self.partitions.get_mut(&partition) {
-            if let Some(offset) = pw.pending.remove(&emission) {
-                if let std::collections::btree_map::Entry::Occupied(mut e) = pw.holds.entry(offset) {
-                    *e.get_mut() -= 1;
-                    if *e.get() == 0 {
-                        e.remove();
-                    }
-                }
+        if let Some(pw) = self.partitions.get_mut(&partition)
+            && let Some(offset) = pw.pending.remove(&emission)
+            && let btree_map::Entry::Occupied(mut e) = pw.holds.entry(offset)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
             }
         }
     }
