@@ -494,7 +494,48 @@ fn valid_record() -> impl Strategy<Value = String> {
         })
 }
 
+/// chrono's reading of the seed's timestamp format, which the fast path must reproduce.
+fn chrono_seed_format(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
+#[test]
+fn seed_timestamp_fast_path_matches_chrono_on_edges() {
+    for s in [
+        "2025-12-28T10:30:45.123456",
+        "2025-12-28T10:30:45",
+        "2025-12-28T10:30:45.1",
+        "2025-12-28T10:30:45.123456789",
+        "2024-02-29T23:59:59.999999",
+        "0000-01-01T00:00:00",
+        "9999-12-31T23:59:59.999999999",
+    ] {
+        assert_eq!(record::seed_timestamp(s), chrono_seed_format(s), "{s}");
+        assert!(record::seed_timestamp(s).is_some(), "{s}");
+    }
+    // Shapes the fast path leaves to chrono: leap second, long fractions, bad dates.
+    for s in [
+        "2025-12-28T10:30:60",
+        "2025-12-28T10:30:45.1234567891",
+        "2025-02-30T10:30:45",
+        "2025-12-28T10:30:45.",
+        "2025-12-28 10:30:45",
+        "2025-1-28T10:30:45",
+    ] {
+        assert_eq!(record::seed_timestamp(s), None, "{s}");
+    }
+}
+
 proptest! {
+    #[test]
+    fn seed_timestamp_fast_path_agrees_with_chrono(
+        s in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,10})?.{0,2}",
+    ) {
+        if let Some(fast) = record::seed_timestamp(&s) {
+            prop_assert_eq!(Some(fast), chrono_seed_format(&s));
+        }
+    }
+
     #[test]
     fn never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let r = validate(&bytes, &ORIGIN, now(), &Limits::default());
