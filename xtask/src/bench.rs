@@ -227,8 +227,9 @@ fn raw_produce(
     records: &[(Option<Vec<u8>>, Vec<u8>)],
     count: usize,
 ) -> anyhow::Result<f64> {
-    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        kafka.producer_config(&[])?.create()?;
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = kafka
+        .producer_config(KafkaArgs::SOURCE_PRODUCER)?
+        .create()?;
     let start = Instant::now();
     for (key, payload) in records.iter().cycle().take(count) {
         let mut r = BaseRecord::<[u8], [u8]>::to(topic).payload(payload);
@@ -253,7 +254,7 @@ from datetime import datetime
 from confluent_kafka import Producer
 broker, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 conf = {"bootstrap.servers": broker, "enable.idempotence": True, "acks": "all",
-        "compression.type": "lz4", "linger.ms": 5, "batch.num.messages": 10000,
+        "compression.type": "lz4", "linger.ms": 50, "batch.num.messages": 10000,
         "queue.buffering.max.messages": 500000}
 if len(sys.argv) > 4 and sys.argv[4] == "mock":
     conf["test.mock.num.brokers"] = 1
@@ -509,7 +510,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
 
     // 1b. The same three without the broker's cap: librdkafka's in-process mock cluster
     //     (`test.mock.num.brokers`), which both clients embed; only the clients differ.
-    let mock_n: u64 = if args.quick { 500_000 } else { 2_000_000 };
+    let mock_n: u64 = if args.quick { 300_000 } else { 2_000_000 };
     println!("bench: producer against librdkafka's mock cluster, {mock_n} records");
     let mock_env: Vec<(String, String)> = env
         .iter()
@@ -643,11 +644,16 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     let mut cql = CassandraArgs::new(stack.cql_addr(), "bench");
     cql.await_schema_agreement = false;
     let mut best = 0.0f64;
-    for concurrency in [64, 256, 1024] {
+    let concurrencies: &[usize] = if args.quick {
+        &[256, 1024]
+    } else {
+        &[64, 256, 1024]
+    };
+    for &concurrency in concurrencies {
         best = best.max(raw_inserts(&cql, &rows, concurrency).await?);
     }
     println!(
-        "  ours {writer:.0} rows/s, raw scylla inserts {best:.0} rows/s (best of 64/256/1024 in flight)"
+        "  ours {writer:.0} rows/s, raw scylla inserts {best:.0} rows/s (best of {concurrencies:?} in flight)"
     );
     metrics.push(Metric {
         name: "writer_rows_per_s".into(),
@@ -682,7 +688,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         });
     }
     let low_rate = 2_000u64;
-    let low_secs = if args.quick { 10 } else { 30 };
+    let low_secs = if args.quick { 8 } else { 30 };
     println!("bench: end to end at {low_rate} logs/s for {low_secs} s");
     let low = end_to_end(stack, &env, &log, args.quick, "e2e_low", low_rate, low_secs).await?;
     metrics.extend(low.metrics("e2e_2k", low_rate));

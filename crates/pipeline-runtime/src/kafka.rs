@@ -270,6 +270,12 @@ impl KafkaArgs {
     pub const RELAY_PRODUCER: &'static [(&'static str, &'static str)] =
         &[("enable.idempotence", "false")];
 
+    /// Producer settings of the producer service, which stays idempotent: a 50 ms linger, so
+    /// that the next batch of a partition is rarely ready while its single in-flight request
+    /// waits — that is when librdkafka busy-polls. Measured against a loaded broker at 10K
+    /// records/s: 86 → 53 µs CPU per record (non-idempotent: 11 µs).
+    pub const SOURCE_PRODUCER: &'static [(&'static str, &'static str)] = &[("linger.ms", "50")];
+
     /// A [`FutureProducer`] with [`KafkaArgs::producer_config`].
     pub fn producer(&self, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
         self.producer_config(extra)?

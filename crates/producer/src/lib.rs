@@ -247,7 +247,13 @@ pub async fn run_until(
     let epoch = Instant::now();
     let producer: ThreadedProducer<Deliveries> = args
         .kafka
-        .producer_config(&[("statistics.interval.ms", "5000")])?
+        .producer_config(
+            &[
+                KafkaArgs::SOURCE_PRODUCER,
+                &[("statistics.interval.ms", "5000")],
+            ]
+            .concat(),
+        )?
         .create_with_context(Deliveries {
             stats: stats.clone(),
             readiness,
