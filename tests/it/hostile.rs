@@ -315,11 +315,13 @@ async fn hostile_corpus_is_routed_exactly_and_the_reader_survives() {
 
     let stats = Arc::new(ReaderStats::default());
     let stop = CancellationToken::new();
-    let running = tokio::spawn(stream_reader::run_until(
-        reader::args(&t),
-        stop.clone(),
-        stats.clone(),
-    ));
+    // tansu does not return a record larger than `fetch.max.bytes` (no KIP-74): the reader's
+    // fetches must hold the 4 MiB case here (stand-in configuration, README).
+    let mut args = reader::args(&t);
+    args.kafka
+        .options
+        .push("fetch.max.bytes=8388608".parse().expect("option"));
+    let running = tokio::spawn(stream_reader::run_until(args, stop.clone(), stats.clone()));
     let routed = || stats.valid.load(Relaxed) + stats.invalid.load(Relaxed);
     let progress = || {
         format!(

@@ -298,14 +298,15 @@ fn python_produce(kafka: &KafkaArgs, topic: &str, n: u64, mock: bool) -> anyhow:
 
 /// Raw consume → produce pass-through: the reader's ceiling.
 fn raw_passthrough(kafka: &KafkaArgs, from: &str, to: &str, n: i64) -> anyhow::Result<f64> {
-    let consumer: BaseConsumer = kafka
-        .config(&[
-            ("group.id", "bench-passthrough"),
-            ("auto.offset.reset", "earliest"),
-            ("enable.auto.commit", "true"),
-            ("fetch.wait.max.ms", "100"),
-        ])?
-        .create()?;
+    // The stream-reader's consumer settings.
+    let own: &[(&str, &str)] = &[
+        ("group.id", "bench-passthrough"),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "true"),
+        ("fetch.wait.max.ms", "100"),
+    ];
+    let settings = [own, KafkaArgs::CONSUMER_MEMORY].concat();
+    let consumer: BaseConsumer = kafka.config(&settings)?.create()?;
     consumer.subscribe(&[from])?;
     // The stream-reader's producer settings.
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =

@@ -270,6 +270,19 @@ impl KafkaArgs {
     pub const RELAY_PRODUCER: &'static [(&'static str, &'static str)] =
         &[("enable.idempotence", "false")];
 
+    /// Consumer settings that bound memory (massif: at the peak, librdkafka's fetched-message
+    /// ops and lz4 buffers were ~75 % of the stream-reader's heap). Prefetch: a second or two of
+    /// input at 10K records/s (librdkafka's defaults: 100,000 messages per partition, 64 MiB).
+    /// A fetch is decompressed into memory whole: 2 MiB, not librdkafka's 50 MiB. Larger
+    /// records still arrive: Kafka returns a first batch larger than the limits (KIP-74).
+    /// Brokers without KIP-74 (tansu) need `fetch.max.bytes` above the largest record in
+    /// `KAFKA_OPTIONS`.
+    pub const CONSUMER_MEMORY: &'static [(&'static str, &'static str)] = &[
+        ("queued.min.messages", "5000"),
+        ("queued.max.messages.kbytes", "16384"),
+        ("fetch.max.bytes", "2097152"),
+    ];
+
     /// Producer settings of the producer service, which stays idempotent: a 50 ms linger, so
     /// that the next batch of a partition is rarely ready while its single in-flight request
     /// waits — that is when librdkafka busy-polls. Measured against a loaded broker at 10K
@@ -302,16 +315,8 @@ impl KafkaArgs {
             ("session.timeout.ms", "10000"),
             ("fetch.wait.max.ms", "100"),
             ("statistics.interval.ms", "5000"),
-            // Bounded prefetch (librdkafka's defaults: 100,000 messages per partition, 64 MiB):
-            // a second or two of input at 10K records/s keeps the loop busy.
-            ("queued.min.messages", "5000"),
-            ("queued.max.messages.kbytes", "16384"),
-            // A fetch is decompressed into memory whole: 8 MiB, not librdkafka's 50 MiB. Large
-            // records must still reach the stream-reader to be dead-lettered: Kafka returns a
-            // first batch larger than the limits (KIP-74), brokers that do not (tansu) serve
-            // records up to this size.
-            ("fetch.max.bytes", "8388608"),
         ];
+        defaults.extend_from_slice(Self::CONSUMER_MEMORY);
         defaults.extend_from_slice(extra);
         self.config(&defaults)?
             .create_with_context(context)
