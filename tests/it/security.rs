@@ -23,11 +23,7 @@ fn help_never_prints_secret_values() {
             .env("CASSANDRA_PASSWORD", SECRET)
             .output()
             .expect("run --help");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = all_output(&out);
         assert!(out.status.success(), "{bin} --help");
         assert!(
             text.contains("KAFKA_SASL_PASSWORD"),
@@ -112,11 +108,7 @@ async fn a_run_with_secrets_never_logs_them() {
             .envs(env)
             .output()
             .expect("run");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = all_output(&out);
         assert!(!out.status.success(), "{name}: fails");
         assert!(
             text.contains("cassandra-writer: "),
@@ -135,4 +127,13 @@ async fn a_run_with_secrets_never_logs_them() {
     }
     let _ = std::fs::remove_file(secret_file);
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Everything a finished process printed, stdout then stderr.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
