@@ -267,9 +267,11 @@ impl KafkaArgs {
     /// per partition in flight and busy-polls its broker socket while a batch waits for it
     /// (confluentinc/librdkafka#4989); measured here, that spin was ~75 % of the
     /// stream-reader's CPU. A relayed record carries a deterministic id (`event_id`, window and
-    /// alert ids) that Cassandra upserts, so a duplicate from a producer retry is harmless and
-    /// the services stay at-least-once. The producer service keeps idempotence: its records
-    /// have no id of their own. `KAFKA_OPTIONS=enable.idempotence=true` turns it back on.
+    /// alert ids) that Cassandra upserts, so a duplicate from a producer retry is harmless; a
+    /// dead letter carries its source topic/partition/offset to deduplicate by (dead letters
+    /// were at-least-once already: a reprocessed record is dead-lettered again). The producer
+    /// service keeps idempotence: its records have no id of their own.
+    /// `KAFKA_OPTIONS=enable.idempotence=true` turns it back on.
     pub const RELAY_PRODUCER: &'static [(&'static str, &'static str)] =
         &[("enable.idempotence", "false")];
 
