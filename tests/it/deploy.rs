@@ -2,7 +2,7 @@
 //!
 //! * docker-compose.yml builds only stages that docker/Dockerfile defines, and names each image
 //!   after its Dockerfile target, the way the CI pushes them;
-//! * the Dockerfile builds and copies the three services' binaries only (never cql-dev-server),
+//! * the Dockerfile builds and copies the three services' binaries only (never xtask, the development tooling),
 //!   and each service image holds its own binary on the slim runtime base, as a non-root user;
 //! * every environment variable that compose or the Dockerfile gives a service is one that its
 //!   command line reads (clap `env`), RUST_LOG aside (read by tracing's `EnvFilter`), and none is
@@ -25,7 +25,7 @@ const SERVICES: [&str; 3] = ["producer", "stream-reader", "cassandra-writer"];
 /// Environment variables our services read outside clap: tracing's `EnvFilter`.
 const EXTRA_ENV: [&str; 1] = ["RUST_LOG"];
 /// Development only: never in an image.
-const DEV_ONLY: &str = "cql-dev-server";
+const DEV_ONLY: &str = "xtask";
 /// The runtime base of the service images.
 const RUNTIME_BASE: &str = "debian:bookworm-slim";
 
@@ -374,7 +374,7 @@ fn dockerfile_ships_only_the_service_binaries() {
             );
         }
     }
-    // The instructions (comments aside) never mention the development server.
+    // The instructions (comments aside) never mention the development tooling.
     for stage in &stages {
         for (op, args) in &stage.instructions {
             assert!(!args.contains(DEV_ONLY), "{op} {args} mentions {DEV_ONLY}");
@@ -866,8 +866,8 @@ fn dockerignore_keeps_sources_in_and_local_state_out() {
         ".git/HEAD",
         "target/debug/producer",
         "target/venv-ci/bin/python",
-        ".cargo-home/bin/tansu",
-        "tansu.db",
+        "target/local-stack/dev/kafka.log",
+        "target/servers/kafka-0123456789ab.classpath",
         ".env",
         "deploy.env",
     ] {

@@ -29,7 +29,7 @@ use rdkafka::{
     producer::{BaseRecord, Producer, ThreadedProducer},
 };
 
-use crate::stack::{self, Stack};
+use crate::stack::{self, Server, Stack};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -390,8 +390,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "stream-reader",
             "-p",
             "cassandra-writer",
-            "-p",
-            "cql-dev-server",
         ],
         true,
     )?;
@@ -861,7 +859,7 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let count = rate * secs;
-    let stack_pids = [stack.pid("broker"), stack.pid("cql")].map(|p| p.unwrap_or(0));
+    let stack_pids = [stack.pid(Server::Kafka), stack.pid(Server::Cassandra)].map(|p| p.unwrap_or(0));
     let stack_cpu_before = stack_pids.map(process_cpu_secs);
     let services_cpu_before = [r.id(), w.id()].map(|p| process_cpu_secs(p as i32));
     let children_before = children_cpu_secs();

@@ -25,7 +25,7 @@ use rdkafka::{
 };
 use uuid::Uuid;
 
-use crate::stack::{self, Stack};
+use crate::stack::{self, Server, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Drill {
@@ -33,9 +33,11 @@ pub enum Drill {
     WriterKill,
     /// SIGKILL the reader repeatedly, restarting it each time.
     ReaderKill,
-    /// Freeze the CQL server (SIGSTOP) for a while, then resume it.
+    /// Freeze Cassandra (SIGSTOP) for a while, then resume it.
     CqlOutage,
-    /// Restart the broker mid-run (its sqlite storage keeps the data).
+    /// SIGKILL Cassandra mid-run and start it again (it replays its commit log).
+    CassandraRestart,
+    /// Restart the Kafka broker mid-run (SIGTERM, same log directory).
     BrokerRestart,
     /// A second reader and a second writer join the groups and leave again.
     Rebalance,
@@ -71,6 +73,9 @@ pub struct Outcome {
     pub faults: usize,
     /// Records the producer reported as not delivered (counted, never silent).
     pub producer_failed: u64,
+    /// Records on the input topic whose payload is already there (a producer retry that the
+    /// idempotent producer failed to deduplicate).
+    pub input_duplicates: usize,
     pub lost: usize,
     pub duplicated: usize,
     pub dlq_exact: bool,
@@ -82,13 +87,15 @@ impl Outcome {
     pub fn ok(&self) -> bool {
         self.lost == 0
             && self.duplicated == 0
+            && self.producer_failed == 0
+            && self.input_duplicates == 0
             && self.dlq_exact
             && self.valid + self.invalid == self.records as usize
     }
 
     pub fn line(&self) -> String {
         format!(
-            "drill {:<15} {} records={} valid={} invalid={} faults={} producer_failed_reported={} lost={} duplicated={} dlq_exact={} recover_max={:.1}s elapsed={:.0}s",
+            "drill {:<15} {} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} recover_max={:.1}s elapsed={:.0}s",
             format!("{:?}", self.drill).to_lowercase(),
             if self.ok() { "PASS" } else { "FAIL" },
             self.records,
@@ -96,6 +103,7 @@ impl Outcome {
             self.invalid,
             self.faults,
             self.producer_failed,
+            self.input_duplicates,
             self.lost,
             self.duplicated,
             self.dlq_exact,
@@ -127,6 +135,7 @@ pub async fn run(stack: &Stack, args: &DrillArgs) -> anyhow::Result<Vec<Outcome>
             Drill::WriterKill,
             Drill::ReaderKill,
             Drill::CqlOutage,
+            Drill::CassandraRestart,
             Drill::BrokerRestart,
             Drill::Rebalance,
         ]
@@ -173,7 +182,7 @@ impl Names {
         }
     }
 
-    fn env(&self, stack: &Stack, drill: Drill) -> Vec<(String, String)> {
+    fn env(&self, stack: &Stack) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = stack
             .env()
             .into_iter()
@@ -197,20 +206,10 @@ impl Names {
         env.push(("READER_GROUP_ID".into(), format!("{}_reader", self.tag)));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
         env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
-        // A killed member is evicted after this; see README on tansu's group handling.
-        // tansu 0.6 with sqlite storage panics after a restart when an idempotent producer
-        // resumes (`idempotent_message_check`: "more or less than one row"), so the broker
-        // drill runs the producers non-idempotently — a setting of the stand-in, in config.
-        let options = if drill == Drill::BrokerRestart {
-            "session.timeout.ms=6000;enable.idempotence=false"
-        } else {
-            "session.timeout.ms=6000"
-        };
-        env.push(("KAFKA_OPTIONS".into(), options.into()));
-        env.push((
-            "RUST_LOG".into(),
-            "info,scylla::cluster::metadata=off".into(),
-        ));
+        // A killed member's partitions move on after its session expires (the broker's
+        // minimum, 6 s, instead of the 45 s default).
+        env.push(("KAFKA_OPTIONS".into(), "session.timeout.ms=6000".into()));
+        env.push(("RUST_LOG".into(), "info".into()));
         env
     }
 }
@@ -376,7 +375,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             1,
         )
         .await?;
-    let env = names.env(stack, drill);
+    let env = names.env(stack);
     let logs = stack.dir.join("drills");
     fs::create_dir_all(&logs)?;
     let log = logs.join(format!("{}.log", names.tag));
@@ -434,8 +433,6 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 };
                 sigkill(proc_);
                 faults += 1;
-                // Wait out the session timeout (tansu does not rebalance on expiry).
-                tokio::time::sleep(Duration::from_secs(7)).await;
                 let before = progress_retrying(&kafka, group, topic).await?.1;
                 *proc_ = spawn(proc_.name, &[], &env, &log)?;
                 let t = Instant::now();
@@ -448,7 +445,9 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         }
         Drill::CqlOutage => {
             tokio::time::sleep(production / 3).await;
-            let pid = stack.pid("cql").context("the CQL server is not running")?;
+            let pid = stack
+                .pid(Server::Cassandra)
+                .context("Cassandra is not running")?;
             stack::signal(pid, libc::SIGSTOP);
             faults += 1;
             tokio::time::sleep(s.outage).await;
@@ -463,9 +462,25 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             .await?;
             recover_max = t.elapsed();
         }
+        Drill::CassandraRestart => {
+            tokio::time::sleep(production / 3).await;
+            stack.restart(Server::Cassandra, true).await?;
+            faults += 1;
+            let before = progress_retrying(&kafka, &writer_group, &names.valid)
+                .await?
+                .1;
+            let t = Instant::now();
+            wait_for(
+                "writes after the Cassandra restart",
+                Duration::from_secs(120),
+                || recovered(&writer_group, &names.valid, before),
+            )
+            .await?;
+            recover_max = t.elapsed();
+        }
         Drill::BrokerRestart => {
             tokio::time::sleep(production / 3).await;
-            stack.restart_broker().await?;
+            stack.restart(Server::Kafka, false).await?;
             faults += 1;
             let before = progress_retrying(&kafka, &writer_group, &names.valid)
                 .await?
@@ -491,8 +506,8 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         }
     }
 
-    // The producer delivers every record or reports each failure (and exits non-zero): a broker
-    // that goes away mid-request answers some produce requests with errors.
+    // The producer delivers every record or reports each failure (and exits non-zero); the
+    // outcome fails on any reported failure.
     let status = producer.child.wait()?;
     let (sent, delivered, failed) = producer_summary(&log)?;
     if sent != s.records || delivered + failed != sent {
@@ -500,7 +515,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             "the producer lost track of records: sent {sent}, delivered {delivered}, failed {failed}"
         );
     }
-    if !status.success() && (failed == 0 || drill != Drill::BrokerRestart) {
+    if !status.success() && failed == 0 {
         bail!("the producer failed ({status}); see {}", log.display());
     }
     let produced = progress_retrying(&kafka, &reader_group, &names.raw)
@@ -582,6 +597,9 @@ async fn reconcile(
             names.raw
         );
     }
+    // Generated payloads carry microsecond timestamps and random addresses: a repeated payload
+    // is a duplicate the producer wrote.
+    let distinct_payloads: BTreeSet<&[u8]> = input.iter().map(|(_, _, p)| p.as_slice()).collect();
     // What the contract says each input must become.
     let mut want_valid: BTreeMap<Uuid, String> = BTreeMap::new();
     let mut want_invalid: BTreeSet<(i32, i64)> = BTreeSet::new();
@@ -613,8 +631,7 @@ async fn reconcile(
         .collect();
 
     // Cassandra: every row of every source IP.
-    let mut cql = CassandraArgs::new(stack.cql_addr(), &names.keyspace);
-    cql.await_schema_agreement = false;
+    let cql = CassandraArgs::new(stack.cql_addr(), &names.keyspace);
     let session = cql.connect().await?;
     let stmt = session
         .prepare(format!(
@@ -643,6 +660,7 @@ async fn reconcile(
         invalid: want_invalid.len(),
         faults,
         producer_failed: 0,
+        input_duplicates: input.len() - distinct_payloads.len(),
         lost,
         duplicated: rows.len() - distinct.len() + distinct.difference(&want_ids).count(),
         dlq_exact: dlq == want_invalid && validated == want_ids,

@@ -1,12 +1,13 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! * `services start|stop|status`: the local stack (Kafka-API broker + CQL server);
+//! * `services start|stop|status`: the local stack (Apache Kafka + Apache Cassandra JVMs);
 //! * `test`: its own stack on other ports, every unit and integration test, teardown;
 //! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line.
 
 mod bench;
 mod drill;
 mod fuzz;
+mod servers;
 mod stack;
 mod up;
 
@@ -29,7 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Manage the local stack (broker on 127.0.0.1:9092, CQL on 127.0.0.1:9042).
+    /// Manage the local stack (Kafka on 127.0.0.1:9092, Cassandra's CQL on 127.0.0.1:9042).
     Services {
         #[command(subcommand)]
         action: ServicesCmd,
@@ -65,9 +66,9 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum ServicesCmd {
-    /// Start the broker and the CQL server, create the topics, apply the migrations.
+    /// Start Kafka and Cassandra, create the topics, apply the migrations.
     Start {
-        /// Begin from empty state (deletes the broker's data).
+        /// Begin from empty state (deletes Kafka's and Cassandra's data).
         #[arg(long)]
         clean: bool,
         /// Partitions per topic.
@@ -113,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ServicesCmd::Status => {
-                let up = Stack::dev(3).status();
+                let up = Stack::dev(3).status().await;
                 Ok(if up {
                     ExitCode::SUCCESS
                 } else {

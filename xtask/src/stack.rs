@@ -1,10 +1,11 @@
-//! The local stack: a Kafka-API broker (tansu, sqlite storage) and the development CQL server,
-//! started as detached processes with pid files under `target/local-stack/<name>/`.
+//! The local stack: Apache Kafka (one combined KRaft broker + controller) and Apache Cassandra
+//! (one node), each a detached JVM process with a pid file under `target/local-stack/<name>/`,
+//! configured by [`crate::servers`] and listening on loopback only.
 
 use std::{
     fs,
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -12,10 +13,15 @@ use std::{
 use anyhow::{Context as _, bail};
 use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs};
 
-use crate::{cargo, project_root};
+pub use crate::servers::Server;
+use crate::servers::{self, Classpath, Layout};
 
-/// Version of the Kafka-API broker we install.
-pub const TANSU_VERSION: &str = "0.6.0";
+/// How long a server gets to answer real requests after it was started (a first Cassandra
+/// boot on a busy 2-core machine takes ~10-30 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long a server gets to shut down cleanly on SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(45);
 
 /// One stack: its state directory and ports.
 #[derive(Debug, Clone)]
@@ -38,8 +44,10 @@ impl Stack {
         Self::named("test", 19092, 19042, 3)
     }
 
+    /// A stack with Kafka on `kafka_port` (its controller on the next port) and CQL on
+    /// `cql_port` (Cassandra's internode port 2042 below it: 9042 → 7000).
     pub fn named(name: &'static str, kafka_port: u16, cql_port: u16, partitions: i32) -> Self {
-        let dir = project_root().join("target").join("local-stack").join(name);
+        let dir = crate::target_dir().join("local-stack").join(name);
         Self {
             name,
             dir,
@@ -57,65 +65,65 @@ impl Stack {
         format!("127.0.0.1:{}", self.cql_port)
     }
 
+    fn layout(&self) -> Layout {
+        Layout {
+            dir: self.dir.clone(),
+            cluster_name: format!("ip-log-pipeline-{}", self.name),
+            kafka_port: self.kafka_port,
+            controller_port: self.kafka_port + 1,
+            cql_port: self.cql_port,
+            storage_port: self.cql_port - 2042,
+        }
+    }
+
     /// Environment that points the services (and tests) at this stack.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("KAFKA_BROKER", self.kafka_addr()),
             ("CASSANDRA_NODES", self.cql_addr()),
-            // The development CQL server has no schema versions and a single replica.
-            ("CASSANDRA_AWAIT_SCHEMA_AGREEMENT", "false".into()),
-            ("CASSANDRA_CONSISTENCY", "one".into()),
         ]
     }
 
-    fn components(&self) -> [Component; 2] {
-        [Component::Broker, Component::Cql]
+    fn pid_file(&self, s: Server) -> PathBuf {
+        self.dir.join(format!("{}.pid", s.name()))
     }
 
-    fn pid_file(&self, c: Component) -> PathBuf {
-        self.dir.join(format!("{}.pid", c.name()))
+    pub fn log_file(&self, s: Server) -> PathBuf {
+        self.dir.join(format!("{}.log", s.name()))
     }
 
-    fn log_file(&self, c: Component) -> PathBuf {
-        self.dir.join(format!("{}.log", c.name()))
-    }
-
-    fn port(&self, c: Component) -> u16 {
-        match c {
-            Component::Broker => self.kafka_port,
-            Component::Cql => self.cql_port,
+    /// Every port a server listens on (client port first).
+    fn ports(&self, s: Server) -> [u16; 2] {
+        let l = self.layout();
+        match s {
+            Server::Kafka => [l.kafka_port, l.controller_port],
+            Server::Cassandra => [l.cql_port, l.storage_port],
         }
     }
 
-    /// Pid of a component we started, if it still runs.
-    fn running_pid(&self, c: Component) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(self.pid_file(c))
+    /// Pid of a server we started, if it still runs.
+    pub fn pid(&self, s: Server) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.pid_file(s))
             .ok()?
             .trim()
             .parse()
             .ok()?;
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        // Guard against a recycled pid: the process must still be our binary.
+        // Guard against a recycled pid: the process must still be our server's JVM.
         String::from_utf8_lossy(&cmdline)
-            .contains(c.binary_name())
+            .contains(s.main_class())
             .then_some(pid)
     }
 
     /// Starts both servers (if not running), waits until they answer real requests, creates the
     /// topics and applies the migrations.
     pub async fn start(&self, clean: bool) -> anyhow::Result<()> {
-        let tansu = ensure_tansu()?;
-        cargo(
-            &[
-                "build",
-                "--quiet",
-                "-p",
-                "cql-dev-server",
-                "-p",
-                "cassandra-writer",
-            ],
-            false,
-        )?;
+        let java = servers::java()?;
+        let classpaths = [
+            servers::classpath(Server::Kafka)?,
+            servers::classpath(Server::Cassandra)?,
+        ];
+        crate::cargo(&["build", "--quiet", "-p", "cassandra-writer"], false)?;
         if clean {
             self.stop()?;
             if self.dir.exists() {
@@ -124,188 +132,198 @@ impl Stack {
             }
         }
         fs::create_dir_all(&self.dir)?;
-        for c in self.components() {
-            if let Some(pid) = self.running_pid(c) {
+        let started = Instant::now();
+        for (s, cp) in Server::ALL.into_iter().zip(&classpaths) {
+            if let Some(pid) = self.pid(s) {
                 println!(
-                    "{:<7} already running (pid {pid}, stack {})",
-                    c.name(),
+                    "{:<9} already running (pid {pid}, stack {})",
+                    s.name(),
                     self.name
                 );
                 continue;
             }
-            if port_open(self.port(c)) {
-                bail!(
-                    "port {} is taken by a process this stack did not start; stop it first",
-                    self.port(c)
-                );
-            }
-            let pid = self.spawn(c, &tansu)?.id();
-            println!("{:<7} started (pid {pid}) on {}", c.name(), self.port(c));
+            let pid = self.spawn(s, &java, cp)?;
+            println!(
+                "{:<9} {} started (pid {pid}) on 127.0.0.1:{}",
+                s.name(),
+                cp.version(s),
+                self.ports(s)[0]
+            );
         }
-        self.wait_ready().await?;
+        for s in Server::ALL {
+            self.wait_ready(s).await?;
+        }
+        println!("servers ready after {:.1} s", started.elapsed().as_secs_f64());
         KafkaArgs::new(self.kafka_addr())
             .ensure_topics(&log_schema_topics(), self.partitions, 1)
             .await
             .context("create the pipeline topics")?;
         println!(
-            "topics  {} ({} partitions each)",
+            "topics    {} ({} partitions each)",
             log_schema_topics().join(", "),
             self.partitions
         );
         let status = Command::new(crate::bin_path("cassandra-writer", false))
             .arg("migrate")
             .envs(self.env())
-            .env("RUST_LOG", "warn,scylla=error")
+            .env("RUST_LOG", "warn")
             .status()
             .context("run cassandra-writer migrate")?;
         if !status.success() {
             bail!("cassandra-writer migrate failed ({status})");
         }
-        println!("schema  ip_logs keyspace migrated");
+        println!("schema    ip_logs keyspace migrated");
         Ok(())
     }
 
-    /// Starts one component detached, writes its pid file, returns its pid.
-    fn spawn(&self, c: Component, tansu: &Path) -> anyhow::Result<std::process::Child> {
-        let mut cmd = match c {
-            Component::Broker => {
-                let url = format!("tcp://{}", self.kafka_addr());
-                let mut cmd = Command::new(tansu);
-                cmd.args([
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                    "--storage-engine",
-                    "sqlite://tansu.db",
-                ]);
-                cmd
+    /// Writes a server's configuration (formatting Kafka's storage on first start), starts it
+    /// detached, writes its pid file, returns its pid.
+    fn spawn(&self, s: Server, java: &std::path::Path, cp: &Classpath) -> anyhow::Result<u32> {
+        for port in self.ports(s) {
+            if port_open(port) {
+                bail!(
+                    "port {port} (for {}) is taken by a process this stack did not start; \
+                     stop it first",
+                    s.name()
+                );
             }
-            Component::Cql => {
-                let mut cmd = Command::new(crate::bin_path("cql-dev-server", false));
-                cmd.args(["--listen", &self.cql_addr()]);
-                cmd
+        }
+        let layout = self.layout();
+        let mut cmd = Command::new(java);
+        match s {
+            Server::Kafka => {
+                let properties = servers::kafka_config(&layout)?;
+                let data = layout.data_dir(s);
+                if !data.join("meta.properties").exists() {
+                    let out = Command::new(java)
+                        .args(servers::kafka_jvm_args(&layout))
+                        .arg("-cp")
+                        .arg(cp.joined())
+                        .args(["kafka.tools.StorageTool", "format", "--standalone", "-t"])
+                        .arg(servers::kafka_cluster_id())
+                        .arg("-c")
+                        .arg(&properties)
+                        .output()
+                        .context("run kafka.tools.StorageTool format")?;
+                    if !out.status.success() {
+                        bail!(
+                            "formatting Kafka's KRaft storage failed ({}): {}",
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                }
+                cmd.args(servers::kafka_jvm_args(&layout))
+                    .arg("-cp")
+                    .arg(cp.joined())
+                    .arg(s.main_class())
+                    .arg(&properties);
             }
-        };
+            Server::Cassandra => {
+                servers::cassandra_config(&layout)?;
+                cmd.args(servers::cassandra_jvm_args(&layout))
+                    .arg("-cp")
+                    .arg(cp.joined())
+                    .arg(s.main_class());
+            }
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_file(c))?;
+            .open(self.log_file(s))?;
         let child = detached(&mut cmd)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("start {}", c.name()))?;
-        fs::write(self.pid_file(c), child.id().to_string())?;
-        Ok(child)
+            .with_context(|| format!("start {}", s.name()))?;
+        fs::write(self.pid_file(s), child.id().to_string())?;
+        Ok(child.id())
     }
 
-    /// Pid of a running component (`broker` or `cql`) that this stack started.
-    pub fn pid(&self, name: &str) -> Option<i32> {
-        self.components()
-            .into_iter()
-            .find(|c| c.name() == name)
-            .and_then(|c| self.running_pid(c))
+    /// Stops a server (SIGTERM, or SIGKILL when `kill`) and starts it again on the same data;
+    /// waits until it answers real requests.
+    pub async fn restart(&self, s: Server, kill: bool) -> anyhow::Result<()> {
+        if let Some(pid) = self.pid(s) {
+            if kill {
+                signal(pid, libc::SIGKILL);
+            }
+            terminate(pid, STOP_GRACE);
+        }
+        self.wait_ports_free(s)?;
+        let java = servers::java()?;
+        let cp = servers::classpath(s)?;
+        self.spawn(s, &java, &cp)?;
+        self.wait_ready(s).await
     }
 
-    /// Stops the broker and starts it again on the same storage; waits until it answers.
-    pub async fn restart_broker(&self) -> anyhow::Result<()> {
-        let tansu = ensure_tansu()?;
-        if let Some(pid) = self.running_pid(Component::Broker) {
-            terminate(pid, Duration::from_secs(10));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while port_open(self.kafka_port) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut child = self.spawn(Component::Broker, &tansu)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !port_open(self.kafka_port) {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "the restarted broker exited ({status}); see {}",
-                    self.log_file(Component::Broker).display()
-                );
+    /// Waits until a server answers real requests: Kafka metadata naming a broker, a CQL query.
+    async fn wait_ready(&self, s: Server) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let log = self.log_file(s);
+        let check_alive = || -> anyhow::Result<()> {
+            // Liveness by pid only: right after exec, /proc/<pid>/cmdline can briefly be empty,
+            // so the main-class guard of `pid` would misfire here.
+            let pid = fs::read_to_string(self.pid_file(s))
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+            if !pid.is_some_and(alive) {
+                bail!("{} exited; see {}", s.name(), log.display());
             }
             if Instant::now() > deadline {
-                bail!("the restarted broker does not listen after 60 s");
+                bail!(
+                    "{} did not answer within {READY_TIMEOUT:?}; see {}",
+                    s.name(),
+                    log.display()
+                );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        };
+        while !port_open(self.ports(s)[0]) {
+            check_alive()?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.wait_ready().await
+        match s {
+            Server::Kafka => {
+                let admin = KafkaArgs::new(self.kafka_addr()).admin()?;
+                loop {
+                    match admin.inner().fetch_metadata(None, Duration::from_secs(5)) {
+                        Ok(m) if !m.brokers().is_empty() => return Ok(()),
+                        _ => check_alive().context("Kafka does not answer metadata requests")?,
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Server::Cassandra => loop {
+                if self.cassandra_release().await.is_ok() {
+                    return Ok(());
+                }
+                check_alive().context("Cassandra does not answer CQL queries")?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            },
+        }
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for c in self.components() {
-            while !port_open(self.port(c)) {
-                // Check liveness by pid only: right after exec, /proc/<pid>/cmdline can briefly
-                // be empty, so the binary-name guard of `running_pid` would misfire here.
-                let pid = fs::read_to_string(self.pid_file(c))
-                    .ok()
-                    .and_then(|p| p.trim().parse().ok());
-                if !pid.is_some_and(alive) {
-                    bail!("{} exited; see {}", c.name(), self.log_file(c).display());
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{} did not listen within 60 s; see {}",
-                        c.name(),
-                        self.log_file(c).display()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        // Real requests: broker metadata and a CQL session (the driver queries system tables).
-        let admin = KafkaArgs::new(self.kafka_addr()).admin()?;
-        loop {
-            match admin.inner().fetch_metadata(None, Duration::from_secs(5)) {
-                Ok(m) if !m.brokers().is_empty() => break,
-                Ok(_) | Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Ok(_) => bail!("broker reports no brokers"),
-                Err(e) => return Err(e).context("broker does not answer metadata requests"),
-            }
-        }
-        let mut cql = CassandraArgs::new(self.cql_addr(), "ip_logs");
-        cql.await_schema_agreement = false;
-        loop {
-            match cql.connect().await {
-                Ok(_) => break,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => return Err(e).context("CQL server does not answer"),
-            }
-        }
-        Ok(())
+    /// `release_version` of the running Cassandra node (a real CQL query).
+    async fn cassandra_release(&self) -> anyhow::Result<String> {
+        let session = CassandraArgs::new(self.cql_addr(), "system")
+            .connect()
+            .await?;
+        let row = session
+            .query_unpaged("SELECT release_version FROM system.local", &[])
+            .await?
+            .into_rows_result()?
+            .single_row::<(String,)>()?;
+        Ok(row.0)
     }
 
-    /// Stops exactly the processes `start` began; waits until their ports are free.
-    pub fn stop(&self) -> anyhow::Result<()> {
-        for c in self.components() {
-            let Some(pid) = self.running_pid(c) else {
-                let _ = fs::remove_file(self.pid_file(c));
-                continue;
-            };
-            terminate(pid, Duration::from_secs(10));
-            let _ = fs::remove_file(self.pid_file(c));
-            println!("{:<7} stopped (pid {pid})", c.name());
-        }
-        for c in self.components() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while port_open(self.port(c)) {
+    fn wait_ports_free(&self, s: Server) -> anyhow::Result<()> {
+        for port in self.ports(s) {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while port_open(port) {
                 if Instant::now() > deadline {
-                    bail!(
-                        "port {} is still open after stopping {}",
-                        self.port(c),
-                        c.name()
-                    );
+                    bail!("port {port} is still open after stopping {}", s.name());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -313,29 +331,73 @@ impl Stack {
         Ok(())
     }
 
-    pub fn status(&self) -> bool {
+    /// Stops exactly the processes `start` began; waits until their ports are free.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        for s in Server::ALL {
+            if let Some(pid) = self.pid(s) {
+                terminate(pid, STOP_GRACE);
+                println!("{:<9} stopped (pid {pid})", s.name());
+            }
+            let _ = fs::remove_file(self.pid_file(s));
+        }
+        for s in Server::ALL {
+            self.wait_ports_free(s)?;
+        }
+        Ok(())
+    }
+
+    /// Prints version, pid, ports, heap, RSS and log of each server; true when both run.
+    pub async fn status(&self) -> bool {
         let mut all = true;
-        for c in self.components() {
-            match self.running_pid(c) {
-                Some(pid) => println!(
-                    "{:<7} running  pid {pid:<8} 127.0.0.1:{} ({})  log {}",
-                    c.name(),
-                    self.port(c),
-                    if port_open(self.port(c)) {
-                        "listening"
-                    } else {
-                        "not listening"
-                    },
-                    self.log_file(c).display()
-                ),
+        for s in Server::ALL {
+            let version = servers::classpath(s)
+                .map(|cp| cp.version(s))
+                .unwrap_or_else(|e| format!("unresolved ({e:#})"));
+            let ports = self.ports(s);
+            match self.pid(s) {
+                Some(pid) => {
+                    let listening = ports.iter().all(|p| port_open(*p));
+                    println!(
+                        "{:<9} {version:<7} running  pid {pid:<8} 127.0.0.1:{} + :{} ({})  \
+                         heap {} MiB  rss {} MiB  log {}",
+                        s.name(),
+                        ports[0],
+                        ports[1],
+                        if listening {
+                            "listening"
+                        } else {
+                            "not listening"
+                        },
+                        s.heap_mib(),
+                        rss_mib(pid).map_or("?".into(), |r| r.to_string()),
+                        self.log_file(s).display()
+                    );
+                }
                 None => {
                     all = false;
-                    println!("{:<7} stopped", c.name())
+                    println!("{:<9} {version:<7} stopped", s.name());
                 }
             }
         }
+        if all && let Ok(release) = self.cassandra_release().await {
+            println!("cassandra answers CQL: release_version {release}");
+        }
         all
     }
+}
+
+/// Resident set size of a process in MiB, from `/proc/<pid>/status`.
+pub fn rss_mib(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 fn log_schema_topics() -> Vec<&'static str> {
@@ -347,28 +409,6 @@ fn log_schema_topics() -> Vec<&'static str> {
         "ip_stats",
         "ip_alerts",
     ]
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Component {
-    Broker,
-    Cql,
-}
-
-impl Component {
-    fn name(self) -> &'static str {
-        match self {
-            Component::Broker => "broker",
-            Component::Cql => "cql",
-        }
-    }
-
-    fn binary_name(self) -> &'static str {
-        match self {
-            Component::Broker => "tansu",
-            Component::Cql => "cql-dev-server",
-        }
-    }
 }
 
 /// Puts the child in its own process group, so a Ctrl-C at the terminal does not reach it and
@@ -416,49 +456,3 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-/// The tansu binary: found on PATH or in cargo's bin dir, else installed (once per machine).
-pub fn ensure_tansu() -> anyhow::Result<PathBuf> {
-    if let Some(p) = find_tansu() {
-        return Ok(p);
-    }
-    println!(
-        "Installing the local Kafka-API broker: cargo install tansu {TANSU_VERSION} \
-         --features dynostore,libsql (once per machine, ~15 min on 2 cores)..."
-    );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "install",
-            "tansu",
-            "--locked",
-            "--version",
-            TANSU_VERSION,
-            "--features",
-            "dynostore,libsql",
-        ])
-        .status()
-        .context("run cargo install tansu")?;
-    if !status.success() {
-        bail!("cargo install tansu failed ({status})");
-    }
-    find_tansu().context("tansu was installed but is not found in $CARGO_HOME/bin or PATH")
-}
-
-fn find_tansu() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Ok(home) = std::env::var("CARGO_HOME") {
-        candidates.push(Path::new(&home).join("bin/tansu"));
-    }
-    if let Ok(home) = std::env::var("HOME") {
-        candidates.push(Path::new(&home).join(".cargo/bin/tansu"));
-    }
-    if let Ok(path) = std::env::var("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|p| p.join("tansu")));
-    }
-    candidates.into_iter().find(|p| {
-        p.is_file()
-            && Command::new(p)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(TANSU_VERSION))
-    })
-}
