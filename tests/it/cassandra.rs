@@ -159,3 +159,153 @@ async fn access_logs_write_read_and_the_seed_queries_verbatim() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// Rows expire with the table's default TTL (access_logs keeps 30 days; here 2 s).
+#[tokio::test]
+async fn rows_expire_with_the_tables_default_ttl() {
+    let keyspace = support::fresh_keyspace().await;
+    let session = support::session(&keyspace).await;
+    let ttl: (i32,) = session
+        .query_unpaged(
+            "SELECT default_time_to_live FROM system_schema.tables \
+             WHERE keyspace_name = ? AND table_name = 'access_logs'",
+            (&keyspace,),
+        )
+        .await
+        .expect("schema query")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one table");
+    assert_eq!(ttl.0, 30 * 24 * 3600, "the migration's 30-day TTL");
+    session
+        .query_unpaged(
+            format!("ALTER TABLE {keyspace}.access_logs WITH default_time_to_live = 2"),
+            &[],
+        )
+        .await
+        .expect("short TTL");
+    let insert = session
+        .prepare(cassandra_writer::writer::insert_cql(&keyspace))
+        .await
+        .expect("prepare insert");
+    session
+        .execute_unpaged(
+            &insert,
+            (
+                "192.0.2.7",
+                Utc::now(),
+                Uuid::new_v4(),
+                "10.0.0.50",
+                443i32,
+                "TCP",
+                1i64,
+                2i64,
+                "ALLOW",
+                Utc::now(),
+                Utc::now(),
+                3i64,
+                "documentation",
+                "private",
+                Some("https"),
+            ),
+        )
+        .await
+        .expect("insert");
+    let count = || async {
+        session
+            .query_unpaged(
+                format!(
+                    "SELECT event_id FROM {keyspace}.access_logs WHERE source_ip = '192.0.2.7'"
+                ),
+                &[],
+            )
+            .await
+            .expect("select")
+            .into_rows_result()
+            .expect("rows")
+            .rows_num()
+    };
+    assert_eq!(count().await, 1, "the row is there right after the write");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row outlived its 2 s TTL by 28 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The seed's two queries, verbatim, through the real cqlsh (installed from PyPI by
+/// `cargo xtask test`, path in IT_CQLSH).
+#[tokio::test]
+async fn the_seed_queries_verbatim_through_cqlsh() {
+    let cqlsh = std::env::var("IT_CQLSH").unwrap_or_else(|_| {
+        panic!("IT_CQLSH is not set: run the integration tests with `cargo xtask test`")
+    });
+    let keyspace = support::fresh_keyspace().await;
+    let session = support::session(&keyspace).await;
+    let insert = session
+        .prepare(cassandra_writer::writer::insert_cql(&keyspace))
+        .await
+        .expect("prepare insert");
+    let t0 = Utc::now() - chrono::Duration::hours(1);
+    for i in 0..25i64 {
+        let source = if i < 22 { "192.168.1.100" } else { "10.1.1.1" };
+        session
+            .execute_unpaged(
+                &insert,
+                (
+                    source,
+                    t0 + chrono::Duration::seconds(i),
+                    Uuid::new_v4(),
+                    "10.0.0.50",
+                    8080i32,
+                    "TCP",
+                    2048i64,
+                    4096i64,
+                    "ALLOW",
+                    Utc::now(),
+                    Utc::now(),
+                    6144i64,
+                    "private",
+                    "private",
+                    Some("http-alt"),
+                ),
+            )
+            .await
+            .expect("insert");
+    }
+    let (host, port) = support::cassandra_nodes()
+        .split_once(':')
+        .map(|(h, p)| (h.to_owned(), p.to_owned()))
+        .expect("host:port");
+    let run = |query: &str| {
+        let out = std::process::Command::new(&cqlsh)
+            .args([host.as_str(), port.as_str(), "-e"])
+            .arg(format!("USE {keyspace}; {query}"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cqlsh}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "cqlsh failed on {query}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let all = run("SELECT * FROM access_logs LIMIT 10;");
+    assert!(all.contains("(10 rows)"), "{all}");
+    let by_ip = run("SELECT * FROM access_logs WHERE source_ip = '192.168.1.100' LIMIT 20;");
+    assert!(by_ip.contains("(20 rows)"), "{by_ip}");
+    let data_lines: Vec<&str> = by_ip.lines().filter(|l| l.contains(" | ")).collect();
+    // A header line plus 20 rows, every row of the seed's IP.
+    assert_eq!(data_lines.len(), 21, "{by_ip}");
+    assert!(
+        data_lines[1..]
+            .iter()
+            .all(|l| l.trim_start().starts_with("192.168.1.100")),
+        "{by_ip}"
+    );
+}

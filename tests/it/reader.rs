@@ -3,7 +3,6 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::Duration,
 };
 
 use chrono::Utc;
@@ -340,10 +339,6 @@ async fn sigkill_mid_stream_loses_nothing_and_ids_are_stable() {
     })
     .await;
     support::kill9(&mut reader);
-    // The local broker (tansu 0.6) never rebalances a group when a member's session expires;
-    // a member that joins after the expiry takes over all partitions. Real Kafka needs no such
-    // wait: it rebalances the group when the session expires.
-    tokio::time::sleep(Duration::from_secs(8)).await;
     let after_kill = support::topic_size(&t.validated) + support::topic_size(&t.dlq);
     assert!(
         after_kill < n as i64,
@@ -383,6 +378,73 @@ async fn sigkill_mid_stream_loses_nothing_and_ids_are_stable() {
         n as usize,
         "valid + invalid = consumed"
     );
+}
+
+/// Kafka moves a SIGKILLed member's partitions to the surviving member once the dead member's
+/// session expires: the survivor routes the whole input, nobody is restarted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_members_partitions_move_to_the_survivor() {
+    let t = topics("failover").await;
+    // Without windows, an offset is committed as soon as its output is acknowledged (open
+    // windows would hold commits back by up to a minute and a half of event time).
+    let env = [
+        ("READER_ANALYTICS", "false".to_owned()),
+        ("READER_GROUP_ID", t.group.clone()),
+        ("READER_INPUT_TOPIC", t.input.clone()),
+        ("READER_VALIDATED_TOPIC", t.validated.clone()),
+        ("READER_DLQ_TOPIC", t.dlq.clone()),
+        ("READER_STATS_TOPIC", t.stats.clone()),
+        ("READER_ALERTS_TOPIC", t.alerts.clone()),
+        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+    ];
+    let (log_a, log_b) = (format!("{}_a", t.group), format!("{}_b", t.group));
+    let _survivor = support::spawn_service("stream-reader", &log_a, &env);
+    support::wait_until(DEADLINE, "the first member owns all 3 partitions", || {
+        support::assignments(&log_a).last() == Some(&3)
+    })
+    .await;
+    let mut victim = support::spawn_service("stream-reader", &log_b, &env);
+    support::wait_until(DEADLINE, "the group split the partitions", || {
+        support::assignments(&log_b).last().is_some_and(|n| *n > 0)
+            && support::assignments(&log_a).last().is_some_and(|n| *n < 3)
+    })
+    .await;
+    let victim_owned = *support::assignments(&log_b).last().expect("assigned");
+    let n = 6_000;
+    generate(&t.input, n / 2).await;
+    support::wait_until(DEADLINE, "both members committed the first half", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == (n / 2) as i64
+    })
+    .await;
+    support::kill9(&mut victim);
+    let killed = std::time::Instant::now();
+    generate(&t.input, n / 2).await;
+    support::wait_until(
+        DEADLINE,
+        "the survivor committed everything, the victim's partitions included",
+        || support::committed(&t.group, &t.input).values().sum::<i64>() == n as i64,
+    )
+    .await;
+    eprintln!(
+        "failover: the victim owned {victim_owned} partition(s); everything committed {:.1} s \
+         after its SIGKILL",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        support::assignments(&log_a).last(),
+        Some(&3),
+        "the survivor owns every partition again"
+    );
+    assert_eq!(
+        support::assignments(&log_b).len(),
+        1,
+        "the victim was never restarted"
+    );
+    let want = expected_ids(&t.input, n as usize);
+    let got: BTreeSet<Uuid> = output_ids(&t.validated, support::topic_size(&t.validated) as usize)
+        .into_iter()
+        .collect();
+    assert_eq!(got, want, "every valid input routed, with its id");
 }
 
 #[tokio::test(flavor = "multi_thread")]

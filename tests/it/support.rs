@@ -33,12 +33,9 @@ pub fn kafka() -> KafkaArgs {
     KafkaArgs::new(kafka_broker())
 }
 
-/// Cassandra args for a keyspace, configured for the development server.
+/// Cassandra args for a keyspace (the services' defaults: LOCAL_QUORUM, schema agreement).
 pub fn cassandra(keyspace: &str) -> CassandraArgs {
-    let mut args = CassandraArgs::new(cassandra_nodes(), keyspace);
-    args.await_schema_agreement = false;
-    args.consistency = pipeline_runtime::cassandra::ConsistencyArg::One;
-    args
+    CassandraArgs::new(cassandra_nodes(), keyspace)
 }
 
 /// A name unique to this test run: `<prefix>_<pid>_<counter>`.
@@ -58,11 +55,27 @@ pub async fn fresh_topics(names: &[&str]) {
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "cannot create topics on the Kafka-API broker at {} ({e:#}); \
+                "cannot create topics on Kafka at {} ({e:#}); \
              run the integration tests with `cargo xtask test`",
                 kafka_broker()
             )
         });
+}
+
+/// Sets a topic-level config (e.g. `max.message.bytes`) on a fresh topic.
+pub async fn set_topic_config(topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin = kafka().admin().expect("admin client");
+    let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    let results = admin
+        .alter_configs(&[config], &AdminOptions::new())
+        .await
+        .expect("alter topic config");
+    for r in results {
+        r.unwrap_or_else(|(resource, code)| {
+            panic!("cannot set {key}={value} on {resource:?}: {code}")
+        });
+    }
 }
 
 /// A fresh keyspace with every migration applied; returns its name.
@@ -77,7 +90,7 @@ pub async fn fresh_keyspace() -> String {
     };
     cassandra_writer::migrate(&args).await.unwrap_or_else(|e| {
         panic!(
-            "cannot migrate a keyspace on the CQL server at {} ({e:#}); \
+            "cannot migrate a keyspace on Cassandra at {} ({e:#}); \
              run the integration tests with `cargo xtask test`",
             cassandra_nodes()
         )
@@ -225,12 +238,7 @@ pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Serv
     std::process::Command::new(bin(name))
         .env("KAFKA_BROKER", kafka_broker())
         .env("CASSANDRA_NODES", cassandra_nodes())
-        .env("CASSANDRA_AWAIT_SCHEMA_AGREEMENT", "false")
-        .env("CASSANDRA_CONSISTENCY", "one")
-        .env(
-            "RUST_LOG",
-            "info,scylla::cluster::metadata=off,librdkafka=off",
-        )
+        .env("RUST_LOG", "info,librdkafka=off")
         .env("METRICS_ADDR", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
@@ -239,6 +247,42 @@ pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Serv
         .spawn()
         .map(Service)
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
+
+/// Sizes of the partition assignments a service logged to `target/it-logs/<log_name>.log`, in
+/// order (its `partitions assigned` lines).
+pub fn assignments(log_name: &str) -> Vec<usize> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/it-logs")
+        .join(format!("{log_name}.log"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("partitions assigned"))
+        .filter_map(|l| {
+            let list = l.split("partitions=[").nth(1)?.split(']').next()?;
+            Some(list.matches('"').count() / 2)
+        })
+        .collect()
+}
+
+/// A log line without its terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// SIGKILL, no goodbye.

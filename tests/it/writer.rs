@@ -356,8 +356,6 @@ async fn sigkill_mid_stream_and_restart_gives_exactly_n_rows() {
         at_kill < n as i64,
         "killed mid-stream ({at_kill} of {n} committed)"
     );
-    // See reader.rs: tansu 0.6 does not rebalance on session expiry; real Kafka needs no wait.
-    tokio::time::sleep(Duration::from_secs(8)).await;
 
     let mut writer = support::spawn_service("cassandra-writer", &s.group, &env);
     support::wait_until(
@@ -375,4 +373,151 @@ async fn sigkill_mid_stream_and_restart_gives_exactly_n_rows() {
     let ids: BTreeSet<Uuid> = got.iter().map(|r| r.2).collect();
     let want: BTreeSet<Uuid> = s.records.iter().map(|r| r.event_id).collect();
     assert_eq!(ids, want);
+}
+
+/// A keyspace that asks for 3 replicas on a single node: every QUORUM write fails with
+/// Unavailable. The writer retries (no dead letter, nothing committed) and writes everything once
+/// the keyspace is fixed. A writer started meanwhile waits at its schema check instead of exiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn unavailable_at_quorum_is_retried_and_commits_nothing_until_the_keyspace_is_fixed() {
+    let n = 500;
+    let mut s = setup("rf3", n).await;
+    // The writer starts on an empty topic while the keyspace is healthy; the records come after
+    // the keyspace was broken.
+    s.topic = support::unique("it_rf3_late");
+    support::fresh_topics(&[&s.topic]).await;
+    let admin = support::session(&s.keyspace).await;
+    admin
+        .query_unpaged(
+            format!("CREATE TABLE {}.probe (k int PRIMARY KEY)", s.keyspace),
+            &[],
+        )
+        .await
+        .expect("probe table");
+    let alter = |rf: u8| {
+        format!(
+            "ALTER KEYSPACE {} WITH replication = {{'class': 'SimpleStrategy', \
+             'replication_factor': {rf}}}",
+            s.keyspace
+        )
+    };
+    let quorum = |mut a: WriterArgs| {
+        a.cassandra.consistency = pipeline_runtime::cassandra::ConsistencyArg::Quorum;
+        a
+    };
+    let stats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(cassandra_writer::writer::run_until(
+        quorum(args(&s, &s.group)),
+        stop.clone(),
+        stats.clone(),
+    ));
+    support::wait_until(DEADLINE, "the writer owns its topics' partitions", || {
+        // 3 partitions each of the input, stats and alerts topics.
+        stats.assigned_partitions.load(Relaxed) == 9
+    })
+    .await;
+
+    admin
+        .query_unpaged(alter(3), &[])
+        .await
+        .expect("alter to RF 3");
+    // Independent check of what the server answers: a QUORUM insert is Unavailable.
+    let mut probe = scylla::statement::unprepared::Statement::new(format!(
+        "INSERT INTO {}.probe (k) VALUES (1)",
+        s.keyspace
+    ));
+    probe.set_consistency(scylla::statement::Consistency::Quorum);
+    let err = admin
+        .query_unpaged(probe, &[])
+        .await
+        .expect_err("QUORUM on RF 3 with one node");
+    assert!(
+        matches!(
+            err,
+            scylla::errors::ExecutionError::LastAttemptError(
+                scylla::errors::RequestAttemptError::DbError(
+                    scylla::errors::DbError::Unavailable { .. },
+                    _
+                )
+            )
+        ),
+        "the server answers Unavailable: {err:?}"
+    );
+    let late_stats = Arc::new(WriterStats::default());
+    let late = tokio::spawn(cassandra_writer::writer::run_until(
+        quorum(args(&s, &support::unique("it_rf3_late_group"))),
+        stop.clone(),
+        late_stats.clone(),
+    ));
+
+    let payloads: Vec<_> = s
+        .records
+        .iter()
+        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
+        .collect();
+    support::produce(&s.topic, &payloads).await;
+    support::wait_until(DEADLINE, "Unavailable writes retried", || {
+        stats.retries.load(Relaxed) >= 20 && stats.consumed.load(Relaxed) > 0
+    })
+    .await;
+    assert_eq!(stats.written.load(Relaxed), 0, "no write succeeded");
+    assert_eq!(
+        stats.dead_lettered.load(Relaxed),
+        0,
+        "Unavailable is not a record's fault: nothing dead-lettered"
+    );
+    assert_eq!(support::topic_size(&s.dlq), 0, "the DLQ topic is empty");
+    assert_eq!(
+        support::committed(&s.group, &s.topic).values().sum::<i64>(),
+        0,
+        "no offset committed while nothing is written"
+    );
+    // Read at ONE: the one replica there is answers.
+    let mut count = scylla::statement::unprepared::Statement::new(format!(
+        "SELECT count(*) FROM {}.access_logs",
+        s.keyspace
+    ));
+    count.set_consistency(scylla::statement::Consistency::One);
+    let (rows_now,): (i64,) = admin
+        .query_unpaged(count, &[])
+        .await
+        .expect("count at ONE")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one row");
+    assert_eq!(rows_now, 0, "no row in Cassandra");
+    assert!(
+        !late.is_finished(),
+        "a writer started during the outage waits at its schema check: {:?}",
+        late.await
+    );
+    assert_eq!(late_stats.consumed.load(Relaxed), 0, "and consumes nothing");
+
+    admin
+        .query_unpaged(alter(1), &[])
+        .await
+        .expect("alter back to RF 1");
+    support::wait_until(DEADLINE * 2, "every row once the keyspace is fixed", || {
+        stats.written.load(Relaxed) >= n as u64
+    })
+    .await;
+    support::wait_until(DEADLINE, "everything committed", || {
+        support::committed(&s.group, &s.topic).values().sum::<i64>() == n as i64
+    })
+    .await;
+    support::wait_until(DEADLINE, "the late writer passed its schema check", || {
+        late_stats.assigned_partitions.load(Relaxed) > 0
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("writer stopped cleanly");
+    late.await
+        .expect("join")
+        .expect("late writer stopped cleanly");
+    let got: BTreeSet<Uuid> = rows(&s).await.into_iter().map(|r| r.2).collect();
+    let want: BTreeSet<Uuid> = s.records.iter().map(|r| r.event_id).collect();
+    assert_eq!(got, want, "exactly the input's rows");
+    assert_eq!(support::topic_size(&s.dlq), 0, "still no dead letter");
 }

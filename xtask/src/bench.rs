@@ -859,7 +859,8 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let count = rate * secs;
-    let stack_pids = [stack.pid(Server::Kafka), stack.pid(Server::Cassandra)].map(|p| p.unwrap_or(0));
+    let stack_pids =
+        [stack.pid(Server::Kafka), stack.pid(Server::Cassandra)].map(|p| p.unwrap_or(0));
     let stack_cpu_before = stack_pids.map(process_cpu_secs);
     let services_cpu_before = [r.id(), w.id()].map(|p| process_cpu_secs(p as i32));
     let children_before = children_cpu_secs();

@@ -56,7 +56,7 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Crash, outage and rebalance drills on a stack of their own, with exact reconciliation.
     Drill(drill::DrillArgs),
-    /// cqlsh (from PyPI, in a venv under target/) against the local CQL server.
+    /// cqlsh (from PyPI, in a venv under target/) against the local Cassandra.
     Cqlsh {
         /// Arguments for cqlsh, e.g. -e "SELECT * FROM ip_logs.access_logs LIMIT 10;".
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -75,6 +75,9 @@ enum ServicesCmd {
         #[arg(long, default_value_t = 3)]
         partitions: i32,
     },
+    /// Resolve Kafka's and Cassandra's runtime classpaths from Maven Central (once per
+    /// machine; `start` does it too) and check for Java 17.
+    Resolve,
     /// Stop exactly the processes `start` began.
     Stop,
     /// Show what runs where.
@@ -107,6 +110,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!(
                     "local stack is up: KAFKA_BROKER=127.0.0.1:9092 CASSANDRA_NODES=127.0.0.1:9042"
                 );
+                Ok(ExitCode::SUCCESS)
+            }
+            ServicesCmd::Resolve => {
+                let java = servers::java()?;
+                for server in servers::Server::ALL {
+                    let cp = servers::classpath(server)?;
+                    println!(
+                        "{:<9} {} ({} jars)",
+                        server.name(),
+                        cp.version(server),
+                        cp.jars.len()
+                    );
+                }
+                println!("java      {}", java.display());
                 Ok(ExitCode::SUCCESS)
             }
             ServicesCmd::Stop => {
@@ -164,6 +181,7 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
         &["build", "--workspace", "--bins", "--tests", "--benches"],
         false,
     )?;
+    let cqlsh = python_tool("cqlsh", "cqlsh")?;
     let stack = Stack::test();
     stack.start(true).await.context("start the test stack")?;
     let mut cmd = Command::new(cargo_bin());
@@ -171,6 +189,7 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
     cmd.envs(stack.env());
     cmd.env("IT_KAFKA_BROKER", stack.kafka_addr())
         .env("IT_CASSANDRA_NODES", stack.cql_addr())
+        .env("IT_CQLSH", &cqlsh)
         .env("PIPELINE_BIN_DIR", target_dir().join("debug"));
     let status = cmd.status().context("run cargo test");
     // The quick drills: crash, outage, broker restart and rebalance, reconciled exactly.

@@ -287,7 +287,10 @@ pub fn kafka_jvm_args(layout: &Layout) -> Vec<String> {
     ];
     args.push(format!(
         "-Dlog4j2.configurationFile={}",
-        layout.config_dir(Server::Kafka).join("log4j2.xml").display()
+        layout
+            .config_dir(Server::Kafka)
+            .join("log4j2.xml")
+            .display()
     ));
     args.push(format!("-Dkafka.logs.dir={}", layout.dir.display()));
     args

@@ -153,7 +153,10 @@ impl Stack {
         for s in Server::ALL {
             self.wait_ready(s).await?;
         }
-        println!("servers ready after {:.1} s", started.elapsed().as_secs_f64());
+        println!(
+            "servers ready after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         KafkaArgs::new(self.kafka_addr())
             .ensure_topics(&log_schema_topics(), self.partitions, 1)
             .await
@@ -455,4 +458,3 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
-

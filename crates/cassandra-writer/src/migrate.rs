@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail, ensure};
 use chrono::Utc;
 use clap::Args;
 use pipeline_runtime::{cassandra::CassandraArgs, telemetry::TelemetryArgs};
-use scylla::client::session::Session;
+use scylla::{client::session::Session, errors::ExecutionError};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
@@ -104,6 +104,15 @@ fn parse_replication(s: &str) -> Result<String, String> {
             "{s:?} is not a replication map like {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
         ))
     }
+}
+
+/// True when a CQL request failed for a reason outside the request (unavailable replicas,
+/// timeouts, overload, connection trouble): the same request may succeed later.
+pub fn is_transient(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<ExecutionError>())
+        .is_some_and(|e| !crate::writer::is_rejection(e))
 }
 
 async fn applied(
@@ -202,11 +211,24 @@ fn check_unchanged(done: &BTreeMap<i32, (String, String)>) -> anyhow::Result<()>
 }
 
 /// Fails with a clear message unless every migration of this binary is applied, unchanged.
+///
+/// An error that [`is_transient`] (Cassandra unavailable, overloaded, timing out or not
+/// reachable) says nothing about the schema; callers may retry it.
 pub async fn verify(session: &Session, keyspace: &str) -> anyhow::Result<()> {
     let hint = "run `cassandra-writer migrate` first";
-    let done = applied(session, keyspace)
-        .await
-        .with_context(|| format!("the schema of keyspace {keyspace} is missing; {hint}"))?;
+    let done = match applied(session, keyspace).await {
+        Ok(done) => done,
+        Err(e) if is_transient(&e) => {
+            return Err(e.context(format!(
+                "cannot read {keyspace}.schema_migrations at the configured consistency"
+            )));
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "the schema of keyspace {keyspace} is missing; {hint}"
+            )));
+        }
+    };
     check_unchanged(&done)?;
     let missing: Vec<&str> = MIGRATIONS
         .iter()

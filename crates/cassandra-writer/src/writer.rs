@@ -370,7 +370,20 @@ pub async fn run_until(
     describe_metrics();
     let session = args.cassandra.connect().await?;
     readiness.set("cassandra", Ok(()));
-    crate::migrate::verify(&session, &args.cassandra.keyspace).await?;
+    // Unavailable replicas or an overloaded node say nothing about the schema: wait for them
+    // as writes do (readiness names the reason meanwhile); a missing schema fails at once.
+    (|| crate::migrate::verify(&session, &args.cassandra.keyspace))
+        .retry(args.backoff())
+        .when(crate::migrate::is_transient)
+        .notify(|error, delay| {
+            readiness.set("schema", Err(format!("{error:#}")));
+            warn!(
+                error = format!("{error:#}"),
+                ?delay,
+                "cannot verify the schema yet, retrying"
+            );
+        })
+        .await?;
     readiness.set("schema", Ok(()));
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
     let producer = args.kafka.producer(KafkaArgs::RELAY_PRODUCER)?;
@@ -655,7 +668,7 @@ enum WriteError {
 }
 
 /// True for errors that concern the row itself and will never succeed on retry.
-fn is_rejection(e: &ExecutionError) -> bool {
+pub(crate) fn is_rejection(e: &ExecutionError) -> bool {
     match e {
         ExecutionError::BadQuery(_) => true,
         ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(_)) => true,
