@@ -42,8 +42,6 @@ const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// 1,000,000).
 const PRODUCER_MAX_MESSAGE: (&str, &str) = ("message.max.bytes", "16777216");
 
-/// How long the huge message gets once everything else is routed.
-
 const SEED_EXAMPLE: &str = r#"{"timestamp": "2025-12-28T10:30:45.123456", "source_ip": "192.168.1.100", "destination_ip": "10.0.0.50", "port": 8080, "protocol": "TCP", "bytes_sent": 2048, "bytes_received": 4096, "action": "ALLOW"}"#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

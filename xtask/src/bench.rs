@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: every stage against the ceiling it runs under, side by side in one run,
-//! on a stack of its own (sqlite broker storage). Writes `target/bench/summary.json`.
+//! on a stack of its own (Apache Kafka and Apache Cassandra on 127.0.0.1:39092 / :39042).
+//! Writes `target/bench/summary.json`. `--tuning` measures the client settings instead
+//! ([`crate::tuning`]).
 //!
 //! 1. producer (release binary, `--rate 0`) vs a raw rdkafka producer sending the same
 //!    pre-serialised bytes vs a Python confluent-kafka producer generating the same records;
@@ -36,6 +38,10 @@ pub struct BenchArgs {
     /// Finish in about 3 minutes (fewer records, 20 s end-to-end phase).
     #[arg(long)]
     pub quick: bool,
+    /// Instead of the stages: each Kafka client setting we chose against its alternative
+    /// (`target/bench/tuning.json`).
+    #[arg(long)]
+    pub tuning: bool,
 }
 
 struct Metric {
@@ -60,11 +66,11 @@ impl Metric {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     crate::bin_path(name, true)
 }
 
-fn service(
+pub(crate) fn service(
     name: &str,
     args: &[&str],
     env: &[(String, String)],
@@ -74,7 +80,7 @@ fn service(
 }
 
 /// Peak resident set (VmHWM) of a running process, in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mb(pid: u32) -> f64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -88,7 +94,7 @@ fn peak_rss_mb(pid: u32) -> f64 {
 }
 
 /// CPU time (user + system) a running process has used so far, in seconds.
-fn process_cpu_secs(pid: i32) -> f64 {
+pub(crate) fn process_cpu_secs(pid: i32) -> f64 {
     // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, after the `(comm)`.
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -104,7 +110,7 @@ fn process_cpu_secs(pid: i32) -> f64 {
 }
 
 /// CPU time (user + system) of this process's waited-for children so far, in seconds.
-fn children_cpu_secs() -> f64 {
+pub(crate) fn children_cpu_secs() -> f64 {
     #[allow(unsafe_code)] // reason: getrusage(2) has no std wrapper; it only fills the struct
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -115,12 +121,12 @@ fn children_cpu_secs() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     stack::terminate(child.id() as i32, Duration::from_secs(40));
     let _ = child.wait();
 }
 
-fn topic_size(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> {
+pub(crate) fn topic_size(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> {
     let c: BaseConsumer = kafka.config(&[])?.create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut total = 0;
@@ -198,7 +204,7 @@ async fn wait_rows(port: u16, n: i64, limit: Duration) -> anyhow::Result<Duratio
     }
 }
 
-async fn wait_size(
+pub(crate) async fn wait_size(
     kafka: &KafkaArgs,
     topics: &[&str],
     n: i64,
@@ -366,7 +372,7 @@ async fn raw_inserts(
     Ok(records.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-fn migrate(env: &[(String, String)]) -> anyhow::Result<()> {
+pub(crate) fn migrate(env: &[(String, String)]) -> anyhow::Result<()> {
     let ok = Command::new(bin("cassandra-writer"))
         .arg("migrate")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -395,7 +401,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     let stack = Stack::named("bench", 39092, 39042, 3);
     stack.start(true).await?;
-    let result = phases(&stack, &args).await;
+    let result = if args.tuning {
+        crate::tuning::run(&stack, args.quick).await
+    } else {
+        phases(&stack, &args).await
+    };
     stack.stop()?;
     result
 }
@@ -640,8 +650,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|(_, p)| ValidatedRecord::from_json(p).ok())
         .collect();
-    let mut cql = CassandraArgs::new(stack.cql_addr(), "bench");
-    cql.await_schema_agreement = false;
+    let cql = CassandraArgs::new(stack.cql_addr(), "bench");
     let mut best = 0.0f64;
     let concurrencies: &[usize] = if args.quick {
         &[256, 1024]
@@ -950,8 +959,7 @@ async fn e2e_latencies(stack: &Stack, topic: &str, keyspace: &str) -> anyhow::Re
         .iter()
         .filter_map(|(k, _)| k.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()))
         .collect();
-    let mut cql = CassandraArgs::new(stack.cql_addr(), keyspace);
-    cql.await_schema_agreement = false;
+    let cql = CassandraArgs::new(stack.cql_addr(), keyspace);
     let session = cql.connect().await?;
     let stmt = session
         .prepare(format!(

@@ -433,11 +433,19 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 };
                 sigkill(proc_);
                 faults += 1;
-                let before = progress_retrying(&kafka, group, topic).await?.1;
+                let (high, committed) = progress_retrying(&kafka, group, topic).await?;
+                // The reader's commits wait for its open windows to close (up to a minute and
+                // its allowed lateness of event time), so its recovery is its first new output.
+                let outputs = progress_retrying(&kafka, group, &names.valid).await?.0;
                 *proc_ = spawn(proc_.name, &[], &env, &log)?;
                 let t = Instant::now();
                 wait_for("progress after restart", Duration::from_secs(120), || {
-                    recovered(group, topic, before)
+                    if drill == Drill::ReaderKill {
+                        Ok(progress(&kafka, group, &names.valid)?.0 > outputs
+                            || progress(&kafka, group, topic)?.1 == high)
+                    } else {
+                        recovered(group, topic, committed)
+                    }
                 })
                 .await?;
                 recover_max = recover_max.max(t.elapsed());

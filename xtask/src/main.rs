@@ -9,6 +9,7 @@ mod drill;
 mod fuzz;
 mod servers;
 mod stack;
+mod tuning;
 mod up;
 
 use std::{

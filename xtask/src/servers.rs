@@ -317,10 +317,12 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
          storage_port: {storage}\n\
          native_transport_port: {cql}\n\
          start_native_transport: true\n\
-         # Acknowledged writes are in the memory-mapped commit log segment (the page cache), so\n\
-         # they survive a SIGKILL of the process; an fsync every 10 s covers a machine crash.\n\
-         commitlog_sync: periodic\n\
-         commitlog_sync_period: 10000ms\n\
+         # A write is acknowledged only once its commit log segment is synced (grouped over\n\
+         # 15 ms). With the default `periodic` sync a SIGKILL of this only replica loses the\n\
+         # acknowledged writes since the last sync (the replay stops at the last sync marker):\n\
+         # the cassandra-restart drill lost 23 of 3,956 rows that way.\n\
+         commitlog_sync: group\n\
+         commitlog_sync_group_window: 15ms\n\
          data_file_directories: [{data_files}]\n\
          commitlog_directory: {commitlog}\n\
          saved_caches_directory: {saved_caches}\n\
