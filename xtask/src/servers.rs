@@ -155,7 +155,7 @@ fn read_cached(cache: &Path) -> Option<Classpath> {
 pub fn java() -> anyhow::Result<PathBuf> {
     let candidates = ["XTASK_JAVA_HOME", "JAVA_HOME"]
         .iter()
-        .filter_map(|v| std::env::var_os(v))
+        .filter_map(std::env::var_os)
         .map(|home| PathBuf::from(home).join("bin/java"))
         .chain([
             PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"),
