@@ -138,8 +138,7 @@ pub struct CassandraArgs {
     )]
     pub connect_timeout_ms: u64,
 
-    /// Wait for schema agreement after DDL. Keep it on for real clusters; the local development
-    /// CQL server has no schema versions and needs `false`.
+    /// Wait for schema agreement after DDL (every node on the same schema version).
     #[arg(
         long = "cassandra-await-schema-agreement",
         env = "CASSANDRA_AWAIT_SCHEMA_AGREEMENT",

@@ -279,9 +279,8 @@ impl KafkaArgs {
     /// ops and lz4 buffers were ~75 % of the stream-reader's heap). Prefetch: a second or two of
     /// input at 10K records/s (librdkafka's defaults: 100,000 messages per partition, 64 MiB).
     /// A fetch is decompressed into memory whole: 2 MiB, not librdkafka's 50 MiB. Larger
-    /// records still arrive: Kafka returns a first batch larger than the limits (KIP-74).
-    /// Brokers without KIP-74 (tansu) need `fetch.max.bytes` above the largest record in
-    /// `KAFKA_OPTIONS`.
+    /// records still arrive: Kafka returns a first batch larger than the limits (KIP-74; the
+    /// hostile-input test consumes a 10 MiB record with these settings).
     pub const CONSUMER_MEMORY: &'static [(&'static str, &'static str)] = &[
         ("queued.min.messages", "5000"),
         ("queued.max.messages.kbytes", "16384"),
