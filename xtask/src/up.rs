@@ -47,11 +47,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     for name in SERVICES {
         let log = fs::File::create(logs.join(format!("{name}.log")))?;
         let mut cmd = Command::new(crate::bin_path(name, args.release));
-        if std::env::var_os("RUST_LOG").is_none() {
-            // The driver's metadata refresh fails every second against the development CQL
-            // server (it has no system.peers rows): known noise, hidden by default.
-            cmd.env("RUST_LOG", "info,scylla::cluster::metadata=off");
-        }
         if name == "producer" {
             cmd.arg("--rate")
                 .arg(args.rate.to_string())
