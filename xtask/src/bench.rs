@@ -316,7 +316,7 @@ fn raw_passthrough(kafka: &KafkaArgs, from: &str, to: &str, n: i64) -> anyhow::R
     consumer.subscribe(&[from])?;
     // The stream-reader's producer settings.
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        kafka.producer_config(KafkaArgs::RELAY_PRODUCER)?.create()?;
+        kafka.producer_config(&[])?.create()?;
     let mut seen = 0;
     let mut start = None;
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -2,10 +2,10 @@
 //! alternative side by side in one run on the bench stack, alternating A/B/A/B so that drift
 //! of the machine shows as spread instead of as a difference. Writes `target/bench/tuning.json`.
 //!
-//! * `RELAY_PRODUCER` (the stream-reader's outputs without idempotence) vs
-//!   `enable.idempotence=true`: reader records/s and CPU µs per record draining a backlog;
-//! * `CONSUMER_MEMORY` (2 MiB fetches, bounded prefetch) vs librdkafka's defaults: the same,
-//!   plus the reader's peak RSS;
+//! * the stream-reader's idempotent output producer vs `enable.idempotence=false` (the choice
+//!   made on tansu): reader records/s and CPU µs per record draining a backlog;
+//! * `CONSUMER_MEMORY` (2 MiB fetches, bounded prefetch, 10 ms queue backoff) vs librdkafka's
+//!   defaults and vs the same prefetch with librdkafka's 1 s backoff: the same, plus peak RSS;
 //! * `SOURCE_PRODUCER` (the producer service's 50 ms linger) vs librdkafka's 5 ms: CPU µs per
 //!   log at a fixed 10,000 logs/s, and logs/s unthrottled.
 
@@ -20,8 +20,13 @@ use crate::{
 };
 
 /// librdkafka's own consumer defaults for the settings `CONSUMER_MEMORY` changes.
-const LIBRDKAFKA_CONSUMER_DEFAULTS: &str =
-    "queued.min.messages=100000;queued.max.messages.kbytes=65536;fetch.max.bytes=52428800";
+const LIBRDKAFKA_CONSUMER_DEFAULTS: &str = "queued.min.messages=100000;\
+     queued.max.messages.kbytes=65536;fetch.max.bytes=52428800;fetch.queue.backoff.ms=1000";
+
+/// The consumer settings chosen on tansu: a bounded prefetch with librdkafka's 1 s backoff once
+/// the prefetch queue is full.
+const BOUNDED_PREFETCH_1S: &str = "queued.min.messages=5000;\
+     queued.max.messages.kbytes=16384;fetch.max.bytes=2097152;fetch.queue.backoff.ms=1000";
 
 /// One measured run of a variant.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +37,9 @@ struct Run {
 }
 
 pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
-    let n: u64 = if quick { 100_000 } else { 300_000 };
-    let rounds = 2;
+    // Long enough that a reader at 100K+ records/s runs for several seconds.
+    let n: u64 = if quick { 300_000 } else { 1_000_000 };
+    let rounds = if quick { 2 } else { 3 };
     let kafka = KafkaArgs::new(stack.kafka_addr());
     let out_dir = crate::target_dir().join("bench");
     fs::create_dir_all(&out_dir)?;
@@ -64,18 +70,22 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     let mut k = 0;
     for round in 0..rounds {
         for (name, options) in [
-            ("reader: relay producer non-idempotent (chosen)", None),
+            ("reader: service defaults", None::<String>),
             (
-                "reader: relay producer idempotent",
-                Some("enable.idempotence=true"),
+                "reader: prefetch 5000 msgs/16 MiB, 2 MiB fetches, 1 s queue backoff",
+                Some(BOUNDED_PREFETCH_1S.to_owned()),
             ),
             (
                 "reader: librdkafka consumer defaults",
-                Some(LIBRDKAFKA_CONSUMER_DEFAULTS),
+                Some(LIBRDKAFKA_CONSUMER_DEFAULTS.to_owned()),
+            ),
+            (
+                "reader: service defaults + non-idempotent relay",
+                Some("enable.idempotence=false".to_owned()),
             ),
         ] {
             k += 1;
-            let r = reader(stack, &kafka, &env, &log, n, options, k).await?;
+            let r = reader(stack, &kafka, &env, &log, n, options.as_deref(), k).await?;
             println!(
                 "  round {round} {name}: {:.0} records/s, {:.1} µs CPU/record, {:.0} MB",
                 r.per_s, r.cpu_us, r.rss_mb
@@ -83,13 +93,13 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
             push(name, r);
         }
         for (name, options) in [
-            ("producer at 10K/s: linger 50 ms (chosen)", None),
+            ("producer at 10K/s: linger 50 ms (service default)", None),
             ("producer at 10K/s: linger 5 ms", Some("linger.ms=5")),
         ] {
             k += 1;
             let topic = format!("t_p{k}");
             kafka.ensure_topics(&[&topic], 3, 1).await?;
-            let count = if quick { 50_000 } else { 100_000 };
+            let count = if quick { 50_000 } else { 150_000 };
             let r = producer(&env, &log, &topic, count, 10_000, options)?;
             println!(
                 "  round {round} {name}: {:.0} logs/s, {:.1} µs CPU/log",
@@ -98,7 +108,7 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
             push(name, r);
         }
         for (name, options) in [
-            ("producer unthrottled: linger 50 ms (chosen)", None),
+            ("producer unthrottled: linger 50 ms (service default)", None),
             ("producer unthrottled: linger 5 ms", Some("linger.ms=5")),
         ] {
             k += 1;
@@ -114,7 +124,7 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     }
 
     println!(
-        "\n{:<48} {:>22} {:>22} {:>14}",
+        "\n{:<72} {:>26} {:>18} {:>14}",
         "variant (runs)", "per s", "CPU µs/record", "peak RSS MB"
     );
     let fmt = |runs: &[Run], f: fn(&Run) -> f64, digits: usize| {
@@ -126,7 +136,7 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     let mut json = Vec::new();
     for (name, runs) in &results {
         println!(
-            "{name:<48} {:>22} {:>22} {:>14}",
+            "{name:<72} {:>26} {:>18} {:>14}",
             fmt(runs, |r| r.per_s, 0),
             fmt(runs, |r| r.cpu_us, 1),
             fmt(runs, |r| r.rss_mb, 0)

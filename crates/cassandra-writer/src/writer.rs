@@ -386,7 +386,7 @@ pub async fn run_until(
         .await?;
     readiness.set("schema", Ok(()));
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
-    let producer = args.kafka.producer(KafkaArgs::RELAY_PRODUCER)?;
+    let producer = args.kafka.producer(&[])?;
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
     consumer

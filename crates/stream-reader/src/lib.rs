@@ -17,9 +17,9 @@
 //! `FuturesUnordered` of the consume loop (no task per record), at most `max_in_flight` input
 //! records at a time; past that the loop stops taking records. A failed produce is retried with
 //! exponential backoff and jitter, without limit: the record is neither skipped nor is the
-//! service crash-looped. The output producer is not idempotent
-//! ([`KafkaArgs::RELAY_PRODUCER`]): a producer retry may duplicate an output, which carries the
-//! same deterministic id and is upserted downstream.
+//! service crash-looped. The output producer is idempotent (`KafkaArgs::producer_config`): a
+//! librdkafka retry never duplicates an output; a reprocessed record after a crash still does,
+//! with the same deterministic id, upserted downstream.
 //!
 //! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
 
@@ -583,7 +583,7 @@ pub async fn run_until(
         max_record_bytes: args.max_record_bytes,
         max_future_skew: Duration::from_secs(args.max_future_skew_secs),
     };
-    let producer: FutureProducer = args.kafka.producer(KafkaArgs::RELAY_PRODUCER)?;
+    let producer: FutureProducer = args.kafka.producer(&[])?;
     let readiness = observe::Readiness::default();
     let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
     let server_stop = shutdown.child_token();
