@@ -340,7 +340,13 @@ pub fn committed(group: &str, topic: &str) -> std::collections::BTreeMap<i32, i6
         }
     }
     let c = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
+        .committed_offsets(tpl.clone(), Duration::from_secs(10))
+        // The group coordinator may be moving or loading (NotCoordinator, CoordinatorLoad-
+        // InProgress): transient on a real broker, asked once more after a pause.
+        .or_else(|_| {
+            std::thread::sleep(Duration::from_millis(500));
+            consumer.committed_offsets(tpl, Duration::from_secs(10))
+        })
         .expect("committed");
     c.elements()
         .iter()
