@@ -451,54 +451,29 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 recover_max = recover_max.max(t.elapsed());
             }
         }
-        Drill::CqlOutage => {
+        Drill::CqlOutage | Drill::CassandraRestart | Drill::BrokerRestart => {
             tokio::time::sleep(production / 3).await;
-            let pid = stack
-                .pid(Server::Cassandra)
-                .context("Cassandra is not running")?;
-            stack::signal(pid, libc::SIGSTOP);
+            match drill {
+                Drill::CqlOutage => {
+                    let pid = stack
+                        .pid(Server::Cassandra)
+                        .context("Cassandra is not running")?;
+                    stack::signal(pid, libc::SIGSTOP);
+                    tokio::time::sleep(s.outage).await;
+                    stack::signal(pid, libc::SIGCONT);
+                }
+                Drill::CassandraRestart => stack.restart(Server::Cassandra, true).await?,
+                _ => stack.restart(Server::Kafka, false).await?,
+            }
             faults += 1;
-            tokio::time::sleep(s.outage).await;
-            stack::signal(pid, libc::SIGCONT);
+            // Recovery: from the fault's end until the writer commits progress again.
             let before = progress_retrying(&kafka, &writer_group, &names.valid)
                 .await?
                 .1;
             let t = Instant::now();
-            wait_for("writes after the outage", Duration::from_secs(120), || {
+            wait_for("writes after the fault", Duration::from_secs(180), || {
                 recovered(&writer_group, &names.valid, before)
             })
-            .await?;
-            recover_max = t.elapsed();
-        }
-        Drill::CassandraRestart => {
-            tokio::time::sleep(production / 3).await;
-            stack.restart(Server::Cassandra, true).await?;
-            faults += 1;
-            let before = progress_retrying(&kafka, &writer_group, &names.valid)
-                .await?
-                .1;
-            let t = Instant::now();
-            wait_for(
-                "writes after the Cassandra restart",
-                Duration::from_secs(120),
-                || recovered(&writer_group, &names.valid, before),
-            )
-            .await?;
-            recover_max = t.elapsed();
-        }
-        Drill::BrokerRestart => {
-            tokio::time::sleep(production / 3).await;
-            stack.restart(Server::Kafka, false).await?;
-            faults += 1;
-            let before = progress_retrying(&kafka, &writer_group, &names.valid)
-                .await?
-                .1;
-            let t = Instant::now();
-            wait_for(
-                "progress after the broker restart",
-                Duration::from_secs(180),
-                || recovered(&writer_group, &names.valid, before),
-            )
             .await?;
             recover_max = t.elapsed();
         }
