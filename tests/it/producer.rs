@@ -7,36 +7,13 @@ use std::{
 
 use chrono::Utc;
 use log_schema::{ErrorKind, Limits, Origin, validate};
-use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
-use producer::{GeneratorArgs, ProducerArgs, Scenario, TimestampArg};
+use producer::{ProducerArgs, Scenario};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, DEADLINE};
 
 fn args(topic: &str) -> ProducerArgs {
-    ProducerArgs {
-        kafka: KafkaArgs::new(support::kafka_broker()),
-        telemetry: TelemetryArgs {
-            log_format: pipeline_runtime::telemetry::LogFormat::Text,
-        },
-        topic: topic.to_owned(),
-        rate: 0,
-        count: None,
-        duration_secs: None,
-        input: None,
-        generator: GeneratorArgs {
-            seed: 7,
-            hosts: 2000,
-            deny_ratio: 0.05,
-            invalid_ratio: 0.0,
-            scenarios: vec![],
-            scenario_interval_secs: 60,
-            timestamp_style: TimestampArg::Seed,
-        },
-        status_interval_secs: 5,
-        flush_timeout_secs: 60,
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-    }
+    support::producer_args(topic, 7, 2000)
 }
 
 async fn run(args: ProducerArgs) -> producer::Summary {

@@ -268,29 +268,8 @@ async fn wait_committed(t: &Topics, n: i64) {
 }
 
 async fn generate(topic: &str, count: u64) {
-    let mut a = producer::ProducerArgs {
-        kafka: KafkaArgs::new(support::kafka_broker()),
-        telemetry: TelemetryArgs {
-            log_format: pipeline_runtime::telemetry::LogFormat::Text,
-        },
-        topic: topic.to_owned(),
-        rate: 0,
-        count: Some(count),
-        duration_secs: None,
-        input: None,
-        generator: producer::GeneratorArgs {
-            seed: 11,
-            hosts: 500,
-            deny_ratio: 0.05,
-            invalid_ratio: 0.0,
-            scenarios: vec![],
-            scenario_interval_secs: 60,
-            timestamp_style: producer::TimestampArg::Seed,
-        },
-        status_interval_secs: 5,
-        flush_timeout_secs: 60,
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-    };
+    let mut a = support::producer_args(topic, 11, 500);
+    a.count = Some(count);
     a.generator.invalid_ratio = 0.01;
     let s = producer::run_until(a, CancellationToken::new(), Arc::default())
         .await

@@ -218,6 +218,13 @@ pub fn bin(name: &str) -> std::path::PathBuf {
 #[derive(Debug)]
 pub struct Service(std::process::Child);
 
+impl Service {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -339,15 +346,19 @@ pub fn committed(group: &str, topic: &str) -> std::collections::BTreeMap<i32, i6
             tpl.add_partition(topic, p.id());
         }
     }
-    let c = consumer
-        .committed_offsets(tpl.clone(), Duration::from_secs(10))
-        // The group coordinator may be moving or loading (NotCoordinator, CoordinatorLoad-
-        // InProgress): transient on a real broker, asked once more after a pause.
-        .or_else(|_| {
-            std::thread::sleep(Duration::from_millis(500));
-            consumer.committed_offsets(tpl, Duration::from_secs(10))
-        })
-        .expect("committed");
+    // The group coordinator may be moving or still loading `__consumer_offsets` (NotCoordinator,
+    // CoordinatorLoadInProgress): transient on a real broker, so ask again until a deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed({group}, {topic}): {e}; asking again");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("committed({group}, {topic}) for 30 s: {e}"),
+        }
+    };
     c.elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -508,4 +519,34 @@ pub async fn produce_each(
         .into_iter()
         .map(|r| r.map(|d| (d.partition, d.offset)).map_err(|(e, _)| e))
         .collect()
+}
+
+/// Producer options for tests: as fast as possible, generated traffic of `hosts` hosts from
+/// `seed`, nothing invalid, no scenario, an ephemeral metrics port.
+pub fn producer_args(topic: &str, seed: u64, hosts: usize) -> producer::ProducerArgs {
+    producer::ProducerArgs {
+        kafka: KafkaArgs::new(kafka_broker()),
+        telemetry: TelemetryArgs {
+            log_format: pipeline_runtime::telemetry::LogFormat::Text,
+        },
+        topic: topic.to_owned(),
+        rate: 0,
+        count: None,
+        duration_secs: None,
+        input: None,
+        follow: false,
+        max_line_bytes: 1024 * 1024,
+        generator: producer::GeneratorArgs {
+            seed,
+            hosts,
+            deny_ratio: 0.05,
+            invalid_ratio: 0.0,
+            scenarios: vec![],
+            scenario_interval_secs: 60,
+            timestamp_style: producer::TimestampArg::Seed,
+        },
+        status_interval_secs: 5,
+        flush_timeout_secs: 60,
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+    }
 }

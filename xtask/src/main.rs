@@ -2,12 +2,14 @@
 //!
 //! * `services start|stop|status`: the local stack (Apache Kafka + Apache Cassandra JVMs);
 //! * `test`: its own stack on other ports, every unit and integration test, teardown;
-//! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line.
+//! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line;
+//! * `drill`, `bench`, `soak`, `fuzz`: fault drills, benchmarks, memory over time, fuzzing.
 
 mod bench;
 mod drill;
 mod fuzz;
 mod servers;
+mod soak;
 mod stack;
 mod tuning;
 mod up;
@@ -57,6 +59,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Crash, outage and rebalance drills on a stack of their own, with exact reconciliation.
     Drill(drill::DrillArgs),
+    /// The three services at a steady rate for minutes on a stack of their own, nobody
+    /// scraping: RSS over time, and whether it stayed flat.
+    Soak(soak::SoakArgs),
     /// cqlsh (from PyPI, in a venv under target/) against the local Cassandra.
     Cqlsh {
         /// Arguments for cqlsh, e.g. -e "SELECT * FROM ip_logs.access_logs LIMIT 10;".
@@ -161,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Soak(args) => soak::run(args).await,
         Cmd::Cqlsh { args } => {
             let cqlsh = python_tool("cqlsh", "cqlsh")?;
             let status = Command::new(cqlsh)

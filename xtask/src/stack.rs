@@ -391,16 +391,20 @@ impl Stack {
 
 /// Resident set size of a process in MiB, from `/proc/<pid>/status`.
 pub fn rss_mib(pid: i32) -> Option<u64> {
+    rss_kib(pid).map(|kib| kib / 1024)
+}
+
+/// Resident set size of a process in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: i32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()?;
-    Some(kib / 1024)
+        .ok()
 }
 
 fn log_schema_topics() -> Vec<&'static str> {

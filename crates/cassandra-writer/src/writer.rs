@@ -11,9 +11,13 @@
 //! Retryable write failures (timeouts, unavailable, overload, lost connections) are retried with
 //! exponential backoff and jitter, without limit by default; while writes are stuck, at most
 //! `max_in_flight` records are outstanding and the assigned partitions are paused
-//! (backpressure). A row the database rejects as invalid and a record that is not a validated
-//! record at all go to the dead-letter topic (`write_rejected` / the decode error kind), and the
-//! writer continues. A bad record never stops the service.
+//! (backpressure); a partition whose writes keep failing is reported by `/readyz`. A row the
+//! database rejects as invalid and a record that is not a validated record at all go to the
+//! dead-letter topic (`write_rejected` / the decode error kind), and the writer continues. A bad
+//! record never stops the service; a failure no record can get past does, with an error naming
+//! what to fix and nothing committed past it: Cassandra refusing this user (`Unauthorized`,
+//! authentication), or a dead-letter produce that can never succeed
+//! ([`pipeline_runtime::failure`]: missing topic, no permission, invalid configuration).
 //!
 //! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
 
@@ -35,6 +39,7 @@ use log_schema::{
 };
 use pipeline_runtime::{
     cassandra::CassandraArgs,
+    failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
     kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
     observe, shutdown,
     telemetry::{LogLimiter, TelemetryArgs},
@@ -243,6 +248,16 @@ struct Shared {
     args: WriterArgs,
     stats: Arc<WriterStats>,
     logs: LogLimiter,
+    /// Partitions whose writes keep failing (`/readyz`).
+    stalls: std::sync::Mutex<Stalls>,
+}
+
+impl Shared {
+    fn stalls(&self) -> std::sync::MutexGuard<'_, Stalls> {
+        self.stalls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Readiness of Cassandra, independent of traffic: a cheap read every 2 s.
@@ -320,6 +335,7 @@ fn describe_metrics() {
         "overloaded",
         "connection",
         "rejected",
+        "unauthorized",
         "other",
     ] {
         metrics::counter!("writer_write_errors_total", "kind" => kind).absolute(0);
@@ -333,6 +349,9 @@ fn describe_metrics() {
 fn error_kind(e: &ExecutionError) -> &'static str {
     if is_rejection(e) {
         return "rejected";
+    }
+    if is_refusal(e) {
+        return "unauthorized";
     }
     match e {
         ExecutionError::RequestTimeout(_) => "timeout",
@@ -414,6 +433,7 @@ pub async fn run_until(
         args,
         stats: stats.clone(),
         logs: LogLimiter::per_second(5),
+        stalls: std::sync::Mutex::new(Stalls::new(readiness.clone())),
     });
     tokio::spawn(probe_cassandra(
         shared.clone(),
@@ -514,7 +534,7 @@ pub async fn run_until(
         }
     }
     final_commit(&consumer);
-    let _ = shared.producer.flush(Duration::from_secs(10));
+    let _ = pipeline_runtime::run_blocking(|| shared.producer.flush(Duration::from_secs(10)));
     info!(
         written = stats.written.load(Relaxed),
         dead_lettered = stats.dead_lettered.load(Relaxed),
@@ -564,8 +584,10 @@ async fn handle(
             return Ok(Outcome::DeadLettered);
         }
     };
+    let source = format!("{}/{}", origin.topic, origin.partition);
+    let source = source.as_str();
     let result = match &input {
-        Input::Log(r) => write_log(shared, r).await,
+        Input::Log(r) => write_log(shared, r, source).await,
         Input::Stats(w) => {
             let day = w.window_start.date_naive();
             let by_ip = (
@@ -596,13 +618,13 @@ async fn handle(
                     shared,
                     &shared.statements.stats_by_ip,
                     &by_ip,
-                    "ip_stats_by_ip"
+                    ("ip_stats_by_ip", source)
                 ),
                 execute(
                     shared,
                     &shared.statements.top_talkers,
                     &top,
-                    "top_talkers_by_minute"
+                    ("top_talkers_by_minute", source)
                 ),
             );
             a.and(b)
@@ -634,13 +656,13 @@ async fn handle(
                     shared,
                     &shared.statements.alerts_by_day,
                     &by_day,
-                    "alerts_by_day"
+                    ("alerts_by_day", source)
                 ),
                 execute(
                     shared,
                     &shared.statements.alerts_by_ip,
                     &by_ip,
-                    "alerts_by_ip"
+                    ("alerts_by_ip", source)
                 ),
             );
             x.and(y)
@@ -659,12 +681,30 @@ async fn handle(
         Err(WriteError::GaveUp(e)) => {
             Err(anyhow::Error::new(*e).context("write failed after all retries"))
         }
+        Err(WriteError::Refused(table, e)) => Err(anyhow::Error::new(*e).context(format!(
+            "Cassandra refuses this user's writes to `{}.{table}`: grant MODIFY on the keyspace \
+             or fix CASSANDRA_USERNAME / CASSANDRA_PASSWORD",
+            shared.args.cassandra.keyspace
+        ))),
     }
 }
 
 enum WriteError {
     Rejected(String),
     GaveUp(Box<ExecutionError>),
+    /// No write of this user can succeed (authorization): the service stops.
+    Refused(&'static str, Box<ExecutionError>),
+}
+
+/// True for errors that concern the writer's identity, not the row: no retry helps.
+pub(crate) fn is_refusal(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Unauthorized | DbError::AuthenticationError,
+            _
+        ))
+    )
 }
 
 /// True for errors that concern the row itself and will never succeed on retry.
@@ -684,27 +724,40 @@ pub(crate) fn is_rejection(e: &ExecutionError) -> bool {
     }
 }
 
-/// Executes one prepared write, retrying retryable failures per the backoff policy.
+/// Executes one prepared write into `table` for a record of `source` (`topic/partition`),
+/// retrying retryable failures per the backoff policy; from the third failed attempt on, the
+/// source partition is reported as stalled until a write of it succeeds.
 async fn execute<V: SerializeRow + Sync>(
     shared: &Shared,
     statement: &PreparedStatement,
     values: &V,
-    table: &'static str,
+    (table, source): (&'static str, &str),
 ) -> Result<(), WriteError> {
     let started = Instant::now();
     let attempt = || async { shared.session.execute_unpaged(statement, values).await };
+    let mut failures = 0u32;
     let result = attempt
         .retry(shared.args.backoff())
-        .when(|e| !is_rejection(e))
+        .when(|e| !is_rejection(e) && !is_refusal(e))
         .notify(|error, delay| {
             shared.stats.retries.fetch_add(1, Relaxed);
             metrics::counter!("writer_write_retries_total").increment(1);
             metrics::counter!("writer_write_errors_total", "kind" => error_kind(error)).increment(1);
+            failures += 1;
+            if failures >= 3 {
+                shared.stalls().failing(
+                    source.to_owned(),
+                    format!("writes to `{table}` failing ({failures} attempts): {error}"),
+                );
+            }
             if let Some(suppressed) = shared.logs.allow() {
                 warn!(%error, table, retry_in_ms = delay.as_millis() as u64, suppressed, "write failed, retrying");
             }
         })
         .await;
+    if failures >= 3 {
+        shared.stalls().recovered(source);
+    }
     match result {
         Ok(_) => {
             metrics::counter!("writer_rows_written_total", "table" => table).increment(1);
@@ -716,6 +769,10 @@ async fn execute<V: SerializeRow + Sync>(
         Err(e) if is_rejection(&e) => {
             metrics::counter!("writer_write_errors_total", "kind" => "rejected").increment(1);
             Err(WriteError::Rejected(e.to_string()))
+        }
+        Err(e) if is_refusal(&e) => {
+            metrics::counter!("writer_write_errors_total", "kind" => "unauthorized").increment(1);
+            Err(WriteError::Refused(table, Box::new(e)))
         }
         Err(e) => Err(WriteError::GaveUp(Box::new(e))),
     }
@@ -742,13 +799,13 @@ pub fn access_log_row(r: &ValidatedRecord) -> impl SerializeRow + Sync + '_ {
     )
 }
 
-async fn write_log(shared: &Shared, r: &ValidatedRecord) -> Result<(), WriteError> {
+async fn write_log(shared: &Shared, r: &ValidatedRecord, source: &str) -> Result<(), WriteError> {
     let values = access_log_row(r);
     execute(
         shared,
         &shared.statements.access_logs,
         &values,
-        "access_logs",
+        ("access_logs", source),
     )
     .await?;
     shared.stats.written.fetch_add(1, Relaxed);
@@ -777,14 +834,27 @@ async fn dead_letter(
             .await
             .map_err(|(e, _)| e)
     };
+    let topic = &shared.args.dlq_topic;
+    let retriable = |e: &rdkafka::error::KafkaError| {
+        classify_produce(e, topic, ReportedAt::Delivery) == ProduceFailure::Retriable
+    };
     send.retry(shared.args.backoff())
+        .when(retriable)
         .notify(|error, _| {
             if let Some(suppressed) = shared.logs.allow() {
                 warn!(%error, suppressed, "dead-letter produce failed, retrying");
             }
         })
         .await
-        .context("cannot produce to the dead-letter topic")?;
+        .map_err(
+            |e| match classify_produce(&e, topic, ReportedAt::Delivery) {
+                ProduceFailure::Record(reason) | ProduceFailure::Environment(reason) => {
+                    anyhow::anyhow!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC): {reason}")
+                }
+                ProduceFailure::Retriable => anyhow::Error::new(e)
+                    .context(format!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC)")),
+            },
+        )?;
     shared.stats.dead_lettered.fetch_add(1, Relaxed);
     metrics::counter!("writer_dead_letters_total", "kind" => error.kind.as_str()).increment(1);
     Ok(())

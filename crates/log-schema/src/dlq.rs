@@ -111,6 +111,15 @@ impl DeadLetter {
         }
     }
 
+    /// The same dead letter without its payload (`raw` empty, `raw_truncated` set when there
+    /// was one; `raw_size` and the source coordinates still say what and where it was): for a
+    /// dead letter that the DLQ topic cannot take whole.
+    pub fn without_raw(mut self) -> Self {
+        self.raw.clear();
+        self.raw_truncated = self.raw_size > 0;
+        self
+    }
+
     /// The original bytes (or their kept prefix when `raw_truncated`).
     pub fn raw_bytes(&self) -> Result<Vec<u8>, ValidationError> {
         match self.raw_encoding {

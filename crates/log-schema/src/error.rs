@@ -40,11 +40,14 @@ pub enum ErrorKind {
     InvalidAction,
     /// Cassandra rejected the row as invalid (a non-retryable write error).
     WriteRejected,
+    /// Kafka refused the stream-reader's output for this record for good (larger than the
+    /// producer's `message.max.bytes`, or rejected by the broker as an invalid record).
+    OutputRejected,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for metrics pre-registration and tests).
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NotUtf8,
         ErrorKind::MalformedJson,
         ErrorKind::NotObject,
@@ -59,6 +62,7 @@ impl ErrorKind {
         ErrorKind::InvalidProtocol,
         ErrorKind::InvalidAction,
         ErrorKind::WriteRejected,
+        ErrorKind::OutputRejected,
     ];
 
     /// The stable snake_case name.
@@ -78,7 +82,14 @@ impl ErrorKind {
             ErrorKind::InvalidProtocol => "invalid_protocol",
             ErrorKind::InvalidAction => "invalid_action",
             ErrorKind::WriteRejected => "write_rejected",
+            ErrorKind::OutputRejected => "output_rejected",
         }
+    }
+
+    /// True for the kinds the validator gives a record; false for the kinds a delivery failure
+    /// gives (`write_rejected`, `output_rejected`).
+    pub fn is_validation(self) -> bool {
+        !matches!(self, ErrorKind::WriteRejected | ErrorKind::OutputRejected)
     }
 }
 
@@ -121,5 +132,10 @@ impl ValidationError {
     /// A write that Cassandra refused for good (used by the writer for its dead letters).
     pub fn write_rejected(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::WriteRejected, None, message)
+    }
+
+    /// An output Kafka refused for good (used by the stream-reader for its dead letters).
+    pub fn output_rejected(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::OutputRejected, None, message)
     }
 }

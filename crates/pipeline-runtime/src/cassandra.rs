@@ -12,7 +12,7 @@ use scylla::{
     statement::Consistency,
 };
 
-use crate::Secret;
+use crate::secret::{self, ExposeSecret as _, SecretString};
 
 /// Write/read consistency level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,7 +100,7 @@ pub struct CassandraArgs {
         env = "CASSANDRA_PASSWORD",
         hide_env_values = true
     )]
-    pub password: Option<Secret>,
+    pub password: Option<SecretString>,
 
     /// File holding the password (e.g. a Docker secret; trailing newline ignored).
     #[arg(long = "cassandra-password-file", env = "CASSANDRA_PASSWORD_FILE")]
@@ -188,9 +188,9 @@ impl CassandraArgs {
             .connection_timeout(Duration::from_millis(self.connect_timeout_ms))
             .default_execution_profile_handle(profile.into_handle())
             .auto_await_schema_agreement(self.await_schema_agreement);
-        let password = Secret::resolve(self.password.as_ref(), self.password_file.as_deref())?;
+        let password = secret::resolve(self.password.as_ref(), self.password_file.as_deref())?;
         match (&self.username, &password) {
-            (Some(user), Some(password)) => builder = builder.user(user, password.expose()),
+            (Some(user), Some(password)) => builder = builder.user(user, password.expose_secret()),
             (None, None) => {}
             _ => bail!(
                 "set both CASSANDRA_USERNAME and CASSANDRA_PASSWORD (or CASSANDRA_PASSWORD_FILE), or neither"

@@ -29,7 +29,7 @@ use rdkafka::{
 };
 use tracing::{info, warn};
 
-use crate::Secret;
+use crate::secret::{self, ExposeSecret as _, SecretString};
 
 /// One librdkafka option, `key=value`.
 #[derive(Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub struct KafkaArgs {
         env = "KAFKA_SASL_PASSWORD",
         hide_env_values = true
     )]
-    pub sasl_password: Option<Secret>,
+    pub sasl_password: Option<SecretString>,
 
     /// File holding the SASL password (trailing newline ignored).
     #[arg(long = "kafka-sasl-password-file", env = "KAFKA_SASL_PASSWORD_FILE")]
@@ -146,7 +146,7 @@ pub struct KafkaArgs {
         env = "KAFKA_SSL_KEY_PASSWORD",
         hide_env_values = true
     )]
-    pub ssl_key_password: Option<Secret>,
+    pub ssl_key_password: Option<SecretString>,
 
     /// File holding the client private key's password.
     #[arg(
@@ -214,11 +214,11 @@ impl KafkaArgs {
         if let Some(u) = &self.sasl_username {
             cfg.set("sasl.username", u);
         }
-        if let Some(p) = Secret::resolve(
+        if let Some(p) = secret::resolve(
             self.sasl_password.as_ref(),
             self.sasl_password_file.as_deref(),
         )? {
-            cfg.set("sasl.password", p.expose());
+            cfg.set("sasl.password", p.expose_secret());
         }
         for (key, path) in [
             ("ssl.ca.location", &self.ssl_ca_location),
@@ -229,11 +229,11 @@ impl KafkaArgs {
                 cfg.set(key, path.display().to_string());
             }
         }
-        if let Some(p) = Secret::resolve(
+        if let Some(p) = secret::resolve(
             self.ssl_key_password.as_ref(),
             self.ssl_key_password_file.as_deref(),
         )? {
-            cfg.set("ssl.key.password", p.expose());
+            cfg.set("ssl.key.password", p.expose_secret());
         }
         for o in self.options.iter().filter(|o| !o.key.is_empty()) {
             cfg.set(&o.key, &o.value);
@@ -513,7 +513,12 @@ impl ConsumerContext for PipelineContext {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-            if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            // Librdkafka calls this from the consumer's poll, i.e. on a runtime worker: the
+            // synchronous commit (one broker round trip, longer while the coordinator moves)
+            // must not stall the other tasks.
+            let committed =
+                crate::run_blocking(|| consumer.commit_consumer_state(CommitMode::Sync));
+            if let Err(error) = committed {
                 // "No offset" simply means nothing new was stored since the last commit.
                 if !matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) {
                     warn!(%error, "commit on revoke failed");
@@ -672,9 +677,10 @@ pub fn store_next_offset<C: ConsumerContext>(
     consumer.store_offsets(&tpl)
 }
 
-/// Final synchronous commit of everything stored, for graceful shutdown.
+/// Final synchronous commit of everything stored, for graceful shutdown (off the runtime's
+/// workers, see [`crate::run_blocking`]).
 pub fn final_commit<C: ConsumerContext>(consumer: &StreamConsumer<C>) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
+    match crate::run_blocking(|| consumer.commit_consumer_state(CommitMode::Sync)) {
         Ok(()) => info!("final offset commit done"),
         Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
         Err(error) => warn!(%error, "final offset commit failed"),

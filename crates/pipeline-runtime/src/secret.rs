@@ -1,58 +1,48 @@
-//! Secrets that never show up in logs, `--help` or `Debug` output.
+//! Secrets that never show up in logs, `--help` or `Debug` output: [`SecretString`] from the
+//! `secrecy` crate (redacted `Debug`, no `Display`, zeroed on drop, read only through
+//! [`ExposeSecret`]), given directly or, preferably, through a `*_FILE` setting.
 
-use std::{fmt, str::FromStr};
+use std::path::Path;
 
-/// A secret string. `Debug` and `Display` print `***`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub use secrecy::{ExposeSecret, SecretString};
 
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value, for handing to a client library.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Secret {
-    /// The secret given directly or read from a file (Docker secrets); the file wins. The
-    /// error names the file, never its content.
-    pub fn resolve(
-        value: Option<&Secret>,
-        file: Option<&std::path::Path>,
-    ) -> anyhow::Result<Option<Secret>> {
-        match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("cannot read the secret file {}: {e}", path.display())
-                })?;
-                Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_owned())))
-            }
-            None => Ok(value.cloned()),
+/// The secret given directly or read from a file (Docker secrets); the file wins. The error
+/// names the file, never its content; a trailing newline of the file is not part of the secret.
+pub fn resolve(
+    value: Option<&SecretString>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<SecretString>> {
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the secret file {}: {e}", path.display())
+            })?;
+            Ok(Some(SecretString::from(
+                text.trim_end_matches(['\n', '\r']),
+            )))
         }
+        None => Ok(value.cloned()),
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
+    #[test]
+    fn file_wins_and_debug_is_redacted() {
+        let path = std::env::temp_dir().join(format!("secret-test-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").expect("write");
+        let given = SecretString::from("given");
+        let s = resolve(Some(&given), Some(&path))
+            .expect("read")
+            .expect("some");
+        assert_eq!(s.expose_secret(), "from-file");
+        assert!(!format!("{s:?}").contains("from-file"));
+        let s = resolve(Some(&given), None).expect("ok").expect("some");
+        assert_eq!(s.expose_secret(), "given");
+        let _ = std::fs::remove_file(path);
+        let missing = resolve(None, Some(Path::new("/nonexistent/secret"))).expect_err("missing");
+        assert!(missing.to_string().contains("/nonexistent/secret"));
     }
 }

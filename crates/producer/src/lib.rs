@@ -1,5 +1,6 @@
 //! producer: generates realistic IP access logs (see [`generate`]) or replays real ones
-//! (`--input FILE|-`, one JSON document per line, bytes unchanged) into Kafka.
+//! (`--input FILE|-`, one record per line, bytes unchanged, gzip read as is, `--follow` for a
+//! growing and rotating file: see [`input`]) into Kafka.
 //!
 //! Records are keyed by source IP (so every event of an IP lands in one partition), sent by an
 //! idempotent `acks=all` producer with lz4 batches, at `--rate` logs/s through a smooth
@@ -7,9 +8,9 @@
 //! flushes with a timeout and the run fails if any record was not delivered.
 
 pub mod generate;
+pub mod input;
 
 use std::{
-    io::BufRead,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -71,9 +72,20 @@ pub struct ProducerArgs {
     #[arg(long, env = "PRODUCER_DURATION_SECS")]
     pub duration_secs: Option<u64>,
 
-    /// Replay JSON lines from this file (`-` = stdin) instead of generating.
+    /// Replay lines from this file (`-` = stdin; gzip is decompressed) instead of generating.
+    /// Each line is sent byte for byte, valid or not: the stream-reader sorts them out.
     #[arg(long, env = "PRODUCER_INPUT")]
     pub input: Option<String>,
+
+    /// With --input FILE: at its end, wait for more lines instead of stopping, and follow the
+    /// path to a new file when it is rotated (renamed or truncated), like `tail -F`.
+    #[arg(long, env = "PRODUCER_FOLLOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub follow: bool,
+
+    /// Longest input line sent whole, in bytes; a longer line is sent as its first this many
+    /// bytes and counted as truncated.
+    #[arg(long, env = "PRODUCER_MAX_LINE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_line_bytes: usize,
 
     /// Generator options.
     #[command(flatten)]
@@ -158,7 +170,12 @@ pub struct ProducerStats {
     pub failed: AtomicU64,
     /// Input lines read (replay).
     pub lines_read: AtomicU64,
+    /// Input lines longer than the bound, sent truncated (replay).
+    pub lines_truncated: AtomicU64,
 }
+
+/// How often a followed file is checked for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Counts delivery reports; the opaque is the send time in µs since `epoch`.
 #[derive(Debug, Clone)]
@@ -210,6 +227,8 @@ pub struct Summary {
     pub failed: u64,
     /// Lines read (replay).
     pub lines_read: u64,
+    /// Lines sent truncated (replay).
+    pub lines_truncated: u64,
 }
 
 /// Runs until the count, duration or input is exhausted, or SIGINT/SIGTERM. Fails if any record
@@ -229,7 +248,7 @@ pub async fn run(args: ProducerArgs) -> anyhow::Result<()> {
 
 enum Source {
     Generate(Box<Generator>),
-    Replay(Box<dyn BufRead + Send>),
+    Replay(Box<input::Lines>),
 }
 
 /// Runs until done or `shutdown`, counting into `stats`; returns the summary (does not fail on
@@ -262,10 +281,11 @@ pub async fn run_until(
         .context("cannot create the Kafka producer")?;
     let mut source = match args.input.as_deref() {
         None => Source::Generate(Box::new(Generator::new(args.generator.config()))),
-        Some("-") => Source::Replay(Box::new(std::io::BufReader::new(std::io::stdin()))),
-        Some(path) => Source::Replay(Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("open {path}"))?,
-        ))),
+        Some(path) => Source::Replay(Box::new(input::Lines::open(
+            path,
+            args.follow,
+            args.max_line_bytes,
+        )?)),
     };
     // Bursts of at most ~10 ms of traffic: smooth, not "everything at the top of the second".
     // Tokens are taken ~1 ms of traffic at a time: one timer wake-up per record costs more CPU
@@ -285,7 +305,6 @@ pub async fn run_until(
     let mut next_status = started + status_every;
     let mut last = (Instant::now(), 0u64);
     let mut buf = Vec::with_capacity(512);
-    let mut line = String::new();
     info!(topic = %args.topic, rate = args.rate, replay = args.input.is_some(), "producer started");
 
     loop {
@@ -310,21 +329,34 @@ pub async fn run_until(
         }
         let key: Option<String> = match &mut source {
             Source::Generate(g) => Some(g.next_into(Utc::now(), &mut buf).0.to_owned()),
-            Source::Replay(reader) => {
-                line.clear();
-                let n = tokio::task::block_in_place(|| reader.read_line(&mut line))
+            Source::Replay(lines) => {
+                let next = pipeline_runtime::run_blocking(|| lines.next_line(&mut buf))
                     .context("read input")?;
-                if n == 0 {
-                    break;
+                match next {
+                    input::Next::End => break,
+                    input::Next::Pending => {
+                        // Following a file at its end: the token taken stays for the next line.
+                        tokens += 1;
+                        tokio::select! {
+                            _ = tokio::time::sleep(FOLLOW_POLL) => continue,
+                            _ = shutdown.cancelled() => break,
+                        }
+                    }
+                    input::Next::Line { truncated } => {
+                        stats.lines_read.fetch_add(1, Relaxed);
+                        if truncated {
+                            let n = stats.lines_truncated.fetch_add(1, Relaxed);
+                            metrics::counter!("producer_lines_truncated_total").increment(1);
+                            if n < 10 || n.is_multiple_of(10_000) {
+                                warn!(
+                                    max_line_bytes = args.max_line_bytes,
+                                    truncated = n + 1,
+                                    "input line longer than the bound; sending its first max_line_bytes bytes"
+                                );
+                            }
+                        }
+                    }
                 }
-                stats.lines_read.fetch_add(1, Relaxed);
-                let content = line.strip_suffix('\n').unwrap_or(&line);
-                let content = content.strip_suffix('\r').unwrap_or(content);
-                if content.is_empty() {
-                    continue;
-                }
-                buf.clear();
-                buf.extend_from_slice(content.as_bytes());
                 source_ip_of(&buf)
             }
         };
@@ -341,7 +373,10 @@ pub async fn run_until(
 
     let sent = stats.sent.load(Relaxed);
     info!(sent, "flushing outstanding deliveries");
-    if let Err(error) = producer.flush(Duration::from_secs(args.flush_timeout_secs)) {
+    let flushed = pipeline_runtime::run_blocking(|| {
+        producer.flush(Duration::from_secs(args.flush_timeout_secs))
+    });
+    if let Err(error) = flushed {
         warn!(%error, "flush did not complete");
     }
     log_status(&stats, started, &mut last);
@@ -350,6 +385,7 @@ pub async fn run_until(
         delivered: stats.delivered.load(Relaxed),
         failed: stats.failed.load(Relaxed),
         lines_read: stats.lines_read.load(Relaxed),
+        lines_truncated: stats.lines_truncated.load(Relaxed),
     };
     info!(?summary, "producer stopped");
     server_stop.cancel();
@@ -376,10 +412,15 @@ fn describe_metrics() {
         metrics::Unit::Seconds,
         "Send to broker acknowledgement"
     );
+    describe_counter!(
+        "producer_lines_truncated_total",
+        "Replayed input lines longer than the bound, sent truncated"
+    );
     for name in [
         "producer_records_sent_total",
         "producer_records_delivered_total",
         "producer_delivery_failures_total",
+        "producer_lines_truncated_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -17,7 +17,13 @@
 //! `FuturesUnordered` of the consume loop (no task per record), at most `max_in_flight` input
 //! records at a time; past that the loop stops taking records. A failed produce is retried with
 //! exponential backoff and jitter, without limit: the record is neither skipped nor is the
-//! service crash-looped. The output producer is idempotent (`KafkaArgs::producer_config`): a
+//! service crash-looped; a partition whose output keeps failing is reported by `/readyz`. A
+//! produce that can never succeed is not retried ([`pipeline_runtime::failure`]): an output
+//! Kafka refuses for this record alone becomes an `output_rejected` dead letter (a dead letter
+//! too large for the producer is sent again without its payload, flagged); a failure no record
+//! can get past (missing topic, no permission, invalid configuration) stops the service with
+//! an error naming the topic and its setting, after committing what was finished. A lost
+//! delivery report is a failed delivery: the output is sent again. The output producer is idempotent (`KafkaArgs::producer_config`): a
 //! librdkafka retry never duplicates an output; a reprocessed record after a crash still does,
 //! with the same deterministic id, upserted downstream.
 //!
@@ -40,8 +46,9 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use chrono::Utc;
 use clap::Parser;
 use futures::{StreamExt as _, stream::FuturesUnordered};
-use log_schema::{DeadLetter, ErrorKind, Limits, Origin, validate};
+use log_schema::{DeadLetter, ErrorKind, Limits, Origin, ValidationError, validate};
 use pipeline_runtime::{
+    failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
     kafka::{
         Backpressure, KafkaArgs, PipelineContext, SharedTracker, final_commit, store_next_offset,
     },
@@ -51,7 +58,6 @@ use pipeline_runtime::{
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
-    message::OwnedMessage,
     producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 use tokio::sync::mpsc;
@@ -210,17 +216,6 @@ struct Out {
     payload: Vec<u8>,
 }
 
-impl Out {
-    /// The record librdkafka handed back with a failed delivery, to send again.
-    fn from_failed(message: &OwnedMessage) -> Self {
-        Self {
-            topic: Arc::from(message.topic()),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
-        }
-    }
-}
-
 /// What one output belongs to.
 #[derive(Debug, Clone, Copy)]
 enum Owner {
@@ -234,19 +229,22 @@ enum Owner {
     Window(u64),
 }
 
-/// An output whose delivery report is awaited.
+/// An output whose delivery report is awaited. It keeps its record (librdkafka copied it, so
+/// this is no extra copy) to send it again if the delivery fails or its report is lost.
 struct Flight {
     owner: Owner,
     attempt: u32,
     sent_at: Instant,
+    out: Option<Out>,
     delivery: DeliveryFuture,
 }
 
-/// A settled delivery: the flight's owner, attempt, send time and librdkafka's report.
+/// A settled delivery: the flight's owner, attempt, send time, record and librdkafka's report.
 type Landed = (
     Owner,
     u32,
     Instant,
+    Out,
     Result<
         rdkafka::producer::future_producer::OwnedDeliveryResult,
         futures::channel::oneshot::Canceled,
@@ -257,11 +255,17 @@ impl Future for Flight {
     type Output = Landed;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Landed> {
-        Pin::new(&mut self.delivery)
-            .poll(cx)
-            .map(|report| (self.owner, self.attempt, self.sent_at, report))
+        let report = std::task::ready!(Pin::new(&mut self.delivery).poll(cx));
+        let out = self.out.take().expect("a flight settles once");
+        Poll::Ready((self.owner, self.attempt, self.sent_at, out, report))
     }
 }
+
+/// An output to send again: its owner, the attempt it will be, the record.
+type Retry = (Owner, u32, Out);
+
+/// Where retries come back after their backoff delay.
+type Retries = mpsc::UnboundedReceiver<Retry>;
 
 /// What finished once its outputs were acknowledged.
 enum Done {
@@ -316,9 +320,13 @@ struct Reader {
     windows_waiting: HashMap<u64, (usize, Done)>,
     next_window_id: u64,
     /// Failed outputs come back here after their backoff delay.
-    retry_tx: mpsc::UnboundedSender<(Owner, u32, Out)>,
+    retry_tx: mpsc::UnboundedSender<Retry>,
     backoff: ExponentialBuilder,
     retry_log: LogLimiter,
+    /// Partitions whose outputs keep failing (`/readyz`).
+    stalls: Stalls,
+    /// Set when a produce can never succeed: the loop stops and the service fails with it.
+    fatal: Option<anyhow::Error>,
 }
 
 impl Reader {
@@ -378,6 +386,111 @@ impl Reader {
         self.emit(closed);
     }
 
+    /// The topic setting of an output topic, for error messages.
+    fn setting_of(&self, topic: &str) -> &'static str {
+        let t = &self.topics;
+        [
+            (&t.validated, "READER_VALIDATED_TOPIC"),
+            (&t.dlq, "READER_DLQ_TOPIC"),
+            (&t.stats, "READER_STATS_TOPIC"),
+            (&t.alerts, "READER_ALERTS_TOPIC"),
+        ]
+        .into_iter()
+        .find_map(|(name, setting)| (**name == *topic).then_some(setting))
+        .unwrap_or("the topic settings")
+    }
+
+    /// A produce failed: retried, dead-lettered or fatal, by its class.
+    fn on_failed(
+        &mut self,
+        error: &rdkafka::error::KafkaError,
+        out: Out,
+        owner: Owner,
+        attempt: u32,
+        at: ReportedAt,
+    ) {
+        match classify_produce(error, &out.topic, at) {
+            ProduceFailure::Retriable => self.retry(error, out, owner, attempt),
+            ProduceFailure::Record(reason) => self.reject(out, owner, reason),
+            ProduceFailure::Environment(reason) => self.fail(&out.topic, &reason),
+        }
+    }
+
+    /// Kafka refused `out` for good. A validated record becomes an `output_rejected` dead letter
+    /// (its payload: the validated record, which can be redriven to the validated topic); a
+    /// dead letter is sent again without its payload; anything else stops the service.
+    fn reject(&mut self, out: Out, owner: Owner, reason: String) {
+        metrics::counter!("reader_outputs_rejected_total").increment(1);
+        if let Some(suppressed) = self.retry_log.allow() {
+            warn!(topic = %out.topic, reason, suppressed, "output refused for good; dead-lettering it");
+        }
+        let Owner::Record {
+            partition,
+            offset,
+            kind,
+        } = owner
+        else {
+            return self.fail(&out.topic, &reason);
+        };
+        let dead_letter = match kind {
+            None => {
+                let origin = Origin {
+                    topic: &self.topics.input,
+                    partition,
+                    offset,
+                };
+                let error = ValidationError::output_rejected(reason);
+                DeadLetter::new(
+                    &error,
+                    &out.payload,
+                    &origin,
+                    Utc::now(),
+                    self.args.dlq_max_raw_bytes,
+                )
+            }
+            Some(_) => match DeadLetter::from_json(&out.payload) {
+                Ok(dl) if !dl.raw.is_empty() => dl.without_raw(),
+                _ => return self.fail(&out.topic, &reason),
+            },
+        };
+        let kind = Some(dead_letter.error.kind);
+        let out = Out {
+            topic: self.topics.dlq.clone(),
+            key: out.key,
+            payload: dead_letter.to_json(),
+        };
+        self.send(
+            out,
+            Owner::Record {
+                partition,
+                offset,
+                kind,
+            },
+            0,
+        );
+    }
+
+    /// No output to `topic` can succeed: stop the loop with an error naming the setting.
+    fn fail(&mut self, topic: &str, reason: &str) {
+        if self.fatal.is_none() {
+            let setting = self.setting_of(topic);
+            self.fatal = Some(anyhow::anyhow!(
+                "cannot produce to `{topic}` ({setting}): {reason}"
+            ));
+        }
+    }
+
+    /// The input partition an output belongs to.
+    fn partition_of(&self, owner: Owner) -> Option<i32> {
+        match owner {
+            Owner::Record { partition, .. } => Some(partition),
+            Owner::Window(id) => match self.windows_waiting.get(&id) {
+                Some((_, Done::Window { partition, .. })) => Some(*partition),
+                _ => None,
+            },
+        }
+    }
+
     /// Sends the statistics and alerts of closed windows.
     fn emit(&mut self, closed: Vec<Closed>) {
         for c in closed {
@@ -422,16 +535,30 @@ impl Reader {
                 owner,
                 attempt,
                 sent_at: Instant::now(),
+                out: Some(out),
                 delivery,
             }),
-            Err((error, _)) => self.retry(error, out, owner, attempt),
+            Err((error, _)) => self.on_failed(&error, out, owner, attempt, ReportedAt::Send),
         }
     }
 
-    /// Schedules `out` to be sent again after the backoff delay of its `attempt`.
-    fn retry(&mut self, error: rdkafka::error::KafkaError, out: Out, owner: Owner, attempt: u32) {
+    /// Schedules `out` to be sent again after the backoff delay of its `attempt`; from the
+    /// third attempt on, its partition is reported as stalled.
+    fn retry(&mut self, error: &dyn std::fmt::Display, out: Out, owner: Owner, attempt: u32) {
         self.stats.retries.fetch_add(1, Relaxed);
         metrics::counter!("reader_produce_retries_total").increment(1);
+        if attempt >= 2
+            && let Some(partition) = self.partition_of(owner)
+        {
+            self.stalls.failing(
+                format!("{}/{partition}", self.topics.input),
+                format!(
+                    "produce to `{}` failing ({} attempts): {error}",
+                    out.topic,
+                    attempt + 1
+                ),
+            );
+        }
         let delay = self
             .backoff
             .build()
@@ -448,11 +575,17 @@ impl Reader {
     }
 
     /// A delivery report: finishes its owner when acknowledged, otherwise retries the record.
-    fn on_landed(&mut self, (owner, attempt, sent_at, report): Landed) {
+    fn on_landed(&mut self, (owner, attempt, sent_at, out, report): Landed) {
         match report {
             Ok(Ok(_)) => {
                 metrics::histogram!("reader_produce_latency_seconds")
                     .record(sent_at.elapsed().as_secs_f64());
+                if !self.stalls.is_clear()
+                    && let Some(partition) = self.partition_of(owner)
+                {
+                    self.stalls
+                        .recovered(&format!("{}/{partition}", self.topics.input));
+                }
                 match owner {
                     Owner::Record {
                         partition,
@@ -475,13 +608,18 @@ impl Reader {
                     }
                 }
             }
-            Ok(Err((error, message))) => {
-                self.retry(error, Out::from_failed(&message), owner, attempt);
+            Ok(Err((error, _))) => {
+                self.on_failed(&error, out, owner, attempt, ReportedAt::Delivery);
             }
-            Err(_canceled) => {
-                // Only when the producer is torn down; the input is not stored, so it is
-                // processed again after a restart.
-                warn!("delivery report lost; the record will be reprocessed after a restart");
+            Err(canceled) => {
+                // librdkafka dropped the report (the message was never reported on): its
+                // outcome is unknown, so it is a failed delivery, sent again.
+                self.retry(
+                    &format!("delivery report lost ({canceled})"),
+                    out,
+                    owner,
+                    attempt,
+                );
             }
         }
     }
@@ -573,82 +711,98 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// The loop's state with its clients (created, not connected yet), and the receiving end of
+    /// its retry channel.
+    fn new(
+        args: ReaderArgs,
+        context: PipelineContext,
+        readiness: observe::Readiness,
+        stats: Arc<ReaderStats>,
+    ) -> anyhow::Result<(Self, Retries)> {
+        let limits = Limits {
+            max_record_bytes: args.max_record_bytes,
+            max_future_skew: Duration::from_secs(args.max_future_skew_secs),
+        };
+        let producer: FutureProducer = args.kafka.producer(&[])?;
+        let tracker = context.tracker.clone();
+        let revocations = context.revocations.clone();
+        let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
+        let windows = args.analytics.then(|| {
+            Windows::new(WindowConfig {
+                lateness: chrono::TimeDelta::seconds(args.allowed_lateness_secs as i64),
+                idle: Duration::from_millis(args.idle_flush_ms),
+                thresholds: Thresholds {
+                    port_scan: args.alert_port_scan_ports,
+                    flood: args.alert_flood_events,
+                    deny_burst: args.alert_deny_burst_denied,
+                },
+            })
+        });
+        let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(args.retry_min_delay_ms))
+            .with_max_delay(Duration::from_millis(args.retry_max_delay_ms))
+            .with_jitter()
+            .without_max_times();
+        let topics = TopicNames {
+            input: Arc::from(args.input_topic.as_str()),
+            validated: Arc::from(args.validated_topic.as_str()),
+            dlq: Arc::from(args.dlq_topic.as_str()),
+            stats: Arc::from(args.stats_topic.as_str()),
+            alerts: Arc::from(args.alerts_topic.as_str()),
+        };
+        let reader = Reader {
+            topics,
+            flow: Backpressure::new(args.max_in_flight),
+            args,
+            limits,
+            producer,
+            consumer,
+            tracker,
+            revocations,
+            seen_revocations: 0,
+            windows,
+            acked: HashMap::new(),
+            stored: HashMap::new(),
+            stats,
+            flights: FuturesUnordered::new(),
+            windows_waiting: HashMap::new(),
+            next_window_id: 0,
+            retry_tx,
+            backoff,
+            retry_log: LogLimiter::per_second(5),
+            stalls: Stalls::new(readiness),
+            fatal: None,
+        };
+        Ok((reader, retry_rx))
+    }
+}
+
 /// Runs until `shutdown` is cancelled, counting into `stats`.
 pub async fn run_until(
     args: ReaderArgs,
     shutdown: CancellationToken,
     stats: Arc<ReaderStats>,
 ) -> anyhow::Result<()> {
-    let limits = Limits {
-        max_record_bytes: args.max_record_bytes,
-        max_future_skew: Duration::from_secs(args.max_future_skew_secs),
-    };
-    let producer: FutureProducer = args.kafka.producer(&[])?;
     let readiness = observe::Readiness::default();
     let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
     let server_stop = shutdown.child_token();
-    let server = observe::serve(args.metrics_addr, readiness, server_stop.clone()).await?;
+    let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
     describe_metrics();
-    let tracker = context.tracker.clone();
-    let revocations = context.revocations.clone();
     let lags = context.lags.clone();
-    let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
-    consumer
-        .subscribe(&[&args.input_topic])
+    let (mut reader, mut retry_rx) = Reader::new(args, context, readiness, stats.clone())?;
+    reader
+        .consumer
+        .subscribe(&[&reader.args.input_topic])
         .context("subscribe")?;
-    info!(topic = %args.input_topic, group = %args.group_id, analytics = args.analytics, "stream-reader started");
-
-    let windows = args.analytics.then(|| {
-        Windows::new(WindowConfig {
-            lateness: chrono::TimeDelta::seconds(args.allowed_lateness_secs as i64),
-            idle: Duration::from_millis(args.idle_flush_ms),
-            thresholds: Thresholds {
-                port_scan: args.alert_port_scan_ports,
-                flood: args.alert_flood_events,
-                deny_burst: args.alert_deny_burst_denied,
-            },
-        })
-    });
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<(Owner, u32, Out)>();
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(args.retry_min_delay_ms))
-        .with_max_delay(Duration::from_millis(args.retry_max_delay_ms))
-        .with_jitter()
-        .without_max_times();
-    let topics = TopicNames {
-        input: Arc::from(args.input_topic.as_str()),
-        validated: Arc::from(args.validated_topic.as_str()),
-        dlq: Arc::from(args.dlq_topic.as_str()),
-        stats: Arc::from(args.stats_topic.as_str()),
-        alerts: Arc::from(args.alerts_topic.as_str()),
-    };
-    let mut reader = Reader {
-        topics,
-        flow: Backpressure::new(args.max_in_flight),
-        args,
-        limits,
-        producer,
-        consumer,
-        tracker,
-        revocations,
-        seen_revocations: 0,
-        windows,
-        acked: HashMap::new(),
-        stored: HashMap::new(),
-        stats: stats.clone(),
-        flights: FuturesUnordered::new(),
-        windows_waiting: HashMap::new(),
-        next_window_id: 0,
-        retry_tx,
-        backoff,
-        retry_log: LogLimiter::per_second(5),
-    };
+    info!(topic = %reader.args.input_topic, group = %reader.args.group_id, analytics = reader.args.analytics, "stream-reader started");
     let mut status =
         tokio::time::interval(Duration::from_secs(reader.args.status_interval_secs.max(1)));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last = (Instant::now(), 0u64);
 
-    loop {
+    while reader.fatal.is_none() {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -686,13 +840,14 @@ pub async fn run_until(
 
     // Drain: wait for outstanding deliveries (bounded), then commit what is acknowledged.
     // Windows still open are not emitted: their first offsets hold the commit, so the next
-    // run rebuilds them.
+    // run rebuilds them. After a fatal failure only the deliveries already under way are
+    // awaited: the refused record never finishes, so nothing past it is stored.
     let drain_deadline = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(drain_deadline);
-    while reader.flow.in_flight() > 0 {
+    while reader.flow.in_flight() > 0 && (reader.fatal.is_none() || !reader.flights.is_empty()) {
         tokio::select! {
             Some(landed) = reader.flights.next(), if !reader.flights.is_empty() => reader.on_landed(landed),
-            Some((owner, attempt, out)) = retry_rx.recv() => reader.send(out, owner, attempt),
+            Some((owner, attempt, out)) = retry_rx.recv(), if reader.fatal.is_none() => reader.send(out, owner, attempt),
             _ = &mut drain_deadline => {
                 warn!(in_flight = reader.flow.in_flight(), "drain timed out; unacknowledged records will be reprocessed");
                 break;
@@ -700,12 +855,16 @@ pub async fn run_until(
         }
     }
     final_commit(&reader.consumer);
-    let _ = reader.producer.flush(Duration::from_secs(10));
+    let producer = &reader.producer;
+    let _ = pipeline_runtime::run_blocking(|| producer.flush(Duration::from_secs(10)));
     log_status(&stats, 0, &mut last);
     info!("stream-reader stopped");
     server_stop.cancel();
     let _ = server.await;
-    Ok(())
+    match reader.fatal {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// Registers every metric with its help text and zero values, so dashboards show all series
@@ -747,6 +906,11 @@ fn describe_metrics() {
         "Alerts emitted to ip_alerts, by rule"
     );
     describe_gauge!("reader_windows_open", "Per-IP windows currently open");
+    describe_counter!(
+        "reader_outputs_rejected_total",
+        "Outputs Kafka refused for good, dead-lettered instead"
+    );
+    metrics::counter!("reader_outputs_rejected_total").absolute(0);
     metrics::counter!("reader_records_consumed_total").absolute(0);
     for output in ["validated", "dlq"] {
         metrics::counter!("reader_records_out_total", "output" => output).absolute(0);
@@ -779,4 +943,114 @@ fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) 
         records_per_s = format!("{rate:.0}"),
         "status"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
+
+    /// A reader whose clients point at a closed port: created, never connected. Nothing here
+    /// needs a broker; what is sent stays in librdkafka's queue.
+    fn offline_reader() -> (Reader, Retries, Arc<ReaderStats>) {
+        let args = ReaderArgs::try_parse_from([
+            "stream-reader",
+            "--kafka-broker",
+            "127.0.0.1:1",
+            "--retry-min-delay-ms",
+            "1",
+            "--retry-max-delay-ms",
+            "10",
+        ])
+        .expect("args");
+        let readiness = observe::Readiness::default();
+        let context = PipelineContext::new(readiness.clone(), Arc::default());
+        let stats = Arc::new(ReaderStats::default());
+        let (reader, retry_rx) =
+            Reader::new(args, context, readiness, stats.clone()).expect("reader");
+        (reader, retry_rx, stats)
+    }
+
+    fn validated_out(reader: &Reader) -> Out {
+        Out {
+            topic: reader.topics.validated.clone(),
+            key: Some(b"10.0.0.1".to_vec()),
+            payload: br#"{"validated":true}"#.to_vec(),
+        }
+    }
+
+    const RECORD: Owner = Owner::Record {
+        partition: 2,
+        offset: 7,
+        kind: None,
+    };
+
+    #[tokio::test]
+    async fn a_lost_delivery_report_is_a_failed_delivery_sent_again() {
+        let (mut reader, mut retry_rx, stats) = offline_reader();
+        let (tx, mut rx) = futures::channel::oneshot::channel::<()>();
+        drop(tx);
+        let canceled = rx.try_recv().expect_err("a dropped sender cancels");
+        let out = validated_out(&reader);
+        reader.on_landed((RECORD, 0, Instant::now(), out, Err(canceled)));
+        let (owner, attempt, out) = tokio::time::timeout(Duration::from_secs(5), retry_rx.recv())
+            .await
+            .expect("sent again after its backoff")
+            .expect("retry channel open");
+        assert!(matches!(
+            owner,
+            Owner::Record {
+                partition: 2,
+                offset: 7,
+                kind: None
+            }
+        ));
+        assert_eq!(attempt, 1);
+        assert_eq!(out.payload, br#"{"validated":true}"#);
+        assert_eq!(stats.retries.load(Relaxed), 1);
+        assert!(reader.fatal.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_output_refused_for_good_becomes_an_output_rejected_dead_letter() {
+        let (mut reader, _retry_rx, _) = offline_reader();
+        let out = validated_out(&reader);
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        reader.on_failed(&too_large, out, RECORD, 0, ReportedAt::Send);
+        assert!(reader.fatal.is_none());
+        assert_eq!(reader.flights.len(), 1, "the dead letter is under way");
+        let flight = reader.flights.iter().next().expect("flight");
+        assert!(matches!(
+            flight.owner,
+            Owner::Record {
+                partition: 2,
+                offset: 7,
+                kind: Some(ErrorKind::OutputRejected)
+            }
+        ));
+        let out = flight.out.as_ref().expect("its record");
+        assert_eq!(&*out.topic, &*reader.topics.dlq);
+        let dl = DeadLetter::from_json(&out.payload).expect("a dead letter");
+        assert_eq!(dl.error.kind, ErrorKind::OutputRejected);
+        assert_eq!(dl.raw_bytes().expect("raw"), br#"{"validated":true}"#);
+        assert_eq!((dl.source.partition, dl.source.offset), (2, 7));
+    }
+
+    #[tokio::test]
+    async fn a_missing_output_topic_stops_the_reader_naming_the_setting() {
+        let (mut reader, mut retry_rx, _) = offline_reader();
+        let out = validated_out(&reader);
+        let missing = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopicOrPartition);
+        reader.on_failed(&missing, out, RECORD, 0, ReportedAt::Delivery);
+        let fatal = format!("{:#}", reader.fatal.as_ref().expect("fatal"));
+        assert!(
+            fatal.contains("`ip_logs_validated` (READER_VALIDATED_TOPIC)"),
+            "{fatal}"
+        );
+        assert!(fatal.contains("does not exist"), "{fatal}");
+        assert!(
+            reader.flights.is_empty() && retry_rx.try_recv().is_err(),
+            "not retried"
+        );
+    }
 }
