@@ -11,6 +11,7 @@ mod deploy;
 mod hardening;
 mod hostile;
 mod kafka;
+mod monitoring;
 mod observability;
 mod producer;
 mod reader;

@@ -172,6 +172,19 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
         matches!(http_get(wp, "/healthz").await, Some((200, _))),
         "still alive"
     );
+    // A record arriving meanwhile cannot be written: its partition is reported as stalled,
+    // with the table and the error.
+    let line = br#"{"timestamp":"2025-12-28T10:30:45.123456","source_ip":"192.168.1.100","destination_ip":"10.0.0.50","port":8080,"protocol":"TCP","bytes_sent":2048,"bytes_received":4096,"action":"ALLOW"}"#;
+    support::produce(&raw, &[(None, line.to_vec())]).await;
+    let stalled = format!("{valid}/");
+    support::wait_until_async(DEADLINE, "readyz names the stalled partition", || {
+        let stalled = stalled.clone();
+        async move {
+            matches!(http_get(wp, "/readyz").await, Some((503, body))
+                if body.contains(&stalled) && body.contains("stalled: writes to `access_logs` failing"))
+        }
+    })
+    .await;
     proxy.restore();
     support::wait_until_async(DEADLINE, "readyz 200 after the outage", || async move {
         matches!(http_get(wp, "/readyz").await, Some((200, _)))

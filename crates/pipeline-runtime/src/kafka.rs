@@ -423,7 +423,8 @@ pub struct PipelineContext {
     pub tracker: SharedTracker,
     /// Number of partitions currently assigned to this consumer (for status and readiness).
     pub assigned: Arc<AtomicUsize>,
-    /// Readiness checks `kafka` (a broker connection is up) and `partitions` (some assigned).
+    /// Readiness checks `kafka` (a broker connection is up) and `group` (joined the consumer
+    /// group: an assignment arrived, possibly empty).
     pub readiness: crate::observe::Readiness,
     /// Incremented on every revoke, so a loop with per-partition state can start over.
     pub revocations: Arc<AtomicU64>,
@@ -436,7 +437,7 @@ impl PipelineContext {
     /// A context whose readiness checks start failing until proven otherwise.
     pub fn new(readiness: crate::observe::Readiness, assigned: Arc<AtomicUsize>) -> Self {
         readiness.declare("kafka", "no broker connection yet");
-        readiness.declare("partitions", "no partitions assigned yet");
+        readiness.declare("group", "not in the consumer group yet");
         metrics::describe_gauge!(
             "kafka_consumer_lag",
             "High watermark minus consumer position, per partition"
@@ -538,14 +539,9 @@ impl ConsumerContext for PipelineContext {
                 info!(partitions = ?parts, "partitions assigned");
                 self.assigned.store(parts.len(), Ordering::Relaxed);
                 metrics::gauge!("kafka_assigned_partitions").set(parts.len() as f64);
-                self.readiness.set(
-                    "partitions",
-                    if parts.is_empty() {
-                        Err("no partitions assigned".into())
-                    } else {
-                        Ok(())
-                    },
-                );
+                // In the group, even with nothing assigned: an instance beyond the partition count
+                // is a ready standby, not a failure.
+                self.readiness.set("group", Ok(()));
             }
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
             Rebalance::Revoke(_) => {}
