@@ -102,6 +102,34 @@ async fn a_missing_output_topic_stops_the_reader_with_a_clear_error() {
     );
 }
 
+/// The producer service too: a missing topic stops it with the topic and its setting, instead
+/// of counting every record that follows as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_topic_stops_the_producer_with_a_clear_error() {
+    let topic = support::unique("it_missing_producer_topic");
+    let mut args = support::producer_args(&topic, 1, 10);
+    args.rate = 100;
+    args.flush_timeout_secs = 10;
+    args.kafka.options = [
+        "allow.auto.create.topics=false",
+        "topic.metadata.propagation.max.ms=2000",
+    ]
+    .iter()
+    .map(|o| o.parse::<KafkaOption>().expect("option"))
+    .collect();
+    let run = producer::run_until(args, CancellationToken::new(), Arc::default());
+    let error = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("the producer stops by itself")
+        .expect_err("the producer fails");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!("`{topic}` (PRODUCER_TOPIC)"))
+            && message.contains("does not exist"),
+        "{message}"
+    );
+}
+
 /// A dead letter larger than the producer's `message.max.bytes` is refused by the client for
 /// good: it is sent again without its payload (flagged, with its size and coordinates), and
 /// the reader goes on.

@@ -23,7 +23,12 @@ use chrono::{TimeDelta, Utc};
 use clap::{Args, Parser, ValueEnum};
 use governor::{Quota, RateLimiter};
 use log_schema::TimestampStyle;
-use pipeline_runtime::{kafka::KafkaArgs, observe, shutdown, telemetry::TelemetryArgs};
+use pipeline_runtime::{
+    failure::{ProduceFailure, ReportedAt, classify_produce},
+    kafka::KafkaArgs,
+    observe, shutdown,
+    telemetry::TelemetryArgs,
+};
 use rdkafka::{
     ClientContext,
     error::{KafkaError, RDKafkaErrorCode},
@@ -183,6 +188,30 @@ struct Deliveries {
     stats: Arc<ProducerStats>,
     readiness: observe::Readiness,
     epoch: Instant,
+    /// Set by the first failure no record can get past (missing topic, no permission, …): the
+    /// run stops with it instead of failing every record that follows.
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Deliveries {
+    /// Classifies a failed record: an environment failure stops the run.
+    fn failed(&self, error: &KafkaError, topic: &str, at: ReportedAt) {
+        if let ProduceFailure::Environment(reason) = classify_produce(error, topic, at) {
+            let mut fatal = self
+                .fatal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            fatal.get_or_insert(reason);
+        }
+    }
+
+    /// The failure that stops the run, if one happened.
+    fn fatal(&self) -> Option<String> {
+        self.fatal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl ClientContext for Deliveries {
@@ -204,6 +233,7 @@ impl ProducerContext for Deliveries {
                 metrics::counter!("producer_records_delivered_total").increment(1);
             }
             Err((error, message)) => {
+                self.failed(error, message.topic(), ReportedAt::Delivery);
                 metrics::counter!("producer_delivery_failures_total").increment(1);
                 let failed = self.stats.failed.fetch_add(1, Relaxed);
                 // One line per failure would flood the log during an outage: log the first
@@ -277,6 +307,7 @@ pub async fn run_until(
             stats: stats.clone(),
             readiness,
             epoch,
+            fatal: Arc::default(),
         })
         .context("cannot create the Kafka producer")?;
     let mut source = match args.input.as_deref() {
@@ -307,7 +338,12 @@ pub async fn run_until(
     let mut buf = Vec::with_capacity(512);
     info!(topic = %args.topic, rate = args.rate, replay = args.input.is_some(), "producer started");
 
+    let mut fatal = None;
     loop {
+        if let Some(reason) = producer.context().fatal() {
+            fatal = Some(reason);
+            break;
+        }
         if shutdown.is_cancelled()
             || args.count.is_some_and(|c| stats.sent.load(Relaxed) >= c)
             || deadline.is_some_and(|d| Instant::now() >= d)
@@ -390,6 +426,12 @@ pub async fn run_until(
     info!(?summary, "producer stopped");
     server_stop.cancel();
     let _ = server.await;
+    if let Some(reason) = fatal.or_else(|| producer.context().fatal()) {
+        bail!(
+            "cannot produce to `{}` (PRODUCER_TOPIC): {reason}",
+            args.topic
+        );
+    }
     Ok(summary)
 }
 
@@ -448,7 +490,9 @@ async fn send(
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err((error, _)) => {
-                // Not retriable by us (e.g. message too large): report it as a failure.
+                // Not retriable by us (e.g. message too large): report it as a failure; a
+                // failure of the environment also stops the run.
+                producer.context().failed(&error, topic, ReportedAt::Send);
                 warn!(%error, "record rejected by the client");
                 producer.context().stats.failed.fetch_add(1, Relaxed);
                 metrics::counter!("producer_delivery_failures_total").increment(1);
