@@ -1,11 +1,11 @@
 #!/bin/sh
-# Builds and pushes the three service images (the GitLab `images` job runs this; POSIX sh,
-# as the docker:27 image has no bash):
+# Builds and pushes the three service images (the GitLab `images` job runs this; POSIX sh, as
+# the docker:27 image has no bash) under one tag:
 #
-#   $DOCKER_REGISTRY_URL/<service>:$IMAGE_TAG          (the deploy pulls this tag)
-#   $DOCKER_REGISTRY_URL/<service>:$CI_COMMIT_REF_SLUG
-#   $DOCKER_REGISTRY_URL/<service>:latest              (default branch only)
+#   $DOCKER_REGISTRY_URL/<service>:$IMAGE_TAG
 #
+# The CI gives a candidate tag (pipeline-$CI_PIPELINE_ID): the commit SHA tag, which the deploy
+# pulls, and :latest are only added by docker/tag-images.sh once the tests passed.
 # Needs a logged-in Docker CLI with buildx and a docker-container builder (see .gitlab-ci.yml).
 # The BuildKit layer cache lives in $DOCKER_REGISTRY_URL/build-cache:builder: every build reads
 # it, pipelines of the default branch write it (mode=max: the compiled dependencies included).
@@ -16,7 +16,6 @@ cd "$(dirname "$0")/.."
 : "${IMAGE_TAG:?IMAGE_TAG is not set}"
 branch=${CI_COMMIT_BRANCH:-}
 default_branch=${CI_DEFAULT_BRANCH:-main}
-ref_slug=${CI_COMMIT_REF_SLUG:-}
 revision=${CI_COMMIT_SHA:-$IMAGE_TAG}
 source_url=${CI_PROJECT_URL:-https://example.invalid/ip-log-pipeline}
 
@@ -30,12 +29,6 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
 for service in producer stream-reader cassandra-writer; do
     set -- --tag "$DOCKER_REGISTRY_URL/$service:$IMAGE_TAG"
-    if [ -n "$ref_slug" ]; then
-        set -- "$@" --tag "$DOCKER_REGISTRY_URL/$service:$ref_slug"
-    fi
-    if [ "$branch" = "$default_branch" ]; then
-        set -- "$@" --tag "$DOCKER_REGISTRY_URL/$service:latest"
-    fi
     if [ -n "$cache_to" ]; then
         set -- "$@" "$cache_to"
     fi

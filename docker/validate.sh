@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Static checks of the container and CI configuration; needs python3 (with venv), no Docker:
+# Static checks of the container and CI configuration; needs python3 (with venv), no Docker
+# engine:
 #
-#   * docker-compose.yml against the Compose Specification schema,
+#   * docker-compose.yml and docker/compose.cluster.yml against the Compose Specification schema,
 #   * .gitlab-ci.yml against GitLab's CI schema
 #     (both schemas are vendored by check-jsonschema: --builtin-schema vendor.compose-spec /
 #     vendor.gitlab-ci),
-#   * docker/Dockerfile with hadolint,
+#   * docker/Dockerfile and docker/ci.Dockerfile with hadolint,
 #   * docker/*.sh with shellcheck,
-#   * `docker compose config` as well, when a Docker CLI with the compose plugin is installed.
+#   * docker/prometheus.yml and docker/prometheus-rules.yml with `promtool check config` /
+#     `promtool check rules` when promtool is installed (Debian's `prometheus` package),
+#   * docker/check-profiles.sh: `docker compose config` of every setup docker/README.md lists
+#     (with the compose plugin that docker/install-compose.sh builds when `docker compose` is
+#     missing: needs Go; VALIDATE_SKIP_COMPOSE=1 skips this check, saying so).
 #
-# The tools are pinned and installed once into a venv under target/ (VALIDATE_VENV overrides
-# the location); re-running reuses it. Exits non-zero when any check fails.
+# The Python tools are pinned and installed once into a venv under target/ (VALIDATE_VENV
+# overrides the location); re-running reuses it. Exits non-zero when any check fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,16 +44,25 @@ check() {
 
 check "docker-compose.yml (Compose Specification)" \
     "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
+check "docker/compose.cluster.yml (Compose Specification)" \
+    "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker/compose.cluster.yml
 check ".gitlab-ci.yml (GitLab CI schema)" \
     "$venv/bin/check-jsonschema" --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
-check "docker/Dockerfile (hadolint)" \
-    "$venv/bin/hadolint" --failure-threshold warning docker/Dockerfile
+check "docker/Dockerfile, docker/ci.Dockerfile (hadolint)" \
+    "$venv/bin/hadolint" --failure-threshold warning docker/Dockerfile docker/ci.Dockerfile
 check "docker/*.sh (shellcheck)" \
     "$venv/bin/shellcheck" --severity=style docker/*.sh
-if docker compose version >/dev/null 2>&1; then
-    check "docker compose config" docker compose config --quiet
+if command -v promtool >/dev/null; then
+    # The configuration names its rule file relative to itself, as in the container.
+    check "docker/prometheus.yml (promtool check config)" promtool check config docker/prometheus.yml
+    check "docker/prometheus-rules.yml (promtool check rules)" promtool check rules docker/prometheus-rules.yml
 else
-    echo "--- docker compose config: skipped (no docker compose CLI here)"
+    echo "--- promtool: skipped (not installed; Debian: apt-get install prometheus)"
+fi
+if [[ ${VALIDATE_SKIP_COMPOSE:-} == 1 ]]; then
+    echo "--- docker compose config of every setup: SKIPPED (VALIDATE_SKIP_COMPOSE=1)"
+else
+    check "docker compose config of every setup (docker/check-profiles.sh)" bash docker/check-profiles.sh
 fi
 
 if ((${#failed[@]})); then

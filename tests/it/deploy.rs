@@ -10,8 +10,18 @@
 //!   conversely, compose lists every setting of each service, so that all can be set from the
 //!   environment;
 //! * kafka-init creates exactly `log_schema::topics::ALL`, which holds every topic the services
-//!   use by default, and the services' broker and CQL addresses are the compose services';
+//!   use by default;
+//! * the production setup (no profile) has no default for the clusters' addresses
+//!   (`${KAFKA_BROKER:?...}`), and docker/local.env and docker/cluster.env point them at the
+//!   Kafka and Cassandra services of the `local` profile and of docker/compose.cluster.yml (with
+//!   replication factor 3 there);
+//! * the profiles: stream-reader and cassandra-writer in every setup, the synthetic producer in
+//!   `demo`, the infrastructure and one-shots in `local`; a dependency on a service that a setup
+//!   may leave out is `required: false`;
 //! * the services can be scaled (no container name, no host port) and are hardened;
+//! * the builder image pins the Rust toolchain the CI tests with;
+//! * the deploy ships every file compose mounts, and Prometheus finds its rules both in the
+//!   container and next to the checked configuration;
 //! * .dockerignore keeps the workspace sources in the build context and local state out.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,8 +107,18 @@ fn environment(service: &Value) -> BTreeMap<String, Option<String>> {
     }
 }
 
-/// The value compose gives when no variable is set: `${A:-x}` and `${A-x}` become `x`, `${A}`
-/// and `$A` become empty, `$$` is a literal `$`.
+/// `NAME` when `s` is exactly `${NAME:?message}` (or `${NAME?message}`): a value compose
+/// refuses to run without.
+fn required(s: &str) -> Option<&str> {
+    let expr = s.strip_prefix("${")?.strip_suffix('}')?;
+    let end = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+    let (name, op) = expr.split_at(end);
+    (op.starts_with(":?") || op.starts_with('?')).then_some(name)
+}
+
+/// The value compose gives when no variable is set: `${A:-x}` and `${A-x}` become `x`, `${A}`,
+/// `$A`, `${A:+x}` become empty (as does `${A:?message}`, which compose refuses instead: see
+/// [`required`]), `$$` is a literal `$`.
 fn with_defaults(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
@@ -113,7 +133,11 @@ fn with_defaults(s: &str) -> String {
                 .find('}')
                 .unwrap_or_else(|| panic!("unclosed ${{ in {s:?}"));
             let expr = &r[..end];
-            if let Some((_, default)) = expr.split_once(":-").or_else(|| expr.split_once('-')) {
+            let name_end = expr
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expr.len());
+            let op = &expr[name_end..];
+            if let Some(default) = op.strip_prefix(":-").or_else(|| op.strip_prefix('-')) {
                 out.push_str(default);
             }
             rest = &r[end + 1..];
@@ -148,6 +172,77 @@ fn our_image(name: &str, service: &Value) -> Option<(String, Option<String>)> {
     }
     .filter(|first| !first.starts_with('-'));
     Some((target, sub))
+}
+
+/// A compose file other than docker-compose.yml (merge keys resolved).
+fn compose_file(rel: &str) -> Value {
+    let mut doc: Value =
+        serde_yaml_ng::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is YAML: {e}"));
+    doc.apply_merge()
+        .unwrap_or_else(|e| panic!("{rel} merge keys (<<) resolve: {e}"));
+    doc
+}
+
+/// A service's `profiles`.
+fn profiles(service: &Value) -> BTreeSet<String> {
+    service
+        .get("profiles")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect()
+}
+
+/// Every variable that a string of the file requires (`${NAME:?message}`).
+fn required_vars(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::String(s) => {
+            for rest in s.split("${").skip(1) {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let (name, op) = rest.split_at(end);
+                if op.starts_with(":?") || op.starts_with('?') {
+                    out.insert(name.to_owned());
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|i| required_vars(i, out)),
+        Value::Mapping(m) => m.values().for_each(|i| required_vars(i, out)),
+        _ => {}
+    }
+}
+
+/// The `KEY=VALUE` lines of an env file for `docker compose --env-file` (comments and blank
+/// lines skipped, one pair of double quotes removed).
+fn env_file(rel: &str) -> BTreeMap<String, String> {
+    read(rel)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{rel}: not KEY=VALUE: {l}"));
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// The `rust:` image of the first `FROM rust:...` line of a Dockerfile.
+fn rust_from(dockerfile: &str) -> Option<String> {
+    dockerfile.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("FROM ")?
+            .split_whitespace()
+            .find(|w| w.starts_with("rust:"))
+            .map(str::to_owned)
+    })
 }
 
 // ------------------------------------------------------------------------------------ clap
@@ -351,7 +446,6 @@ fn compose_builds_dockerfile_targets_named_after_the_services() {
 
 #[test]
 fn dockerfile_ships_only_the_service_binaries() {
-    let text = read("docker/Dockerfile");
     let stages = dockerfile();
     // Whatever the stage, only the services' binaries are copied out of the build.
     for stage in &stages {
@@ -441,9 +535,37 @@ fn dockerfile_ships_only_the_service_binaries() {
             "{target}: ENTRYPOINT {entrypoint}"
         );
     }
+}
+
+#[test]
+fn the_builder_pins_the_toolchain_the_ci_tests_with() {
+    // rust:1.N-bookworm, never the floating rust:1-bookworm: the images are built with the
+    // toolchain that the CI's fmt, clippy and test jobs used.
+    let builder = rust_from(&read("docker/Dockerfile")).expect("docker/Dockerfile: FROM rust:");
+    let version = builder
+        .strip_prefix("rust:")
+        .and_then(|t| t.strip_suffix("-bookworm"))
+        .unwrap_or_else(|| panic!("the builder {builder} is not rust:<version>-bookworm"));
+    let parts: Vec<&str> = version.split('.').collect();
     assert!(
-        text.contains("FROM rust:1-bookworm"),
-        "the builder is rust:1-bookworm"
+        parts.len() >= 2
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())),
+        "the builder {builder} does not pin a Rust release (rust:1.N-bookworm)"
+    );
+    let ci: Value =
+        serde_yaml_ng::from_str(&read(".gitlab-ci.yml")).expect(".gitlab-ci.yml is YAML");
+    let rust_jobs = ci
+        .get(".rust")
+        .and_then(|j| j.get("image"))
+        .map(text)
+        .expect(".gitlab-ci.yml: .rust has an image");
+    assert_eq!(rust_jobs, builder, ".gitlab-ci.yml .rust image");
+    let test_image = rust_from(&read("docker/ci.Dockerfile")).expect("docker/ci.Dockerfile: FROM");
+    assert_eq!(
+        test_image, builder,
+        "docker/ci.Dockerfile (the test job's image)"
     );
 }
 
@@ -465,9 +587,10 @@ fn services_get_only_variables_they_read() {
                     sub.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
                 ));
             }
+            // `${NAME:?message}` is no empty default: compose refuses to run without a value.
             if value
                 .as_deref()
-                .is_some_and(|v| with_defaults(v).is_empty())
+                .is_some_and(|v| required(v).is_none() && with_defaults(v).is_empty())
             {
                 problems.push(format!(
                     "compose service {name} sets {var} to an empty string by default: leave \
@@ -630,10 +753,15 @@ fn services_reach_kafka_and_cassandra_through_the_compose_services() {
         "kafka publishes {host_port} -> {container_port} for host tools: {ports:?}"
     );
 
+    // Production (no profile) talks to existing clusters: no default address, compose refuses to
+    // run without one.
     let init = environment(service(&doc, "kafka-init"));
-    let bootstrap = with_defaults(init["BOOTSTRAP"].as_deref().expect("kafka-init BOOTSTRAP"));
-    assert_eq!(&bootstrap, internal, "kafka-init bootstrap");
-
+    let bootstrap = init["BOOTSTRAP"].clone().expect("kafka-init BOOTSTRAP");
+    assert_eq!(
+        required(&bootstrap),
+        Some("KAFKA_BROKER"),
+        "kafka-init BOOTSTRAP"
+    );
     let mut cassandra_users = 0;
     for (name, svc) in names(services(&doc)) {
         let Some((target, sub)) = our_image(&name, svc) else {
@@ -641,28 +769,22 @@ fn services_reach_kafka_and_cassandra_through_the_compose_services() {
         };
         let env = environment(svc);
         let known = settings(&target, sub.as_deref());
-        if known.contains_key("KAFKA_BROKER") {
-            let broker = env
-                .get("KAFKA_BROKER")
+        for var in ["KAFKA_BROKER", "CASSANDRA_NODES", "CASSANDRA_LOCAL_DC"] {
+            if !known.contains_key(var) {
+                continue;
+            }
+            let value = env
+                .get(var)
                 .cloned()
                 .flatten()
-                .unwrap_or_else(|| panic!("{name} sets KAFKA_BROKER"));
-            assert_eq!(&with_defaults(&broker), internal, "{name} KAFKA_BROKER");
+                .unwrap_or_else(|| panic!("{name} sets {var}"));
+            assert_eq!(
+                required(&value),
+                Some(var),
+                "{name} {var}={value}: must be ${{{var}:?...}}, without a default"
+            );
         }
         if known.contains_key("CASSANDRA_NODES") {
-            let nodes = env
-                .get("CASSANDRA_NODES")
-                .cloned()
-                .flatten()
-                .unwrap_or_else(|| panic!("{name} sets CASSANDRA_NODES"));
-            for node in with_defaults(&nodes).split(',') {
-                let (host, port) = node.split_once(':').expect("host:port");
-                assert!(
-                    services(&doc).contains_key(host),
-                    "{name}: {host} is a service"
-                );
-                assert_eq!(port, "9042", "{name}: CQL port");
-            }
             cassandra_users += 1;
         }
     }
@@ -670,6 +792,130 @@ fn services_reach_kafka_and_cassandra_through_the_compose_services() {
         cassandra_users >= 2,
         "cassandra-writer and cassandra-migrate use Cassandra"
     );
+
+    // The local setup: docker/local.env points them at the `local` profile's services.
+    let local = env_file("docker/local.env");
+    let mut needed = BTreeSet::new();
+    required_vars(&doc, &mut needed);
+    for var in &needed {
+        assert!(local.contains_key(var), "docker/local.env sets {var}");
+    }
+    assert_eq!(
+        &local["KAFKA_BROKER"], internal,
+        "docker/local.env KAFKA_BROKER"
+    );
+    for node in local["CASSANDRA_NODES"].split(',') {
+        let (host, port) = node.split_once(':').expect("host:port");
+        assert!(
+            profiles(service(&doc, host)).contains("local"),
+            "docker/local.env: {host} is a service of the local profile"
+        );
+        assert_eq!(port, "9042", "docker/local.env: CQL port");
+    }
+    let cassandra = environment(service(&doc, "cassandra"));
+    assert_eq!(
+        Some(&local["CASSANDRA_LOCAL_DC"]),
+        cassandra["CASSANDRA_DC"].as_ref(),
+        "docker/local.env CASSANDRA_LOCAL_DC is the cassandra service's datacenter"
+    );
+}
+
+#[test]
+fn the_cluster_example_replicates_three_times() {
+    let mut needed = BTreeSet::new();
+    required_vars(&compose(), &mut needed);
+    let cluster = compose_file("docker/compose.cluster.yml");
+    let nodes = services(&cluster);
+    let env = env_file("docker/cluster.env");
+    for var in &needed {
+        assert!(env.contains_key(var), "docker/cluster.env sets {var}");
+    }
+    let node = |host: &str| {
+        environment(
+            nodes
+                .get(host)
+                .unwrap_or_else(|| panic!("docker/compose.cluster.yml has no service {host}")),
+        )
+    };
+    let get = |env: &BTreeMap<String, Option<String>>, k: &str| {
+        env.get(k)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| panic!("{k} is set"))
+    };
+
+    // Kafka: three brokers of one KRaft quorum, each advertised at its bootstrap address.
+    let brokers: Vec<&str> = env["KAFKA_BROKER"].split(',').collect();
+    assert_eq!(brokers.len(), 3, "KAFKA_BROKER lists three brokers");
+    let mut quorums = BTreeSet::new();
+    for addr in &brokers {
+        let (host, _) = addr.split_once(':').expect("host:port");
+        let broker = node(host);
+        assert!(
+            get(&broker, "KAFKA_ADVERTISED_LISTENERS")
+                .split(',')
+                .any(|l| l.ends_with(&format!("://{addr}"))),
+            "{host} advertises {addr}"
+        );
+        assert_eq!(get(&broker, "KAFKA_MIN_INSYNC_REPLICAS"), "2", "{host}");
+        assert_eq!(
+            get(&broker, "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"),
+            "3",
+            "{host}: the consumer offsets are replicated 3 times"
+        );
+        quorums.insert(get(&broker, "KAFKA_CONTROLLER_QUORUM_VOTERS"));
+    }
+    assert_eq!(quorums.len(), 1, "one KRaft quorum: {quorums:?}");
+    let quorum = quorums.first().expect("a quorum");
+    assert_eq!(quorum.split(',').count(), 3, "three voters: {quorum}");
+    assert_eq!(env["KAFKA_TOPIC_REPLICATION"], "3", "the topics: RF 3");
+
+    // Cassandra: three nodes of the services' local datacenter, keyspace RF 3 there.
+    let dc = &env["CASSANDRA_LOCAL_DC"];
+    let cql: Vec<&str> = env["CASSANDRA_NODES"].split(',').collect();
+    assert_eq!(cql.len(), 3, "CASSANDRA_NODES lists three nodes");
+    for addr in cql {
+        let (host, port) = addr.split_once(':').expect("host:port");
+        assert_eq!(port, "9042", "{addr}: CQL port");
+        assert_eq!(&get(&node(host), "CASSANDRA_DC"), dc, "{host}: datacenter");
+    }
+    let replication = &env["CASSANDRA_REPLICATION"];
+    assert!(
+        replication.contains("'NetworkTopologyStrategy'")
+            && replication.contains(&format!("'{dc}': 3")),
+        "CASSANDRA_REPLICATION {replication}: NetworkTopologyStrategy, 3 replicas in {dc}"
+    );
+    assert!(
+        !env.contains_key("CASSANDRA_CONSISTENCY"),
+        "the services keep their default consistency, LOCAL_QUORUM"
+    );
+
+    // The one-shots run in the example, after every node of theirs is healthy.
+    for (job, prefix) in [
+        ("kafka-init", "kafka-"),
+        ("cassandra-migrate", "cassandra-"),
+    ] {
+        let svc = nodes
+            .get(job)
+            .unwrap_or_else(|| panic!("docker/compose.cluster.yml configures {job}"));
+        assert!(
+            profiles(svc).contains("cluster"),
+            "{job} runs with --profile cluster"
+        );
+        let deps: BTreeSet<String> = svc
+            .get("depends_on")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| text(k))
+            .collect();
+        let all: BTreeSet<String> = names(nodes)
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(prefix) && n[prefix.len()..].parse::<u32>().is_ok())
+            .collect();
+        assert_eq!(all.len(), 3, "three {prefix}N services");
+        assert_eq!(deps, all, "{job} waits for");
+    }
 }
 
 #[test]
@@ -736,22 +982,139 @@ fn services_scale_and_are_hardened() {
         writer_deps.get("cassandra-migrate").is_some(),
         "writer waits for migrations"
     );
-    // Opt-in profiles are present.
-    let mut profiles = BTreeSet::new();
-    for (_, svc) in names(all) {
-        for p in svc
-            .get("profiles")
+    // Profiles: the consumers in every setup (production is no profile), the synthetic
+    // producer only in `demo`, the infrastructure and the one-shots in `local`, tools and
+    // monitoring opt-in.
+    for (name, expected) in [
+        ("stream-reader", vec![]),
+        ("cassandra-writer", vec![]),
+        ("producer", vec!["demo"]),
+        ("kafka", vec!["local"]),
+        ("cassandra", vec!["local"]),
+        ("kafka-init", vec!["local"]),
+        ("cassandra-migrate", vec!["local"]),
+        ("kafka-ui", vec!["tools"]),
+        ("cqlsh", vec!["tools"]),
+        ("prometheus", vec!["monitoring"]),
+        ("grafana", vec!["monitoring"]),
+    ] {
+        let expected: BTreeSet<String> = expected.into_iter().map(str::to_owned).collect();
+        assert_eq!(
+            profiles(service(&doc, name)),
+            expected,
+            "profiles of {name}"
+        );
+    }
+    // A dependency that some setup of the dependent leaves out is `required: false`: the
+    // production setup has no kafka-init, cassandra-migrate, kafka or cassandra.
+    for (name, svc) in names(all) {
+        let Some(deps) = svc.get("depends_on").and_then(Value::as_mapping) else {
+            continue;
+        };
+        let mine = profiles(svc);
+        for (dep, how) in deps {
+            let dep = text(dep);
+            let theirs = profiles(service(&doc, &dep));
+            let always_there = theirs.is_empty() || (!mine.is_empty() && mine.is_subset(&theirs));
+            if !always_there {
+                assert_eq!(
+                    how.get("required"),
+                    Some(&Value::Bool(false)),
+                    "{name} (profiles {mine:?}) -> {dep} (profiles {theirs:?}): required: false"
+                );
+            }
+        }
+    }
+    // Credentials and certificates: the secrets directory at /run/secrets in our containers.
+    for (name, svc) in names(all) {
+        if our_image(&name, svc).is_none() {
+            continue;
+        }
+        let secrets: Vec<&Value> = svc
+            .get("secrets")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .collect();
+        assert!(
+            secrets
+                .iter()
+                .any(|s| s.get("target").map(text).as_deref() == Some("/run/secrets")),
+            "{name} mounts the secrets at /run/secrets"
+        );
+    }
+}
+
+#[test]
+fn the_deploy_ships_what_compose_mounts() {
+    let doc = compose();
+    let deploy = read("docker/deploy.sh");
+    let mut prometheus_mounts = BTreeMap::new();
+    for (name, svc) in names(services(&doc)) {
+        for volume in svc
+            .get("volumes")
             .and_then(Value::as_sequence)
             .into_iter()
             .flatten()
         {
-            profiles.insert(text(p));
+            let volume = text(volume);
+            let Some(bind) = volume.strip_prefix("./") else {
+                continue;
+            };
+            let mut parts = bind.split(':');
+            let source = parts.next().expect("source").to_owned();
+            let target = parts.next().expect("target").to_owned();
+            assert!(
+                root().join(&source).exists(),
+                "{name} mounts ./{source}, which does not exist"
+            );
+            // deploy.sh names the file, or a directory that holds it.
+            let parts: Vec<&str> = source.split('/').collect();
+            let shipped = (2..=parts.len()).any(|n| deploy.contains(&parts[..n].join("/")));
+            assert!(
+                shipped,
+                "{name} mounts ./{source}, which docker/deploy.sh does not ship"
+            );
+            if name == "prometheus" {
+                prometheus_mounts.insert(source, target);
+            }
         }
     }
-    assert!(
-        profiles.contains("tools") && profiles.contains("monitoring"),
-        "{profiles:?}"
-    );
+    // Prometheus resolves rule_files relative to its configuration file: the same relative path
+    // must work in the container and for `promtool check config docker/prometheus.yml`.
+    let config_target = Path::new(
+        prometheus_mounts
+            .get("docker/prometheus.yml")
+            .expect("compose mounts docker/prometheus.yml into prometheus"),
+    )
+    .parent()
+    .expect("a directory")
+    .to_owned();
+    let config: Value =
+        serde_yaml_ng::from_str(&read("docker/prometheus.yml")).expect("prometheus.yml is YAML");
+    let rules: Vec<String> = config
+        .get("rule_files")
+        .and_then(Value::as_sequence)
+        .expect("docker/prometheus.yml has rule_files")
+        .iter()
+        .map(text)
+        .collect();
+    assert!(!rules.is_empty(), "rule_files");
+    for rule in rules {
+        assert!(
+            !rule.starts_with('/'),
+            "rule file {rule}: relative to the configuration, or promtool cannot find it here"
+        );
+        let here = format!("docker/{rule}");
+        assert!(root().join(&here).is_file(), "{here} exists");
+        let there = config_target.join(&rule);
+        assert_eq!(
+            prometheus_mounts.get(&here).map(PathBuf::from),
+            Some(there.clone()),
+            "compose mounts {here} at {}",
+            there.display()
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------ .dockerignore
