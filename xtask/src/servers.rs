@@ -318,11 +318,15 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
          native_transport_port: {cql}\n\
          start_native_transport: true\n\
          # A write is acknowledged only once its commit log segment is synced (grouped over\n\
-         # 15 ms). With the default `periodic` sync a SIGKILL of this only replica loses the\n\
+         # 5 ms). With the default `periodic` sync a SIGKILL of this only replica loses the\n\
          # acknowledged writes since the last sync (the replay stops at the last sync marker):\n\
          # the cassandra-restart drill lost 23 of 3,956 rows that way.\n\
          commitlog_sync: group\n\
-         commitlog_sync_group_window: 15ms\n\
+         commitlog_sync_group_window: 5ms\n\
+         # Each mutation thread waits for the sync of its write, so a node takes at most\n\
+         # concurrent_writes writes per window: with the default 32 and a 15 ms window that\n\
+         # capped every writer at 2,100 rows/s (cargo xtask bench, BENCHMARKS.md).\n\
+         concurrent_writes: 128\n\
          data_file_directories: [{data_files}]\n\
          commitlog_directory: {commitlog}\n\
          saved_caches_directory: {saved_caches}\n\
