@@ -65,6 +65,18 @@ async fn an_unscraped_service_keeps_a_flat_rss() {
     );
 }
 
+/// Client options of a deployment whose broker creates no topic on demand (as production
+/// clusters are set up), and that gives up on a missing topic after 2 s instead of 30 s.
+fn no_topic_creation() -> Vec<KafkaOption> {
+    [
+        "allow.auto.create.topics=false",
+        "topic.metadata.propagation.max.ms=2000",
+    ]
+    .iter()
+    .map(|o| o.parse().expect("option"))
+    .collect()
+}
+
 /// A topic that does not exist (and that the broker will not create) can never take a record:
 /// the reader stops with an error naming the topic and its setting instead of retrying in
 /// silence, and commits nothing past the record it could not finish.
@@ -73,13 +85,7 @@ async fn a_missing_output_topic_stops_the_reader_with_a_clear_error() {
     let t = reader::topics("missing").await;
     let mut args = reader::args(&t);
     args.validated_topic = support::unique("it_missing_never_created");
-    args.kafka.options = [
-        "allow.auto.create.topics=false",
-        "topic.metadata.propagation.max.ms=2000",
-    ]
-    .iter()
-    .map(|o| o.parse::<KafkaOption>().expect("option"))
-    .collect();
+    args.kafka.options = no_topic_creation();
     let line = br#"{"timestamp":"2025-12-28T10:30:45.123456","source_ip":"192.168.1.100","destination_ip":"10.0.0.50","port":8080,"protocol":"TCP","bytes_sent":2048,"bytes_received":4096,"action":"ALLOW"}"#;
     support::produce(&t.input, &[(None, line.to_vec())]).await;
     let run = stream_reader::run_until(args.clone(), CancellationToken::new(), Arc::default());
@@ -110,13 +116,7 @@ async fn a_missing_topic_stops_the_producer_with_a_clear_error() {
     let mut args = support::producer_args(&topic, 1, 10);
     args.rate = 100;
     args.flush_timeout_secs = 10;
-    args.kafka.options = [
-        "allow.auto.create.topics=false",
-        "topic.metadata.propagation.max.ms=2000",
-    ]
-    .iter()
-    .map(|o| o.parse::<KafkaOption>().expect("option"))
-    .collect();
+    args.kafka.options = no_topic_creation();
     let run = producer::run_until(args, CancellationToken::new(), Arc::default());
     let error = tokio::time::timeout(DEADLINE, run)
         .await

@@ -93,15 +93,7 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
     let _reader = support::spawn_service(
         "stream-reader",
         "prom-reader",
-        &[
-            ("READER_GROUP_ID", t.group.clone()),
-            ("READER_INPUT_TOPIC", t.input.clone()),
-            ("READER_VALIDATED_TOPIC", t.validated.clone()),
-            ("READER_DLQ_TOPIC", t.dlq.clone()),
-            ("READER_STATS_TOPIC", t.stats.clone()),
-            ("READER_ALERTS_TOPIC", t.alerts.clone()),
-            ("METRICS_ADDR", format!("127.0.0.1:{rp}")),
-        ],
+        &t.env(&[("METRICS_ADDR", format!("127.0.0.1:{rp}"))]),
     );
     let _writer = support::spawn_service(
         "cassandra-writer",

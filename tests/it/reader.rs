@@ -23,6 +23,22 @@ pub(crate) struct Topics {
     pub(crate) group: String,
 }
 
+impl Topics {
+    /// The stream-reader's environment for these topics and group, plus `extra`.
+    pub(crate) fn env(&self, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("READER_GROUP_ID", self.group.clone()),
+            ("READER_INPUT_TOPIC", self.input.clone()),
+            ("READER_VALIDATED_TOPIC", self.validated.clone()),
+            ("READER_DLQ_TOPIC", self.dlq.clone()),
+            ("READER_STATS_TOPIC", self.stats.clone()),
+            ("READER_ALERTS_TOPIC", self.alerts.clone()),
+        ];
+        env.extend_from_slice(extra);
+        env
+    }
+}
+
 pub(crate) async fn topics(name: &str) -> Topics {
     let t = Topics {
         input: support::unique(&format!("it_{name}_in")),
@@ -303,15 +319,7 @@ async fn sigkill_mid_stream_loses_nothing_and_ids_are_stable() {
     let t = topics("kill").await;
     let n = 20_000;
     generate(&t.input, n).await;
-    let env = [
-        ("READER_GROUP_ID", t.group.clone()),
-        ("READER_INPUT_TOPIC", t.input.clone()),
-        ("READER_VALIDATED_TOPIC", t.validated.clone()),
-        ("READER_DLQ_TOPIC", t.dlq.clone()),
-        ("READER_STATS_TOPIC", t.stats.clone()),
-        ("READER_ALERTS_TOPIC", t.alerts.clone()),
-        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
-    ];
+    let env = t.env(&[("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned())]);
     let mut reader = support::spawn_service("stream-reader", &t.group, &env);
     support::wait_until(DEADLINE, "some output before the kill", || {
         support::topic_size(&t.validated) >= 2_000
@@ -366,16 +374,10 @@ async fn a_killed_members_partitions_move_to_the_survivor() {
     let t = topics("failover").await;
     // Without windows, an offset is committed as soon as its output is acknowledged (open
     // windows would hold commits back by up to a minute and a half of event time).
-    let env = [
+    let env = t.env(&[
         ("READER_ANALYTICS", "false".to_owned()),
-        ("READER_GROUP_ID", t.group.clone()),
-        ("READER_INPUT_TOPIC", t.input.clone()),
-        ("READER_VALIDATED_TOPIC", t.validated.clone()),
-        ("READER_DLQ_TOPIC", t.dlq.clone()),
-        ("READER_STATS_TOPIC", t.stats.clone()),
-        ("READER_ALERTS_TOPIC", t.alerts.clone()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
-    ];
+    ]);
     let (log_a, log_b) = (format!("{}_a", t.group), format!("{}_b", t.group));
     let _survivor = support::spawn_service("stream-reader", &log_a, &env);
     support::wait_until(DEADLINE, "the first member owns all 3 partitions", || {
