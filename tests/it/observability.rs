@@ -141,7 +141,15 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
     assert_eq!(support::topic_size(&valid) as f64, validated);
     assert_eq!(support::topic_size(&dlq) as f64, dead);
 
-    wait_metric(wp, "writer_rows_written_total", &[], validated).await;
+    // A row's counter and its two histogram samples are recorded one after the other, so a
+    // scrape can fall between them: wait for all three before comparing them exactly.
+    for name in [
+        "writer_rows_written_total",
+        "writer_write_latency_seconds_count",
+        "writer_e2e_latency_seconds_count",
+    ] {
+        wait_metric(wp, name, &[], validated).await;
+    }
     let writer_body = scrape(wp).await;
     assert_eq!(
         metric(&writer_body, "writer_rows_written_total", &[]),
