@@ -584,8 +584,8 @@ async fn handle(
             return Ok(Outcome::DeadLettered);
         }
     };
-    let source = format!("{}/{}", origin.topic, origin.partition);
-    let source = source.as_str();
+    // Named (`topic/partition`) only when its writes stall: no allocation per record.
+    let source = (origin.topic, origin.partition);
     let result = match &input {
         Input::Log(r) => write_log(shared, r, source).await,
         Input::Stats(w) => {
@@ -724,14 +724,14 @@ pub(crate) fn is_rejection(e: &ExecutionError) -> bool {
     }
 }
 
-/// Executes one prepared write into `table` for a record of `source` (`topic/partition`),
+/// Executes one prepared write into `table` for a record of `source` (topic, partition),
 /// retrying retryable failures per the backoff policy; from the third failed attempt on, the
 /// source partition is reported as stalled until a write of it succeeds.
 async fn execute<V: SerializeRow + Sync>(
     shared: &Shared,
     statement: &PreparedStatement,
     values: &V,
-    (table, source): (&'static str, &str),
+    (table, (topic, partition)): (&'static str, (&str, i32)),
 ) -> Result<(), WriteError> {
     let started = Instant::now();
     let attempt = || async { shared.session.execute_unpaged(statement, values).await };
@@ -746,7 +746,7 @@ async fn execute<V: SerializeRow + Sync>(
             failures += 1;
             if failures >= 3 {
                 shared.stalls().failing(
-                    source.to_owned(),
+                    format!("{topic}/{partition}"),
                     format!("writes to `{table}` failing ({failures} attempts): {error}"),
                 );
             }
@@ -756,7 +756,7 @@ async fn execute<V: SerializeRow + Sync>(
         })
         .await;
     if failures >= 3 {
-        shared.stalls().recovered(source);
+        shared.stalls().recovered(&format!("{topic}/{partition}"));
     }
     match result {
         Ok(_) => {
@@ -799,7 +799,11 @@ pub fn access_log_row(r: &ValidatedRecord) -> impl SerializeRow + Sync + '_ {
     )
 }
 
-async fn write_log(shared: &Shared, r: &ValidatedRecord, source: &str) -> Result<(), WriteError> {
+async fn write_log(
+    shared: &Shared,
+    r: &ValidatedRecord,
+    source: (&str, i32),
+) -> Result<(), WriteError> {
     let values = access_log_row(r);
     execute(
         shared,
