@@ -242,6 +242,7 @@ async fn a_group_member_without_partitions_is_ready() {
                 &format!("standby-{i}-{group}"),
                 &[
                     ("READER_GROUP_ID", group.clone()),
+                    ("READER_ANALYTICS_GROUP_ID", format!("{group}_analytics")),
                     ("READER_INPUT_TOPIC", input.clone()),
                     ("READER_VALIDATED_TOPIC", out.clone()),
                     ("READER_DLQ_TOPIC", out.clone()),

@@ -49,6 +49,10 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
         &raw,
         &[
             ("READER_GROUP_ID", support::unique("it_obs_reader")),
+            (
+                "READER_ANALYTICS_GROUP_ID",
+                support::unique("it_obs_analytics"),
+            ),
             ("READER_INPUT_TOPIC", raw.clone()),
             ("READER_VALIDATED_TOPIC", valid.clone()),
             ("READER_DLQ_TOPIC", dlq.clone()),

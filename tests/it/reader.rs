@@ -24,6 +24,11 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
+    /// The analytics stage's consumer group.
+    pub(crate) fn analytics_group(&self) -> String {
+        format!("{}_analytics", self.group)
+    }
+
     /// The stream-reader's environment for these topics and group, plus `extra`.
     pub(crate) fn env(&self, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
         let mut env = vec![
@@ -33,6 +38,7 @@ impl Topics {
             ("READER_DLQ_TOPIC", self.dlq.clone()),
             ("READER_STATS_TOPIC", self.stats.clone()),
             ("READER_ALERTS_TOPIC", self.alerts.clone()),
+            ("READER_ANALYTICS_GROUP_ID", self.analytics_group()),
         ];
         env.extend_from_slice(extra);
         env
@@ -78,6 +84,10 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         alert_port_scan_ports: 100,
         alert_flood_events: 5_000,
         alert_deny_burst_denied: 100,
+        analytics_group_id: t.analytics_group(),
+        max_windows_per_minute: 50_000,
+        max_distinct_per_minute: 500_000,
+        analytics_max_in_flight: 5_000,
     }
 }
 

@@ -592,6 +592,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
                 ("READER_STATS_TOPIC", "b_stats"),
                 ("READER_ALERTS_TOPIC", "b_alerts"),
                 ("READER_GROUP_ID", "bench-reader"),
+                ("READER_ANALYTICS_GROUP_ID", "bench-analytics"),
                 ("METRICS_ADDR", "127.0.0.1:0"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -827,6 +828,10 @@ async fn end_to_end(
                 ("READER_STATS_TOPIC", &stats),
                 ("READER_ALERTS_TOPIC", &alerts),
                 ("READER_GROUP_ID", &format!("bench-{name}-reader")),
+                (
+                    "READER_ANALYTICS_GROUP_ID",
+                    &format!("bench-{name}-analytics"),
+                ),
                 ("WRITER_INPUT_TOPIC", &valid),
                 ("WRITER_DLQ_TOPIC", &dlq),
                 ("WRITER_STATS_TOPIC", &stats),

@@ -204,6 +204,10 @@ impl Names {
             env.push((k.to_owned(), v.clone()));
         }
         env.push(("READER_GROUP_ID".into(), format!("{}_reader", self.tag)));
+        env.push((
+            "READER_ANALYTICS_GROUP_ID".into(),
+            format!("{}_analytics", self.tag),
+        ));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
         env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
         // A killed member's partitions move on after its session expires (the broker's

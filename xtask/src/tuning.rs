@@ -227,6 +227,7 @@ async fn reader(
         ("READER_STATS_TOPIC", out[2].clone()),
         ("READER_ALERTS_TOPIC", out[3].clone()),
         ("READER_GROUP_ID", format!("tuning-reader-{k}")),
+        ("READER_ANALYTICS_GROUP_ID", format!("tuning-analytics-{k}")),
     ] {
         env.push((var.to_owned(), value));
     }

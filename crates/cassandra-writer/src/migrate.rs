@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_analytics.cql",
         cql: include_str!("../../../migrations/0002_analytics.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_window_caps.cql",
+        cql: include_str!("../../../migrations/0003_window_caps.cql"),
+    },
 ];
 
 impl Migration {

@@ -219,12 +219,13 @@ impl Statements {
             stats_by_ip: prepare(format!(
                 "INSERT INTO {ks}.ip_stats_by_ip (source_ip, day, window_start, window_end, events, \
                  bytes_sent, bytes_received, distinct_ports, distinct_destinations, denied, \
-                 first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 first_seen, last_seen, distinct_capped, sources_capped) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             top_talkers: prepare(format!(
                 "INSERT INTO {ks}.top_talkers_by_minute (window_start, events, source_ip, \
-                 total_bytes, denied, distinct_ports) VALUES (?, ?, ?, ?, ?, ?)"
+                 total_bytes, denied, distinct_ports, sources_capped) VALUES (?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             alerts_by_day: prepare(format!(
@@ -603,6 +604,8 @@ async fn handle(
                 w.denied,
                 w.first_seen,
                 w.last_seen,
+                w.distinct_capped,
+                w.sources_capped,
             );
             let total = w.bytes_sent.saturating_add(w.bytes_received);
             let top = (
@@ -612,6 +615,7 @@ async fn handle(
                 total,
                 w.denied,
                 w.distinct_ports,
+                w.sources_capped,
             );
             let (a, b) = tokio::join!(
                 execute(

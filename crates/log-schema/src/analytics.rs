@@ -45,6 +45,14 @@ pub struct WindowStats {
     /// Latest event time.
     #[serde(with = "micros")]
     pub last_seen: DateTime<Utc>,
+    /// `distinct_ports` and `distinct_destinations` are lower bounds: the window's minute
+    /// reached the stream-reader's budget of tracked distinct values on its partition.
+    #[serde(default)]
+    pub distinct_capped: bool,
+    /// The window's minute reached the cap of open windows on its partition: events of sources
+    /// without a window were not counted, so the minute's top talkers may miss sources.
+    #[serde(default)]
+    pub sources_capped: bool,
 }
 
 /// A security rule evaluated per closed window.

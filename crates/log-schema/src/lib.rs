@@ -24,7 +24,8 @@ pub use dlq::{DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, S
 pub use enrich::{IpClass, service_name};
 pub use error::{ErrorKind, ValidationError};
 pub use record::{
-    Action, EventTime, RAW_FIELDS, RawLog, TimestampStyle, ValidatedRecord, micros, parse_timestamp,
+    Action, EventTime, RAW_FIELDS, RawLog, SourceOffset, TimestampStyle, ValidatedRecord, micros,
+    parse_timestamp,
 };
 pub use validate::{EVENT_ID_NAMESPACE, Limits, Origin, validate};
 

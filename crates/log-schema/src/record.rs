@@ -176,6 +176,20 @@ pub struct ValidatedRecord {
     /// When the stream-reader processed it.
     #[serde(with = "micros")]
     pub ingested_at: DateTime<Utc>,
+    /// Partition and offset of the raw record it came from (absent in records that other
+    /// producers wrote to the validated topic). The analytics stage uses it to count each raw
+    /// record once even when the at-least-once validation stage emitted it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceOffset>,
+}
+
+/// Coordinates of a raw record inside its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceOffset {
+    /// Partition of the raw topic.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
 }
 
 impl ValidatedRecord {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     enrich::{IpClass, service_name},
     error::{ErrorKind, ValidationError},
-    record::{Action, ValidatedRecord, parse_timestamp},
+    record::{Action, SourceOffset, ValidatedRecord, parse_timestamp},
 };
 
 /// Namespace of the UUIDv5 event ids derived from Kafka coordinates.
@@ -199,6 +199,10 @@ pub fn validate(
         destination_ip_class: IpClass::of(destination_ip),
         service,
         ingested_at: now.trunc_subsecs(6),
+        source: Some(SourceOffset {
+            partition: origin.partition,
+            offset: origin.offset,
+        }),
     })
 }
 

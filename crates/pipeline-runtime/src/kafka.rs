@@ -426,8 +426,15 @@ pub struct PipelineContext {
     /// Readiness checks `kafka` (a broker connection is up) and `group` (joined the consumer
     /// group: an assignment arrived, possibly empty).
     pub readiness: crate::observe::Readiness,
-    /// Incremented on every revoke, so a loop with per-partition state can start over.
+    /// Incremented on every revoke.
     pub revocations: Arc<AtomicU64>,
+    /// Partitions assigned and revoked, in order, for a loop with per-partition state: the
+    /// callbacks run inside the loop's own `recv`, so the loop sees a revoke before any record
+    /// or tick that follows it.
+    pub changes: PartitionChanges,
+    /// Offsets with metadata to commit for a partition when it is revoked, for a loop that
+    /// commits explicitly (checkpoints); empty for loops that store offsets.
+    pub checkpoints: Checkpoints,
     /// Latest consumer lag per (topic, partition) from librdkafka's statistics (every 5 s),
     /// with the time it was reported.
     pub lags: Lags,
@@ -451,9 +458,118 @@ impl PipelineContext {
             assigned,
             readiness,
             revocations: Arc::default(),
+            changes: PartitionChanges::default(),
+            checkpoints: Checkpoints::default(),
             lags: Arc::default(),
         }
     }
+}
+
+/// A partition assignment change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionChange {
+    /// Assigned (with eager assignment: every partition of the new assignment).
+    Assigned(String, i32),
+    /// Revoked (with eager assignment: every partition of the old assignment).
+    Revoked(String, i32),
+}
+
+/// Assignment changes not yet taken by the loop.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionChanges(Arc<Mutex<VecDeque<PartitionChange>>>);
+
+impl PartitionChanges {
+    fn push(&self, tpl: &TopicPartitionList, change: fn(String, i32) -> PartitionChange) {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in tpl.elements() {
+            q.push_back(change(e.topic().to_owned(), e.partition()));
+        }
+    }
+
+    /// The changes since the last call, oldest first.
+    pub fn take(&self) -> Vec<PartitionChange> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect()
+    }
+}
+
+/// Per (topic, partition): the offset to commit and its metadata, kept current by a loop that
+/// commits explicitly; committed synchronously for the partitions being revoked.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoints(Arc<Mutex<HashMap<(String, i32), (i64, String)>>>);
+
+impl Checkpoints {
+    /// Sets the checkpoint of a partition.
+    pub fn set(&self, topic: &str, partition: i32, offset: i64, metadata: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), (offset, metadata));
+    }
+
+    /// Removes and returns the checkpoints of `tpl`'s partitions.
+    fn take(&self, tpl: &TopicPartitionList) -> Vec<(String, i32, i64, String)> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        tpl.elements()
+            .iter()
+            .filter_map(|e| {
+                let key = (e.topic().to_owned(), e.partition());
+                map.remove(&key).map(|(o, m)| (key.0, key.1, o, m))
+            })
+            .collect()
+    }
+}
+
+/// Commits offsets with metadata (`(topic, partition, offset, metadata)`); a synchronous
+/// commit runs off the runtime's workers.
+pub fn commit_checkpoints<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    checkpoints: &[(String, i32, i64, String)],
+    mode: CommitMode,
+) -> KafkaResult<()> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::with_capacity(checkpoints.len());
+    for (topic, partition, offset, metadata) in checkpoints {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        if let Some(mut e) = tpl.find_partition(topic, *partition) {
+            e.set_metadata(metadata);
+        }
+    }
+    match mode {
+        CommitMode::Sync => crate::run_blocking(|| consumer.commit(&tpl, mode)),
+        CommitMode::Async => consumer.commit(&tpl, mode),
+    }
+}
+
+/// The committed offsets and their metadata of `partitions` of `topic` (a broker round trip,
+/// off the runtime's workers): `None` for a partition without a committed offset.
+pub fn committed_with_metadata<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> KafkaResult<Vec<(i32, Option<i64>, String)>> {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = crate::run_blocking(|| consumer.committed_offsets(tpl, timeout))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), offset, e.metadata().to_owned())
+        })
+        .collect())
 }
 
 /// Consumer lag per (topic, partition) and when it was reported.
@@ -510,6 +626,11 @@ impl ConsumerContext for PipelineContext {
             );
             self.tracker.lock().forget(tpl);
             self.revocations.fetch_add(1, Ordering::Relaxed);
+            self.changes.push(tpl, PartitionChange::Revoked);
+            let checkpoints = self.checkpoints.take(tpl);
+            if let Err(error) = commit_checkpoints(consumer, &checkpoints, CommitMode::Sync) {
+                warn!(%error, "checkpoint commit on revoke failed");
+            }
             self.lags
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -528,7 +649,7 @@ impl ConsumerContext for PipelineContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let parts: Vec<String> = tpl
@@ -537,14 +658,21 @@ impl ConsumerContext for PipelineContext {
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
                 info!(partitions = ?parts, "partitions assigned");
-                self.assigned.store(parts.len(), Ordering::Relaxed);
-                metrics::gauge!("kafka_assigned_partitions").set(parts.len() as f64);
+                self.changes.push(tpl, PartitionChange::Assigned);
+                // With cooperative or KIP-848 rebalancing `tpl` is only what was added.
+                let assigned = consumer.assignment().map_or(parts.len(), |a| a.count());
+                self.assigned.store(assigned, Ordering::Relaxed);
+                metrics::gauge!("kafka_assigned_partitions").set(assigned as f64);
                 // In the group, even with nothing assigned: an instance beyond the partition count
                 // is a ready standby, not a failure.
                 self.readiness.set("group", Ok(()));
             }
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
-            Rebalance::Revoke(_) => {}
+            Rebalance::Revoke(_) => {
+                let assigned = consumer.assignment().map_or(0, |a| a.count());
+                self.assigned.store(assigned, Ordering::Relaxed);
+                metrics::gauge!("kafka_assigned_partitions").set(assigned as f64);
+            }
         }
     }
 }

@@ -1,28 +1,49 @@
-//! Per-IP tumbling event-time windows of one minute, per Kafka partition.
+//! Per-IP tumbling event-time windows of one minute, per partition of `ip_logs_validated`.
 //!
-//! Records are keyed by source IP, so one partition holds every event of its IPs and windows
-//! are kept per partition. A partition's **watermark** is its largest event time minus the
-//! allowed lateness; a window closes when the watermark passes its end. A partition that has
-//! been quiet for `idle` also closes windows by wall clock (`now − lateness`), so a quiet stream
-//! still flushes; while records keep flowing (for example during a replay after a restart) only
-//! event time closes windows, which keeps the result independent of processing speed. An event
-//! whose window has already closed is *late*: it is still a valid record, but it is not counted.
+//! The validation stage keys `ip_logs_validated` by the canonical text of the source address,
+//! so one partition of it holds every event of its sources, whatever the producers of the raw
+//! topic did (no key, random keys, more partitions). Each partition is a deterministic state
+//! machine over its records in offset order:
 //!
-//! Window state lives in memory. The stream-reader never commits a partition's offset past the
-//! earliest offset that feeds a window still open (or closed but not yet acknowledged
-//! downstream), so after a crash the replay rebuilds every unfinished window from all of its
-//! events; closed windows were already emitted with deterministic keys and alert ids.
+//! * **Duplicates.** The validation stage is at-least-once: after its crash it emits some
+//!   records again. A validated record names its raw coordinates (`source`); per raw partition
+//!   the state keeps the next raw offset not yet seen, and a record below it is a duplicate,
+//!   not counted. (The validation stage emits one raw partition's records in offset order.)
+//! * **Watermark and lateness.** The partition's horizon is the minute of its largest event
+//!   time minus the allowed lateness; every window of a minute below the horizon is closed. An
+//!   event of a closed minute is *late*: still a valid record, never counted. A partition that
+//!   is quiet (no record for `idle`, and caught up) advances its event time by the quiet time,
+//!   so live traffic still flushes its last minute; such an *idle step* is recorded.
+//! * **Checkpoints.** With a partition's committed offset the stream-reader commits, as offset
+//!   metadata, the machine's state at that offset: horizon, largest event time, next raw
+//!   offsets, the idle steps taken after it, and the minute below which every window was
+//!   already emitted and acknowledged. The offset is the first offset of the earliest minute
+//!   not yet final, so a replay from it rebuilds every unfinished window from all its events,
+//!   takes the same late/duplicate decisions and the same idle steps at the same positions,
+//!   and emits nothing that was final. A closed window is therefore emitted with the same
+//!   statistics after any crash, restart or rebalance as in an uninterrupted run. An idle step
+//!   is committed synchronously before the partition's next record is processed.
+//! * **Bounds.** Per partition and minute at most `max_windows_per_minute` windows and
+//!   `max_distinct_per_minute` tracked distinct ports and destinations. An event of a source
+//!   beyond the window cap is not counted (counted as `uncounted`), and every window of that
+//!   minute carries `sources_capped`; a distinct value beyond the budget is not tracked and its
+//!   window carries `distinct_capped` (its distinct counts are lower bounds). Both decisions
+//!   depend only on the minute's records in offset order, so they replay identically too.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, btree_map},
+    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
     net::IpAddr,
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
 use log_schema::{Alert, AlertRule, ValidatedRecord, WindowStats};
+use serde::{Deserialize, Serialize};
 
 const WINDOW_MICROS: i64 = 60_000_000;
+
+/// Version of the checkpoint format in the committed offset metadata.
+const CHECKPOINT_VERSION: u32 = 1;
 
 /// Alert thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +81,45 @@ impl Thresholds {
 pub struct WindowConfig {
     /// Allowed lateness.
     pub lateness: TimeDelta,
-    /// Quiet time after which a partition closes windows by wall clock.
+    /// Quiet time after which a caught-up partition advances its event time by the quiet time.
     pub idle: Duration,
     /// Alert thresholds.
     pub thresholds: Thresholds,
+    /// Most windows (distinct sources) of one minute on one partition.
+    pub max_windows_per_minute: usize,
+    /// Most distinct ports plus destinations tracked for one minute on one partition.
+    pub max_distinct_per_minute: usize,
+}
+
+/// The part of a partition's state that a replay cannot rebuild from the records after an
+/// offset: what was decided before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Snapshot {
+    /// Every minute below is closed.
+    #[serde(rename = "h")]
+    horizon: i64,
+    /// Largest event time (µs) counted or seen late.
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    max_event: Option<i64>,
+    /// Per raw partition: the next raw offset not seen yet.
+    #[serde(rename = "s", default, skip_serializing_if = "BTreeMap::is_empty")]
+    next_source: BTreeMap<i32, i64>,
+}
+
+/// The offset metadata committed with a partition's offset.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    #[serde(rename = "v")]
+    version: u32,
+    /// The state at the offset.
+    #[serde(rename = "a")]
+    at: Snapshot,
+    /// Every window of a minute below was emitted and acknowledged: not emitted again.
+    #[serde(rename = "f")]
+    final_below: i64,
+    /// Idle steps after the offset: (position, horizon).
+    #[serde(rename = "i", default, skip_serializing_if = "Vec::is_empty")]
+    idle_steps: Vec<(i64, i64)>,
 }
 
 #[derive(Debug)]
@@ -76,43 +132,87 @@ struct Acc {
     denied: i64,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
+    distinct_capped: bool,
+}
+
+/// One minute of one partition: its windows until it closes, then the count of windows whose
+/// outputs are not acknowledged yet.
+#[derive(Debug)]
+struct Minute {
+    windows: HashMap<IpAddr, Acc>,
     first_offset: i64,
+    /// The partition's state just before `first_offset`.
+    before: Snapshot,
+    tracked_distinct: usize,
+    sources_capped: bool,
+    /// `None` while open; once closed, the windows whose outputs are not acknowledged yet.
+    unacknowledged: Option<usize>,
 }
 
 #[derive(Debug)]
 struct PartitionWindows {
-    open: HashMap<(IpAddr, i64), Acc>,
-    /// Closed windows whose outputs are not acknowledged yet: emission id → first offset.
-    pending: HashMap<u64, i64>,
-    /// First offsets of the open and pending windows (a multiset: offset → windows), so the
-    /// commit hold is the first key instead of a scan over every window.
-    holds: BTreeMap<i64, u32>,
-    max_event_micros: Option<i64>,
-    /// Every window whose minute index is below this is closed.
-    horizon: i64,
+    /// Distinguishes this state from an earlier one of the same partition (before a revoke).
+    epoch: u64,
+    /// Open minutes, and closed minutes not final yet; closed ones are a prefix.
+    minutes: BTreeMap<i64, Minute>,
+    now: Snapshot,
+    /// Next offset to process (`None` until the first record when nothing was committed).
+    position: Option<i64>,
+    /// From the restored checkpoint: minutes below were final before the restart.
+    restored_final: i64,
+    idle_steps: Vec<(i64, i64)>,
     last_activity: Instant,
 }
 
 impl PartitionWindows {
-    fn new() -> Self {
+    fn new(epoch: u64, position: Option<i64>) -> Self {
         Self {
-            open: HashMap::new(),
-            pending: HashMap::new(),
-            holds: BTreeMap::new(),
-            max_event_micros: None,
-            horizon: i64::MIN,
+            epoch,
+            minutes: BTreeMap::new(),
+            now: Snapshot {
+                horizon: i64::MIN,
+                ..Snapshot::default()
+            },
+            position,
+            restored_final: i64::MIN,
+            idle_steps: Vec::new(),
             last_activity: Instant::now(),
+        }
+    }
+
+    /// Every window of a minute below this is final: emitted and acknowledged (or empty).
+    fn final_below(&self) -> i64 {
+        let computed = match self.minutes.first_key_value() {
+            Some((m, minute)) if minute.unacknowledged.is_some() => *m,
+            _ => self.now.horizon,
+        };
+        computed.max(self.restored_final)
+    }
+
+    /// Drops closed minutes whose outputs are all acknowledged, lowest first.
+    fn drop_final(&mut self) {
+        while let Some(entry) = self.minutes.first_entry() {
+            if entry.get().unacknowledged != Some(0) {
+                break;
+            }
+            entry.remove();
         }
     }
 }
 
-/// Whether an observed record was counted.
+/// How a record was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
     /// Counted in its window.
     Counted,
-    /// Its window had already closed.
+    /// Its window had already closed: not counted.
     Late,
+    /// The validation stage emitted this raw record before: not counted again.
+    Duplicate,
+    /// Its minute reached the window cap and its source has no window: not counted.
+    Uncounted,
+    /// Its window was final before a restart (replay): nothing to do.
+    Final,
 }
 
 /// A window that just closed: its statistics and the alerts it triggered.
@@ -120,20 +220,27 @@ pub enum Observed {
 pub struct Closed {
     /// Partition it belongs to.
     pub partition: i32,
-    /// Id to report back with [`Windows::emitted`] once its outputs are acknowledged.
-    pub emission: u64,
+    /// Identifies the partition state and minute, to report back with [`Windows::emitted`].
+    pub emission: Emission,
     /// The statistics.
     pub stats: WindowStats,
     /// Triggered alerts.
     pub alerts: Vec<Alert>,
 }
 
-/// Window state of one stream-reader instance.
+/// Which partition state and minute a closed window belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emission {
+    epoch: u64,
+    minute: i64,
+}
+
+/// Window state of one stream-reader instance: one state machine per assigned partition.
 #[derive(Debug)]
 pub struct Windows {
     config: WindowConfig,
     partitions: HashMap<i32, PartitionWindows>,
-    next_emission: u64,
+    next_epoch: u64,
 }
 
 fn minute_of(micros: i64) -> i64 {
@@ -146,11 +253,62 @@ impl Windows {
         Self {
             config,
             partitions: HashMap::new(),
-            next_emission: 0,
+            next_epoch: 0,
         }
     }
 
-    /// Counts a record (or classifies it late) and returns the windows its event-time watermark
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    /// Takes over `partition` from its committed offset and the checkpoint committed with it
+    /// (`metadata`; empty when none). Returns the closed windows of idle steps at that offset,
+    /// or an error when the metadata is not a checkpoint (the partition then starts empty).
+    pub fn assign(
+        &mut self,
+        partition: i32,
+        committed: Option<i64>,
+        metadata: &str,
+    ) -> Result<Vec<Closed>, String> {
+        let epoch = self.epoch();
+        let mut pw = PartitionWindows::new(epoch, committed);
+        let restored = if metadata.is_empty() {
+            Ok(())
+        } else {
+            match serde_json::from_str::<Checkpoint>(metadata) {
+                Ok(c) if c.version == CHECKPOINT_VERSION => {
+                    pw.now = c.at;
+                    pw.restored_final = c.final_below;
+                    pw.idle_steps = c.idle_steps;
+                    Ok(())
+                }
+                Ok(c) => Err(format!(
+                    "checkpoint version {} is not {CHECKPOINT_VERSION}",
+                    c.version
+                )),
+                Err(e) => Err(format!("offset metadata is not a window checkpoint: {e}")),
+            }
+        };
+        self.partitions.insert(partition, pw);
+        let closed = match committed {
+            Some(offset) => self.apply_idle_steps(partition, offset),
+            None => Vec::new(),
+        };
+        restored.map(|()| closed)
+    }
+
+    /// Forgets a revoked partition: its next owner replays it from the committed checkpoint.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Partitions with state.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Takes the record at `offset` of `partition` and returns the windows whose minutes it
     /// closed.
     pub fn observe(
         &mut self,
@@ -158,188 +316,323 @@ impl Windows {
         offset: i64,
         r: &ValidatedRecord,
     ) -> (Observed, Vec<Closed>) {
-        let pw = self
-            .partitions
-            .entry(partition)
-            .or_insert_with(PartitionWindows::new);
+        let mut closed = self.apply_idle_steps(partition, offset);
+        let config = self.config;
+        let next_epoch = self.next_epoch + 1;
+        let pw = match self.partitions.entry(partition) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                self.next_epoch = next_epoch;
+                e.insert(PartitionWindows::new(next_epoch, Some(offset)))
+            }
+        };
         pw.last_activity = Instant::now();
-        let t = r.timestamp.timestamp_micros();
-        let minute = minute_of(t);
-        let observed = if minute < pw.horizon {
-            Observed::Late
-        } else {
-            let holds = &mut pw.holds;
-            let acc = pw.open.entry((r.source_ip, minute)).or_insert_with(|| {
-                *holds.entry(offset).or_default() += 1;
-                Acc {
-                    events: 0,
-                    bytes_sent: 0,
-                    bytes_received: 0,
-                    ports: HashSet::new(),
-                    destinations: HashSet::new(),
-                    denied: 0,
-                    first_seen: r.timestamp,
-                    last_seen: r.timestamp,
-                    first_offset: offset,
-                }
-            });
-            acc.events += 1;
-            acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
-            acc.bytes_received = acc.bytes_received.saturating_add(r.bytes_received);
-            acc.ports.insert(r.port);
-            acc.destinations.insert(r.destination_ip);
-            acc.denied += i64::from(r.action.is_denied());
-            acc.first_seen = acc.first_seen.min(r.timestamp);
-            acc.last_seen = acc.last_seen.max(r.timestamp);
-            Observed::Counted
-        };
-        let before = pw.max_event_micros;
-        pw.max_event_micros = Some(before.map_or(t, |m| m.max(t)));
-        let closed = if pw.max_event_micros != before {
-            self.close(partition, None)
-        } else {
-            Vec::new()
-        };
+        let observed = take(pw, &config, offset, r);
+        pw.position = Some(offset + 1);
+        let lateness = config.lateness.num_microseconds().unwrap_or(i64::MAX);
+        let horizon = pw
+            .now
+            .max_event
+            .map_or(i64::MIN, |m| minute_of(m.saturating_sub(lateness)));
+        closed.extend(self.advance(partition, horizon));
+        closed.extend(self.apply_idle_steps(partition, offset + 1));
         (observed, closed)
     }
 
-    /// Wall-clock closing for partitions that are quiet: no record for `idle`, and caught up
-    /// (`caught_up(partition, last_activity)`: the broker reported no lag after the partition's
-    /// last record). A partition that is merely slow or
-    /// paused by backpressure is not quiet, so replays close windows by event time only.
-    pub fn tick(
-        &mut self,
-        now: DateTime<Utc>,
-        caught_up: impl Fn(i32, Instant) -> bool,
-    ) -> Vec<Closed> {
-        let idle: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(p, pw)| {
-                pw.last_activity.elapsed() >= self.config.idle
-                    && !pw.open.is_empty()
-                    && caught_up(**p, pw.last_activity)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        idle.into_iter()
-            .flat_map(|p| self.close(p, Some(now)))
-            .collect()
+    /// A record of `partition` that is not a validated record (nothing to count): the
+    /// position moves past it.
+    pub fn skip(&mut self, partition: i32, offset: i64) -> Vec<Closed> {
+        let mut closed = self.apply_idle_steps(partition, offset);
+        if let Some(pw) = self.partitions.get_mut(&partition) {
+            pw.position = Some(offset + 1);
+        }
+        closed.extend(self.apply_idle_steps(partition, offset + 1));
+        closed
     }
 
-    fn close(&mut self, partition: i32, wall_clock: Option<DateTime<Utc>>) -> Vec<Closed> {
+    /// Idle steps for partitions that are quiet: no record for `idle`, open windows, and caught
+    /// up (`caught_up(partition, last_activity)`: the broker reported no lag after the
+    /// partition's last record). Returns the closed windows and the partitions that took a
+    /// step: their checkpoint must be committed before their next record is processed.
+    pub fn tick(&mut self, caught_up: impl Fn(i32, Instant) -> bool) -> (Vec<Closed>, Vec<i32>) {
         let lateness = self.config.lateness.num_microseconds().unwrap_or(i64::MAX);
+        let steps: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, pw)| {
+                let quiet = pw.last_activity.elapsed();
+                let open = pw.minutes.values().any(|m| m.unacknowledged.is_none());
+                if quiet < self.config.idle || !open || !caught_up(*p, pw.last_activity) {
+                    return None;
+                }
+                let quiet = i64::try_from(quiet.as_micros()).unwrap_or(i64::MAX);
+                let at = pw.now.max_event?.saturating_add(quiet);
+                let horizon = minute_of(at.saturating_sub(lateness));
+                (horizon > pw.now.horizon && pw.position.is_some()).then_some((*p, horizon))
+            })
+            .collect();
+        let mut closed = Vec::new();
+        let mut stepped = Vec::new();
+        for (p, horizon) in steps {
+            if let Some(pw) = self.partitions.get_mut(&p)
+                && let Some(position) = pw.position
+            {
+                pw.idle_steps.push((position, horizon));
+                closed.extend(self.advance(p, horizon));
+                stepped.push(p);
+            }
+        }
+        (closed, stepped)
+    }
+
+    /// Applies the recorded idle steps at or before `position` (a replay reaching the
+    /// position where the step was taken).
+    fn apply_idle_steps(&mut self, partition: i32, position: i64) -> Vec<Closed> {
+        let Some(pw) = self.partitions.get(&partition) else {
+            return Vec::new();
+        };
+        let horizon = pw
+            .idle_steps
+            .iter()
+            .filter(|(at, _)| *at <= position)
+            .map(|(_, h)| *h)
+            .max();
+        match horizon {
+            Some(h) => self.advance(partition, h),
+            None => Vec::new(),
+        }
+    }
+
+    /// Moves the horizon of `partition` to `horizon` and closes the minutes below it.
+    fn advance(&mut self, partition: i32, horizon: i64) -> Vec<Closed> {
+        let thresholds = self.config.thresholds;
         let Some(pw) = self.partitions.get_mut(&partition) else {
             return Vec::new();
         };
-        let mut horizon = pw
-            .max_event_micros
-            .map_or(i64::MIN, |m| minute_of(m.saturating_sub(lateness)));
-        if let Some(now) = wall_clock {
-            horizon = horizon.max(minute_of(now.timestamp_micros().saturating_sub(lateness)));
-        }
-        if horizon <= pw.horizon {
+        if horizon <= pw.now.horizon {
             return Vec::new();
         }
-        pw.horizon = horizon;
-        let keys: Vec<(IpAddr, i64)> = pw
-            .open
-            .keys()
-            .filter(|(_, m)| *m < horizon)
-            .copied()
-            .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(acc) = pw.open.remove(&key) else {
+        pw.now.horizon = horizon;
+        let epoch = pw.epoch;
+        let mut out = Vec::new();
+        for (&m, minute) in pw.minutes.range_mut(..horizon) {
+            if minute.unacknowledged.is_some() {
                 continue;
-            };
-            let start = DateTime::from_timestamp_micros(key.1 * WINDOW_MICROS).unwrap_or_default();
-            let stats = WindowStats {
-                source_ip: key.0,
-                window_start: start,
-                window_end: start + TimeDelta::microseconds(WINDOW_MICROS),
-                events: acc.events,
-                bytes_sent: acc.bytes_sent,
-                bytes_received: acc.bytes_received,
-                distinct_ports: acc.ports.len() as i64,
-                distinct_destinations: acc.destinations.len() as i64,
-                denied: acc.denied,
-                first_seen: acc.first_seen,
-                last_seen: acc.last_seen,
-            };
-            let alerts = AlertRule::ALL
+            }
+            let windows = std::mem::take(&mut minute.windows);
+            minute.unacknowledged = Some(windows.len());
+            let start = DateTime::from_timestamp_micros(m * WINDOW_MICROS).unwrap_or_default();
+            let end = start + TimeDelta::microseconds(WINDOW_MICROS);
+            let mut closed: Vec<Closed> = windows
                 .into_iter()
-                .filter_map(|rule| Alert::evaluate(rule, &stats, self.config.thresholds.of(rule)))
+                .map(|(ip, acc)| {
+                    let stats = WindowStats {
+                        source_ip: ip,
+                        window_start: start,
+                        window_end: end,
+                        events: acc.events,
+                        bytes_sent: acc.bytes_sent,
+                        bytes_received: acc.bytes_received,
+                        distinct_ports: acc.ports.len() as i64,
+                        distinct_destinations: acc.destinations.len() as i64,
+                        denied: acc.denied,
+                        first_seen: acc.first_seen,
+                        last_seen: acc.last_seen,
+                        distinct_capped: acc.distinct_capped,
+                        sources_capped: minute.sources_capped,
+                    };
+                    let alerts = AlertRule::ALL
+                        .into_iter()
+                        .filter_map(|rule| Alert::evaluate(rule, &stats, thresholds.of(rule)))
+                        .collect();
+                    Closed {
+                        partition,
+                        emission: Emission { epoch, minute: m },
+                        stats,
+                        alerts,
+                    }
+                })
                 .collect();
-            let emission = self.next_emission;
-            self.next_emission += 1;
-            pw.pending.insert(emission, acc.first_offset);
-            out.push(Closed {
-                partition,
-                emission,
-                stats,
-                alerts,
-            });
+            // Deterministic emission order (by IP) for readable output.
+            closed.sort_by_key(|c| c.stats.source_ip);
+            out.extend(closed);
         }
-        // Deterministic emission order (by window, then IP) for readable output.
-        out.sort_by(|a, b| {
-            (a.stats.window_start, a.stats.source_ip)
-                .cmp(&(b.stats.window_start, b.stats.source_ip))
-        });
+        pw.drop_final();
         out
     }
 
     /// The outputs of a closed window were acknowledged.
-    pub fn emitted(&mut self, partition: i32, emission: u64) {
+    pub fn emitted(&mut self, partition: i32, emission: Emission) {
         if let Some(pw) = self.partitions.get_mut(&partition)
-            && let Some(offset) = pw.pending.remove(&emission)
-            && let btree_map::Entry::Occupied(mut e) = pw.holds.entry(offset)
+            && pw.epoch == emission.epoch
         {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
+            if let Some(Some(left)) = pw
+                .minutes
+                .get_mut(&emission.minute)
+                .map(|m| m.unacknowledged.as_mut())
+            {
+                *left = left.saturating_sub(1);
             }
+            pw.drop_final();
         }
     }
 
-    /// The earliest input offset that still feeds an unfinished window of `partition`: the
-    /// partition's commit must not pass it.
-    pub fn min_offset(&self, partition: i32) -> Option<i64> {
-        let pw = self.partitions.get(&partition)?;
-        pw.holds.first_key_value().map(|(offset, _)| *offset)
+    /// The offset to commit for `partition` and the checkpoint to commit with it: the first
+    /// offset of the earliest minute not final yet (or the position), and the state there.
+    pub fn checkpoint(&mut self, partition: i32) -> Option<(i64, String)> {
+        let pw = self.partitions.get_mut(&partition)?;
+        let position = pw.position?;
+        let final_below = pw.final_below();
+        let hold = pw
+            .minutes
+            .range(final_below..)
+            .map(|(_, m)| m)
+            .filter(|m| m.first_offset < position)
+            .min_by_key(|m| m.first_offset);
+        let (offset, at) = match hold {
+            Some(m) => (m.first_offset, m.before.clone()),
+            None => (position, pw.now.clone()),
+        };
+        pw.idle_steps.retain(|(at, _)| *at > offset);
+        let checkpoint = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            at,
+            final_below,
+            idle_steps: pw.idle_steps.clone(),
+        };
+        let metadata = serde_json::to_string(&checkpoint).unwrap_or_default();
+        Some((offset, metadata))
     }
 
     /// Windows open across all partitions.
     pub fn open_windows(&self) -> usize {
-        self.partitions.values().map(|p| p.open.len()).sum()
+        self.partitions
+            .values()
+            .flat_map(|p| p.minutes.values())
+            .map(|m| m.windows.len())
+            .sum()
     }
+}
 
-    /// Forgets everything (after a partition revoke: the next owner, maybe us, replays from the
-    /// committed offsets).
-    pub fn clear(&mut self) {
-        self.partitions.clear();
+/// Counts one record into its partition's state (not the horizon: the caller advances it).
+fn take(
+    pw: &mut PartitionWindows,
+    config: &WindowConfig,
+    offset: i64,
+    r: &ValidatedRecord,
+) -> Observed {
+    if let Some(source) = r.source {
+        match pw.now.next_source.get(&source.partition) {
+            Some(next) if source.offset < *next => return Observed::Duplicate,
+            _ => {}
+        }
     }
+    let t = r.timestamp.timestamp_micros();
+    let m = minute_of(t);
+    let observed = if m < pw.now.horizon {
+        Observed::Late
+    } else if m < pw.restored_final {
+        Observed::Final
+    } else {
+        let before = if pw.minutes.contains_key(&m) {
+            None
+        } else {
+            Some(pw.now.clone())
+        };
+        let minute = pw.minutes.entry(m).or_insert_with(|| Minute {
+            windows: HashMap::new(),
+            first_offset: offset,
+            before: before.unwrap_or_default(),
+            tracked_distinct: 0,
+            sources_capped: false,
+            unacknowledged: None,
+        });
+        count(minute, config, r)
+    };
+    if let Some(source) = r.source {
+        pw.now
+            .next_source
+            .insert(source.partition, source.offset + 1);
+    }
+    pw.now.max_event = Some(pw.now.max_event.map_or(t, |e| e.max(t)));
+    observed
+}
+
+fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRecord) -> Observed {
+    if !minute.windows.contains_key(&r.source_ip)
+        && minute.windows.len() >= config.max_windows_per_minute
+    {
+        minute.sources_capped = true;
+        return Observed::Uncounted;
+    }
+    let acc = minute.windows.entry(r.source_ip).or_insert_with(|| Acc {
+        events: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        ports: HashSet::new(),
+        destinations: HashSet::new(),
+        denied: 0,
+        first_seen: r.timestamp,
+        last_seen: r.timestamp,
+        distinct_capped: false,
+    });
+    acc.events += 1;
+    acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
+    acc.bytes_received = acc.bytes_received.saturating_add(r.bytes_received);
+    acc.denied += i64::from(r.action.is_denied());
+    acc.first_seen = acc.first_seen.min(r.timestamp);
+    acc.last_seen = acc.last_seen.max(r.timestamp);
+    let budget = config.max_distinct_per_minute;
+    if !acc.ports.contains(&r.port) {
+        if minute.tracked_distinct < budget {
+            acc.ports.insert(r.port);
+            minute.tracked_distinct += 1;
+        } else {
+            acc.distinct_capped = true;
+        }
+    }
+    if !acc.destinations.contains(&r.destination_ip) {
+        if minute.tracked_distinct < budget {
+            acc.destinations.insert(r.destination_ip);
+            minute.tracked_distinct += 1;
+        } else {
+            acc.distinct_capped = true;
+        }
+    }
+    Observed::Counted
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use log_schema::{Limits, Origin, validate};
+    use log_schema::{Limits, Origin, SourceOffset, validate};
+    use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
     use super::*;
 
-    fn record(at: &str, ip: &str, port: u16, action: &str) -> ValidatedRecord {
+    fn record(
+        at: DateTime<Utc>,
+        ip: &str,
+        port: u16,
+        action: &str,
+        source: i64,
+    ) -> ValidatedRecord {
         let json = format!(
-            r#"{{"timestamp":"{at}","source_ip":"{ip}","destination_ip":"10.0.0.{}","port":{port},"protocol":"TCP","bytes_sent":10,"bytes_received":20,"action":"{action}"}}"#,
+            r#"{{"timestamp":"{}","source_ip":"{ip}","destination_ip":"10.0.0.{}","port":{port},"protocol":"TCP","bytes_sent":10,"bytes_received":20,"action":"{action}"}}"#,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             port % 7
         );
         let origin = Origin {
             topic: "t",
             partition: 0,
-            offset: 0,
+            offset: source,
         };
         validate(json.as_bytes(), &origin, Utc::now(), &Limits::default()).expect("valid")
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").to_utc()
     }
 
     fn config() -> WindowConfig {
@@ -351,6 +644,8 @@ mod tests {
                 flood: 4,
                 deny_burst: 2,
             },
+            max_windows_per_minute: 1_000,
+            max_distinct_per_minute: 10_000,
         }
     }
 
@@ -373,8 +668,9 @@ mod tests {
             ("2025-12-28T10:00:50Z", "10.0.0.1", 25, "ALLOW"),
         ];
         let mut late = 0;
-        for (i, (at, ip, port, action)) in events.iter().enumerate() {
-            let (o, c) = w.observe(0, i as i64 + 100, &record(at, ip, *port, action));
+        for (i, (t, ip, port, action)) in events.iter().enumerate() {
+            let r = record(at(t), ip, *port, action, i as i64);
+            let (o, c) = w.observe(0, i as i64 + 100, &r);
             late += usize::from(o == Observed::Late);
             closed.extend(c);
         }
@@ -398,43 +694,97 @@ mod tests {
         assert_eq!(a.window_start.to_rfc3339(), "2025-12-28T10:00:00+00:00");
         assert_eq!(a.first_seen.to_rfc3339(), "2025-12-28T10:00:01+00:00");
         assert_eq!(a.last_seen.to_rfc3339(), "2025-12-28T10:00:59+00:00");
+        assert!(!a.distinct_capped && !a.sources_capped);
         let rules: Vec<AlertRule> = by_ip["10.0.0.1"].alerts.iter().map(|a| a.rule).collect();
         assert_eq!(rules, vec![AlertRule::PortScan, AlertRule::DenyBurst]);
         assert!(by_ip["10.0.0.2"].alerts.is_empty());
         assert_eq!(by_ip["10.0.0.2"].stats.events, 2);
-        // 10:01 is still open and holds the commit at its first offset.
-        assert_eq!(w.open_windows(), 1);
+        assert_eq!(w.open_windows(), 1, "10:01 is still open");
         assert_eq!(
-            w.min_offset(0),
+            w.checkpoint(0).map(|c| c.0),
             Some(100),
-            "closed but unacknowledged windows hold too"
+            "closed but unacknowledged windows hold the commit"
         );
         for c in &closed {
             w.emitted(0, c.emission);
         }
-        assert_eq!(w.min_offset(0), Some(104));
+        assert_eq!(
+            w.checkpoint(0).map(|c| c.0),
+            Some(104),
+            "10:01's first offset"
+        );
     }
 
     #[test]
-    fn quiet_partitions_close_by_wall_clock() {
+    fn quiet_partitions_advance_event_time_by_the_quiet_time() {
         let mut w = Windows::new(WindowConfig {
             idle: Duration::ZERO,
+            lateness: TimeDelta::zero(),
             ..config()
         });
-        let (_, c) = w.observe(
-            1,
-            5,
-            &record("2025-12-28T10:00:01Z", "10.0.0.1", 22, "ALLOW"),
-        );
+        let r = record(at("2025-12-28T10:00:59.999Z"), "10.0.0.1", 22, "ALLOW", 0);
+        let (_, c) = w.observe(1, 5, &r);
         assert!(c.is_empty());
+        std::thread::sleep(Duration::from_millis(5));
         assert!(
-            w.tick(Utc::now(), |_, _| false).is_empty(),
+            w.tick(|_, _| false).0.is_empty(),
             "not caught up: nothing closes"
         );
-        let closed = w.tick(Utc::now(), |_, _| true);
+        let (closed, stepped) = w.tick(|_, _| true);
         assert_eq!(closed.len(), 1);
+        assert_eq!(stepped, vec![1]);
         assert_eq!(closed[0].stats.events, 1);
         assert_eq!(w.open_windows(), 0);
+    }
+
+    #[test]
+    fn caps_flag_the_affected_windows_and_count_nothing_silently() {
+        let mut w = Windows::new(WindowConfig {
+            max_windows_per_minute: 2,
+            max_distinct_per_minute: 5,
+            ..config()
+        });
+        let t = at("2025-12-28T10:00:01Z");
+        let mut observed = Vec::new();
+        for (i, (ip, port)) in [
+            ("10.0.0.1", 1),
+            ("10.0.0.2", 1),
+            ("10.0.0.3", 1),
+            ("10.0.0.1", 2),
+            ("10.0.0.1", 3),
+            ("10.0.0.1", 4),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            observed.push(
+                w.observe(0, i as i64, &record(t, ip, port, "ALLOW", i as i64))
+                    .0,
+            );
+        }
+        assert_eq!(
+            observed[2],
+            Observed::Uncounted,
+            "a third source in a 2-window minute"
+        );
+        let (_, closed) = w.observe(
+            0,
+            9,
+            &record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", 9),
+        );
+        assert_eq!(closed.len(), 2);
+        assert!(closed.iter().all(|c| c.stats.sources_capped));
+        let first = &closed[0].stats;
+        assert_eq!(
+            first.events, 4,
+            "counted even when its distinct values are not"
+        );
+        assert!(
+            first.distinct_capped,
+            "budget 5: 2 + 2 tracked, then 1 more"
+        );
+        assert_eq!(first.distinct_ports + first.distinct_destinations, 3);
+        assert!(!closed[1].stats.distinct_capped);
     }
 
     #[test]
@@ -443,21 +793,223 @@ mod tests {
         for _ in 0..2 {
             let mut w = Windows::new(config());
             for (i, port) in [1, 2, 3].into_iter().enumerate() {
-                w.observe(
-                    0,
+                let r = record(
+                    at("2025-12-28T10:00:01Z"),
+                    "10.0.0.9",
+                    port,
+                    "ALLOW",
                     i as i64,
-                    &record("2025-12-28T10:00:01Z", "10.0.0.9", port, "ALLOW"),
                 );
+                w.observe(0, i as i64, &r);
             }
-            let closed = w
-                .observe(
-                    0,
-                    9,
-                    &record("2025-12-28T10:05:00Z", "10.0.0.9", 1, "ALLOW"),
-                )
-                .1;
+            let r = record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", 9);
+            let closed = w.observe(0, 9, &r).1;
             ids.push(closed[0].alerts[0].alert_id);
         }
         assert_eq!(ids[0], ids[1]);
+    }
+
+    /// One partition's records: disorder beyond the lateness, duplicates of the validation
+    /// stage (a raw partition replayed), several raw partitions and minutes.
+    fn stream(rng: &mut StdRng, n: usize) -> Vec<ValidatedRecord> {
+        let base = at("2025-12-28T10:00:00Z");
+        let mut out: Vec<ValidatedRecord> = Vec::new();
+        let mut next = [0i64; 3];
+        let mut i = 0;
+        while out.len() < n {
+            if rng.random_bool(0.03) && !out.is_empty() {
+                // The validation stage restarts: the last few records of a raw partition again.
+                let k = rng.random_range(1..=out.len().min(20));
+                let again: Vec<ValidatedRecord> = out[out.len() - k..].to_vec();
+                out.extend(again);
+                continue;
+            }
+            let p = rng.random_range(0..3);
+            let jitter = if rng.random_bool(0.05) {
+                rng.random_range(-90..0)
+            } else {
+                rng.random_range(-5..5)
+            };
+            let t = base + TimeDelta::milliseconds(i * 700) + TimeDelta::seconds(jitter);
+            let ip = format!("10.0.0.{}", rng.random_range(1..6));
+            let action = if rng.random_bool(0.3) {
+                "DENY"
+            } else {
+                "ALLOW"
+            };
+            let mut r = record(t, &ip, rng.random_range(1..40), action, 0);
+            r.source = Some(SourceOffset {
+                partition: p,
+                offset: next[p as usize],
+            });
+            next[p as usize] += 1;
+            out.push(r);
+            i += 1;
+        }
+        out
+    }
+
+    /// The rule stated in the module doc, written plainly: the windows an uninterrupted run
+    /// closes, with the statistics of their counted events.
+    fn reference(
+        records: &[ValidatedRecord],
+        lateness: i64,
+    ) -> BTreeMap<(IpAddr, i64), (i64, i64, i64)> {
+        let mut seen: HashMap<i32, i64> = HashMap::new();
+        let mut max_event = i64::MIN;
+        let mut horizon = i64::MIN;
+        let mut counted: BTreeMap<(IpAddr, i64), (i64, i64, HashSet<u16>)> = BTreeMap::new();
+        for r in records {
+            let s = r.source.expect("source");
+            if seen.get(&s.partition).is_some_and(|n| s.offset < *n) {
+                continue;
+            }
+            seen.insert(s.partition, s.offset + 1);
+            let t = r.timestamp.timestamp_micros();
+            let m = t.div_euclid(60_000_000);
+            if m >= horizon {
+                let e = counted.entry((r.source_ip, m)).or_default();
+                e.0 += 1;
+                e.1 += i64::from(r.action.is_denied());
+                e.2.insert(r.port);
+            }
+            max_event = max_event.max(t);
+            horizon = horizon.max((max_event - lateness).div_euclid(60_000_000));
+        }
+        counted
+            .into_iter()
+            .filter(|((_, m), _)| *m < horizon)
+            .map(|(k, (events, denied, ports))| (k, (events, denied, ports.len() as i64)))
+            .collect()
+    }
+
+    #[test]
+    fn crashes_at_any_point_emit_exactly_the_uninterrupted_windows() {
+        let lateness = 30_000_000;
+        for seed in 0..40 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let records = stream(&mut rng, 600);
+            let want = reference(&records, lateness);
+            assert!(
+                want.len() > 10,
+                "seed {seed}: enough windows ({})",
+                want.len()
+            );
+            let mut emitted: BTreeMap<(IpAddr, i64), (i64, i64, i64)> = BTreeMap::new();
+            let mut w = Windows::new(config());
+            w.assign(0, None, "").expect("fresh");
+            let mut committed: (Option<i64>, String) = (None, String::new());
+            let mut unacked: Vec<Closed> = Vec::new();
+            let mut offset = 0i64;
+            let mut crashes = 0;
+            while (offset as usize) < records.len() {
+                let (_, closed) = w.observe(0, offset, &records[offset as usize]);
+                for c in closed {
+                    let key = (
+                        c.stats.source_ip,
+                        minute_of(c.stats.window_start.timestamp_micros()),
+                    );
+                    let value = (c.stats.events, c.stats.denied, c.stats.distinct_ports);
+                    if let Some(previous) = emitted.insert(key, value) {
+                        assert_eq!(
+                            previous, value,
+                            "seed {seed}: {key:?} emitted twice, differently"
+                        );
+                    }
+                    unacked.push(c);
+                }
+                offset += 1;
+                // Acknowledgements arrive late and in any order.
+                while !unacked.is_empty() && rng.random_bool(0.5) {
+                    let c = unacked.swap_remove(rng.random_range(0..unacked.len()));
+                    w.emitted(0, c.emission);
+                }
+                if rng.random_bool(0.2) {
+                    let (o, m) = w.checkpoint(0).expect("position");
+                    committed = (Some(o), m);
+                }
+                if rng.random_bool(0.02) {
+                    // Crash: unacknowledged outputs may or may not have landed; restart from the
+                    // last commit.
+                    crashes += 1;
+                    unacked.clear();
+                    w = Windows::new(config());
+                    w.assign(0, committed.0, &committed.1).expect("checkpoint");
+                    offset = committed.0.unwrap_or(0);
+                }
+            }
+            assert!(crashes > 3, "seed {seed}: crashes {crashes}");
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(k, _)| !emitted.contains_key(k))
+                .take(3)
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "seed {seed}: never emitted: {missing:?}"
+            );
+            let differing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| emitted.get(k) != Some(v))
+                .map(|(k, v)| (k, v, emitted.get(k)))
+                .take(3)
+                .collect();
+            assert!(
+                differing.is_empty(),
+                "seed {seed}: (key, reference, emitted): {differing:?}"
+            );
+            let extra = emitted
+                .keys()
+                .filter(|k| {
+                    !want.contains_key(k) && k.1 < want.keys().map(|k| k.1).max().unwrap_or(0)
+                })
+                .count();
+            assert_eq!(extra, 0, "seed {seed}: windows the reference does not have");
+        }
+    }
+
+    #[test]
+    fn an_idle_step_replays_at_the_same_position() {
+        let mut w = Windows::new(WindowConfig {
+            idle: Duration::ZERO,
+            lateness: TimeDelta::zero(),
+            ..config()
+        });
+        w.assign(0, Some(0), "").expect("fresh");
+        w.observe(
+            0,
+            0,
+            &record(at("2025-12-28T10:00:59.999Z"), "10.0.0.1", 1, "ALLOW", 0),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let (closed, _) = w.tick(|_, _| true);
+        assert_eq!(closed.len(), 1);
+        let (offset, metadata) = w.checkpoint(0).expect("checkpoint");
+        assert_eq!(offset, 0, "not acknowledged yet");
+        // Crash before the acknowledgement; the next record is late in the original run.
+        let late = record(at("2025-12-28T10:00:59.000Z"), "10.0.0.1", 2, "ALLOW", 1);
+        assert_eq!(w.observe(0, 1, &late).0, Observed::Late);
+        let mut again = Windows::new(config());
+        let replayed = again.assign(0, Some(offset), &metadata).expect("restored");
+        assert!(replayed.is_empty());
+        let (_, c) = again.observe(
+            0,
+            0,
+            &record(at("2025-12-28T10:00:59.999Z"), "10.0.0.1", 1, "ALLOW", 0),
+        );
+        assert_eq!(
+            c.len(),
+            1,
+            "the step applies once the replay reaches its position"
+        );
+        assert_eq!(c[0].stats.events, 1);
+        assert_eq!(again.observe(0, 1, &late).0, Observed::Late, "late again");
+    }
+
+    #[test]
+    fn a_checkpoint_that_is_not_ours_is_an_error_and_a_fresh_start() {
+        let mut w = Windows::new(config());
+        assert!(w.assign(0, Some(5), "something else").is_err());
+        assert_eq!(w.checkpoint(0).map(|c| c.0), Some(5));
     }
 }

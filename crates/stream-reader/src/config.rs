@@ -1,0 +1,128 @@
+//! The `stream-reader` command line.
+
+use clap::Parser;
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+
+/// Command line of the `stream-reader` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct ReaderArgs {
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    /// Consumer group id.
+    #[arg(long, env = "READER_GROUP_ID", default_value = "stream-reader")]
+    pub group_id: String,
+
+    /// Topic of raw records.
+    #[arg(long, env = "READER_INPUT_TOPIC", default_value = log_schema::topics::RAW)]
+    pub input_topic: String,
+
+    /// Topic of validated, enriched records.
+    #[arg(long, env = "READER_VALIDATED_TOPIC", default_value = log_schema::topics::VALIDATED)]
+    pub validated_topic: String,
+
+    /// Dead-letter topic.
+    #[arg(long, env = "READER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
+    pub dlq_topic: String,
+
+    /// Largest accepted record, in bytes.
+    #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 64 * 1024)]
+    pub max_record_bytes: usize,
+
+    /// How far an event timestamp may lie ahead of processing time, in seconds.
+    #[arg(long, env = "MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
+    pub max_future_skew_secs: u64,
+
+    /// Budget of the raw payload inside a dead letter, in bytes (encoded); larger payloads are
+    /// kept as a flagged prefix. Keep it below the DLQ topic's max.message.bytes.
+    #[arg(long, env = "READER_DLQ_MAX_RAW_BYTES", default_value_t = log_schema::DEFAULT_MAX_RAW_BYTES)]
+    pub dlq_max_raw_bytes: usize,
+
+    /// Most records in flight (consumed, output not yet acknowledged).
+    #[arg(long, env = "READER_MAX_IN_FLIGHT", default_value_t = 5_000)]
+    pub max_in_flight: usize,
+
+    /// First retry delay of a failed produce, in milliseconds.
+    #[arg(long, env = "READER_RETRY_MIN_DELAY_MS", default_value_t = 100)]
+    pub retry_min_delay_ms: u64,
+
+    /// Largest retry delay, in milliseconds.
+    #[arg(long, env = "READER_RETRY_MAX_DELAY_MS", default_value_t = 10_000)]
+    pub retry_max_delay_ms: u64,
+
+    /// Seconds between status lines.
+    #[arg(long, env = "READER_STATUS_INTERVAL_SECS", default_value_t = 5)]
+    pub status_interval_secs: u64,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Compute per-IP one-minute window statistics and security alerts.
+    #[arg(long, env = "READER_ANALYTICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub analytics: bool,
+
+    /// Topic of per-IP window statistics.
+    #[arg(long, env = "READER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
+    pub stats_topic: String,
+
+    /// Topic of security alerts.
+    #[arg(long, env = "READER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
+    pub alerts_topic: String,
+
+    /// Allowed lateness of events, in seconds: a window closes when the largest event time seen
+    /// passes its end by this much.
+    #[arg(long, env = "READER_ALLOWED_LATENESS_SECS", default_value_t = 30)]
+    pub allowed_lateness_secs: u64,
+
+    /// A caught-up partition without records for this long advances its event time by the
+    /// quiet time (so live traffic flushes its last minute), in ms.
+    #[arg(long, env = "READER_IDLE_FLUSH_MS", default_value_t = 2_000)]
+    pub idle_flush_ms: u64,
+
+    /// Consumer group of the analytics stage (reads the validated topic).
+    #[arg(
+        long,
+        env = "READER_ANALYTICS_GROUP_ID",
+        default_value = "stream-reader-analytics"
+    )]
+    pub analytics_group_id: String,
+
+    /// Most windows (distinct sources) of one minute on one partition of the validated topic;
+    /// events of further sources are not counted and the minute's windows are flagged
+    /// `sources_capped`.
+    #[arg(long, env = "READER_MAX_WINDOWS_PER_MINUTE", default_value_t = 50_000)]
+    pub max_windows_per_minute: usize,
+
+    /// Most distinct ports plus destinations tracked for one minute on one partition; values
+    /// beyond it are not tracked and their windows are flagged `distinct_capped`.
+    #[arg(
+        long,
+        env = "READER_MAX_DISTINCT_PER_MINUTE",
+        default_value_t = 500_000
+    )]
+    pub max_distinct_per_minute: usize,
+
+    /// Most window outputs (statistics and alerts) in flight; past it the analytics stage stops
+    /// reading until they are acknowledged.
+    #[arg(long, env = "READER_ANALYTICS_MAX_IN_FLIGHT", default_value_t = 5_000)]
+    pub analytics_max_in_flight: usize,
+
+    /// port_scan alert: distinct destination ports of one source in a window.
+    #[arg(long, env = "ALERT_PORT_SCAN_PORTS", default_value_t = 100)]
+    pub alert_port_scan_ports: i64,
+
+    /// flood alert: events of one source in a window.
+    #[arg(long, env = "ALERT_FLOOD_EVENTS", default_value_t = 5_000)]
+    pub alert_flood_events: i64,
+
+    /// deny_burst alert: denied (DENY/DROP/REJECT) events of one source in a window.
+    #[arg(long, env = "ALERT_DENY_BURST_DENIED", default_value_t = 100)]
+    pub alert_deny_burst_denied: i64,
+}
