@@ -46,7 +46,7 @@ fn raw(
     (Some(ip.as_bytes().to_vec()), json.into_bytes())
 }
 
-fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
+pub(crate) fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
     WriterArgs {
         kafka: KafkaArgs::new(support::kafka_broker()),
         cassandra: support::cassandra(keyspace),

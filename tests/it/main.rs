@@ -8,6 +8,7 @@
 mod analytics;
 mod cassandra;
 mod deploy;
+mod exact;
 mod hardening;
 mod hostile;
 mod kafka;

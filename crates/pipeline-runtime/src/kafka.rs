@@ -292,7 +292,9 @@ impl KafkaArgs {
 
     /// A group consumer that never stores offsets by itself (`enable.auto.offset.store=false`):
     /// the service stores an offset only once the record's output is durable, and the stored
-    /// offsets are committed every second and on shutdown.
+    /// offsets are committed every second and on shutdown. The classic group protocol (eager or
+    /// cooperative-sticky assignment, `partition.assignment.strategy`) is the default; the
+    /// KIP-848 protocol is chosen with the option `group.protocol=consumer`.
     pub fn consumer<C: ConsumerContext + 'static>(
         &self,
         group_id: &str,
@@ -306,10 +308,18 @@ impl KafkaArgs {
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
-            ("session.timeout.ms", "10000"),
             ("fetch.wait.max.ms", "100"),
             ("statistics.interval.ms", "5000"),
         ];
+        // With the KIP-848 protocol (`group.protocol=consumer`) the session timeout is the
+        // broker's `group.consumer.session.timeout.ms`; librdkafka refuses a client-side one.
+        let kip848 = self
+            .options
+            .iter()
+            .any(|o| o.key == "group.protocol" && o.value.eq_ignore_ascii_case("consumer"));
+        if !kip848 {
+            defaults.push(("session.timeout.ms", "10000"));
+        }
         defaults.extend_from_slice(Self::CONSUMER_MEMORY);
         defaults.extend_from_slice(extra);
         self.config(&defaults)?
