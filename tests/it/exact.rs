@@ -507,7 +507,7 @@ fn peak_rss(pid: u32) -> u64 {
 
 /// The documented bound of the stream-reader's resident memory with the default caps (README,
 /// "Analytics guarantee").
-const RSS_BOUND: u64 = 512 * 1024 * 1024;
+const RSS_BOUND: u64 = 256 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_million_sources_in_one_minute_stay_under_the_memory_bound_and_are_flagged() {
