@@ -4,7 +4,7 @@
 //! sources in one minute.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     sync::Arc,
     time::Duration,
@@ -15,7 +15,10 @@ use log_schema::{Alert, AlertRule, DeadLetter, ValidatedRecord, WindowStats};
 use pipeline_runtime::kafka::KafkaOption;
 use producer::{Generator, GeneratorConfig, Scenario};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use stream_reader::ReaderStats;
+use stream_reader::{
+    ReaderStats,
+    reference::{Reference, reference},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -75,125 +78,6 @@ fn closers() -> Vec<Raw> {
         .collect()
 }
 
-/// The statistics of a window the reference closes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Want {
-    events: i64,
-    bytes_sent: i64,
-    bytes_received: i64,
-    ports: BTreeSet<u16>,
-    destinations: BTreeSet<IpAddr>,
-    denied: i64,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-}
-
-/// Statistics without the cap flags, comparable with [`Want`].
-fn got(s: &WindowStats) -> (i64, i64, i64, i64, i64, i64, DateTime<Utc>, DateTime<Utc>) {
-    (
-        s.events,
-        s.bytes_sent,
-        s.bytes_received,
-        s.distinct_ports,
-        s.distinct_destinations,
-        s.denied,
-        s.first_seen,
-        s.last_seen,
-    )
-}
-
-fn want(w: &Want) -> (i64, i64, i64, i64, i64, i64, DateTime<Utc>, DateTime<Utc>) {
-    (
-        w.events,
-        w.bytes_sent,
-        w.bytes_received,
-        w.ports.len() as i64,
-        w.destinations.len() as i64,
-        w.denied,
-        w.first_seen,
-        w.last_seen,
-    )
-}
-
-/// What a reference run reports.
-struct Reference {
-    windows: BTreeMap<(IpAddr, DateTime<Utc>), Want>,
-    late: usize,
-    duplicates: usize,
-}
-
-/// The rule of `stream_reader::windows`, written plainly from the validated topic: per
-/// partition in offset order, a record whose raw coordinates were seen is a duplicate; an event
-/// of a minute below the horizon (the minute of the largest event time minus the lateness) is
-/// late; the windows of minutes below the final horizon are closed.
-fn reference(validated: &[support::Read], lateness: TimeDelta) -> Reference {
-    let mut by_partition: BTreeMap<i32, Vec<&support::Read>> = BTreeMap::new();
-    for r in validated {
-        by_partition.entry(r.partition).or_default().push(r);
-    }
-    let mut out = Reference {
-        windows: BTreeMap::new(),
-        late: 0,
-        duplicates: 0,
-    };
-    for records in by_partition.values_mut() {
-        records.sort_by_key(|r| r.offset);
-        let mut seen: HashMap<i32, i64> = HashMap::new();
-        let mut max_event: Option<DateTime<Utc>> = None;
-        let mut horizon: Option<DateTime<Utc>> = None;
-        let mut open: BTreeMap<(IpAddr, DateTime<Utc>), Want> = BTreeMap::new();
-        for r in records.iter() {
-            let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
-            let source = v.source.expect("source coordinates");
-            if seen
-                .get(&source.partition)
-                .is_some_and(|next| source.offset < *next)
-            {
-                out.duplicates += 1;
-                continue;
-            }
-            seen.insert(source.partition, source.offset + 1);
-            let m = v
-                .timestamp
-                .duration_trunc(TimeDelta::minutes(1))
-                .expect("trunc");
-            if horizon.is_some_and(|h| m < h) {
-                out.late += 1;
-            } else {
-                let w = open.entry((v.source_ip, m)).or_insert_with(|| Want {
-                    events: 0,
-                    bytes_sent: 0,
-                    bytes_received: 0,
-                    ports: BTreeSet::new(),
-                    destinations: BTreeSet::new(),
-                    denied: 0,
-                    first_seen: v.timestamp,
-                    last_seen: v.timestamp,
-                });
-                w.events += 1;
-                w.bytes_sent += v.bytes_sent;
-                w.bytes_received += v.bytes_received;
-                w.ports.insert(v.port);
-                w.destinations.insert(v.destination_ip);
-                w.denied += i64::from(v.action.is_denied());
-                w.first_seen = w.first_seen.min(v.timestamp);
-                w.last_seen = w.last_seen.max(v.timestamp);
-            }
-            let max = max_event.map_or(v.timestamp, |e| e.max(v.timestamp));
-            max_event = Some(max);
-            horizon = Some(
-                (max - lateness)
-                    .duration_trunc(TimeDelta::minutes(1))
-                    .expect("trunc"),
-            );
-        }
-        let h = horizon.expect("records");
-        out.windows
-            .extend(open.into_iter().filter(|((_, m), _)| *m < h));
-    }
-    out
-}
-
 fn stats_of(topic: &str) -> Vec<WindowStats> {
     let n = support::topic_size(topic) as usize;
     support::read_topic(topic, n, DEADLINE)
@@ -228,8 +112,8 @@ fn assert_matches(got_stats: &BTreeMap<(IpAddr, DateTime<Utc>), WindowStats>, r:
     let differing: Vec<_> = r
         .windows
         .iter()
-        .filter(|(k, w)| got_stats.get(*k).map(got) != Some(want(w)))
-        .map(|(k, w)| (k, want(w).0, got_stats.get(k).map(|s| s.events)))
+        .filter(|(k, w)| !got_stats.get(*k).is_some_and(|s| w.matches(s)))
+        .map(|(k, w)| (k, w.events, got_stats.get(k).map(|s| s.events)))
         .take(5)
         .collect();
     assert!(
@@ -259,7 +143,13 @@ async fn settle(t: &Topics, n: i64, cutoff: DateTime<Utc>, lateness: TimeDelta) 
         support::topic_size(&t.validated) as usize,
         DEADLINE,
     );
-    let r = reference(&validated, lateness);
+    let r = reference(
+        validated.iter().map(|r| {
+            let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+            (r.partition, r.offset, v)
+        }),
+        lateness,
+    );
     support::wait_until(DEADLINE * 3, "every reference window emitted", || {
         let emitted = final_stats(&t.stats, cutoff);
         r.windows.keys().all(|k| emitted.contains_key(k))

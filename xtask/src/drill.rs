@@ -3,7 +3,12 @@
 //! Each drill runs the real service binaries against a local stack, pushes a known stream
 //! (~1 % invalid), injects its fault, waits until everything is processed and committed, then
 //! reconciles: produced = valid + invalid; the DLQ holds exactly the invalid records; Cassandra
-//! holds every valid `event_id` exactly once.
+//! holds every valid `event_id` exactly once; and the analytics are exact: every window the
+//! reference model ([`stream_reader::reference`]) closes over the validated topic was emitted to
+//! the stats topic with exactly its statistics (every emission of a window identical), and
+//! `ip_stats_by_ip` and `top_talkers_by_minute` hold exactly one row per window with its count.
+//! (Only event time closes windows in a drill: idle steps follow wall-clock pauses that the
+//! reference cannot see; closing records two minutes ahead end the run.)
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,7 +22,7 @@ use anyhow::{Context as _, bail};
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use log_schema::{DeadLetter, Limits, Origin, ValidatedRecord, validate};
+use log_schema::{DeadLetter, Limits, Origin, ValidatedRecord, WindowStats, validate};
 use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
@@ -79,6 +84,14 @@ pub struct Outcome {
     pub lost: usize,
     pub duplicated: usize,
     pub dlq_exact: bool,
+    /// Windows the reference model closes.
+    pub windows: usize,
+    /// Reference windows not emitted with exactly their statistics, emitted windows the
+    /// reference does not close, and windows emitted twice with different statistics.
+    pub windows_wrong: usize,
+    /// Windows whose rows in `ip_stats_by_ip` / `top_talkers_by_minute` are not exactly one
+    /// with the reference's count.
+    pub window_rows_wrong: usize,
     pub recover_max: Duration,
     pub elapsed: Duration,
 }
@@ -90,12 +103,15 @@ impl Outcome {
             && self.producer_failed == 0
             && self.input_duplicates == 0
             && self.dlq_exact
+            && self.windows > 0
+            && self.windows_wrong == 0
+            && self.window_rows_wrong == 0
             && self.valid + self.invalid == self.records as usize
     }
 
     pub fn line(&self) -> String {
         format!(
-            "drill {:<15} {} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} recover_max={:.1}s elapsed={:.0}s",
+            "drill {:<15} {} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} recover_max={:.1}s elapsed={:.0}s",
             format!("{:?}", self.drill).to_lowercase(),
             if self.ok() { "PASS" } else { "FAIL" },
             self.records,
@@ -107,6 +123,9 @@ impl Outcome {
             self.lost,
             self.duplicated,
             self.dlq_exact,
+            self.windows,
+            self.windows_wrong,
+            self.window_rows_wrong,
             self.recover_max.as_secs_f64(),
             self.elapsed.as_secs_f64(),
         )
@@ -209,6 +228,7 @@ impl Names {
             format!("{}_analytics", self.tag),
         ));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
+        env.push(("READER_IDLE_FLUSH_MS".into(), "3600000".into()));
         env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
         // A killed member's partitions move on after its session expires (the broker's
         // minimum, 6 s, instead of the 45 s default).
@@ -505,11 +525,15 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     if !status.success() && failed == 0 {
         bail!("the producer failed ({status}); see {}", log.display());
     }
+    produce_closers(&kafka, &names.raw).await?;
     let produced = progress_retrying(&kafka, &reader_group, &names.raw)
         .await?
         .0;
-    if produced < delivered as i64 || produced > sent as i64 {
-        bail!("{produced} records on the input topic, but {delivered} delivered of {sent} sent");
+    let generated = produced - CLOSERS as i64;
+    if generated < delivered as i64 || generated > sent as i64 {
+        bail!(
+            "{generated} generated records on the input topic, but {delivered} delivered of {sent} sent"
+        );
     }
     wait_for(
         "the reader to commit everything",
@@ -526,6 +550,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         },
     )
     .await?;
+    let analytics = wait_for_analytics(&kafka, &names, &writer_group).await?;
     sigterm(&mut producer).ok();
     sigterm(&mut reader)?;
     sigterm(&mut writer)?;
@@ -541,6 +566,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     )
     .await?;
     outcome.producer_failed = failed;
+    reconcile_analytics(stack, &names, &analytics, &mut outcome).await?;
     Ok(outcome)
 }
 
@@ -651,7 +677,168 @@ async fn reconcile(
         lost,
         duplicated: rows.len() - distinct.len() + distinct.difference(&want_ids).count(),
         dlq_exact: dlq == want_invalid && validated == want_ids,
+        windows: 0,
+        windows_wrong: 0,
+        window_rows_wrong: 0,
         recover_max,
         elapsed: started.elapsed(),
     })
+}
+
+/// Closing records at the end of a drill.
+const CLOSERS: usize = 64;
+
+/// The allowed lateness of the drills' stream-reader (its default).
+const LATENESS: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// Produces [`CLOSERS`] records two minutes ahead in event time (within the reader's future
+/// skew), from 64 sources so that every validated partition gets one: they close every window
+/// of the drill's data by event time; their own windows stay open.
+async fn produce_closers(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<()> {
+    let producer = kafka.producer(&[])?;
+    let at = (Utc::now() + chrono::TimeDelta::minutes(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for i in 0..CLOSERS {
+        let json = format!(
+            r#"{{"timestamp":"{at}","source_ip":"198.51.100.{i}","destination_ip":"10.9.0.1","port":9,"protocol":"TCP","bytes_sent":1,"bytes_received":1,"action":"ALLOW"}}"#
+        );
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(json.as_bytes()),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("produce the closing records")?;
+    }
+    Ok(())
+}
+
+/// Waits until the analytics stage emitted every window the reference model closes over the
+/// (complete) validated topic and the writer committed the statistics; returns the reference.
+async fn wait_for_analytics(
+    kafka: &KafkaArgs,
+    names: &Names,
+    writer_group: &str,
+) -> anyhow::Result<stream_reader::reference::Reference> {
+    let validated = read_all(kafka, &names.valid)?;
+    let reference = stream_reader::reference::reference(
+        validated
+            .into_iter()
+            .filter_map(|(p, o, payload)| Some((p, o, ValidatedRecord::from_json(&payload).ok()?))),
+        LATENESS,
+    );
+    wait_for(
+        "the analytics stage to emit every window",
+        Duration::from_secs(300),
+        || {
+            let emitted: BTreeSet<_> = read_all(kafka, &names.stats)?
+                .iter()
+                .filter_map(|(_, _, p)| WindowStats::from_json(p).ok())
+                .map(|s| (s.source_ip, s.window_start))
+                .collect();
+            Ok(reference.windows.keys().all(|k| emitted.contains(k)))
+        },
+    )
+    .await?;
+    wait_for(
+        "the writer to commit the statistics",
+        Duration::from_secs(300),
+        || {
+            let (high, committed) = progress(kafka, writer_group, &names.stats)?;
+            Ok(high > 0 && committed == high)
+        },
+    )
+    .await?;
+    Ok(reference)
+}
+
+/// Compares the stats topic and the two statistics tables with the reference.
+async fn reconcile_analytics(
+    stack: &Stack,
+    names: &Names,
+    reference: &stream_reader::reference::Reference,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let horizon = reference.windows.keys().map(|k| k.1).max();
+    let mut emitted: BTreeMap<(std::net::IpAddr, chrono::DateTime<Utc>), WindowStats> =
+        BTreeMap::new();
+    let mut wrong = 0;
+    for (_, _, payload) in read_all(&kafka, &names.stats)? {
+        let s = WindowStats::from_json(&payload)?;
+        if Some(s.window_start) > horizon {
+            continue; // the closing records' own minute
+        }
+        if let Some(previous) = emitted.insert((s.source_ip, s.window_start), s.clone())
+            && previous != s
+        {
+            wrong += 1;
+        }
+    }
+    wrong += reference
+        .windows
+        .iter()
+        .filter(|(k, w)| !emitted.get(*k).is_some_and(|s| w.matches(s)))
+        .count();
+    wrong += emitted
+        .keys()
+        .filter(|k| !reference.windows.contains_key(*k))
+        .count();
+
+    let session = CassandraArgs::new(stack.cql_addr(), &names.keyspace)
+        .connect()
+        .await?;
+    let ks = &names.keyspace;
+    let by_ip = session
+        .prepare(format!(
+            "SELECT window_start, events FROM {ks}.ip_stats_by_ip WHERE source_ip = ? AND day = ?"
+        ))
+        .await?;
+    let talkers = session
+        .prepare(format!(
+            "SELECT source_ip, events FROM {ks}.top_talkers_by_minute WHERE window_start = ?"
+        ))
+        .await?;
+    let mut stored: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = BTreeMap::new();
+    let ip_days: BTreeSet<(String, chrono::NaiveDate)> = reference
+        .windows
+        .keys()
+        .map(|(ip, m)| (ip.to_string(), m.date_naive()))
+        .collect();
+    for (ip, day) in ip_days {
+        let mut pages = session
+            .execute_iter(by_ip.clone(), (&ip, day))
+            .await?
+            .rows_stream::<(chrono::DateTime<Utc>, i64)>()?;
+        while let Some(row) = pages.next().await {
+            let (m, events) = row?;
+            stored.entry((ip.clone(), m)).or_default().push(events);
+        }
+    }
+    let minutes: BTreeSet<chrono::DateTime<Utc>> = reference.windows.keys().map(|k| k.1).collect();
+    let mut top: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = BTreeMap::new();
+    for m in minutes {
+        let mut pages = session
+            .execute_iter(talkers.clone(), (m,))
+            .await?
+            .rows_stream::<(String, i64)>()?;
+        while let Some(row) = pages.next().await {
+            let (ip, events) = row?;
+            top.entry((ip, m)).or_default().push(events);
+        }
+    }
+    let want: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = reference
+        .windows
+        .iter()
+        .map(|((ip, m), w)| ((ip.to_string(), *m), vec![w.events]))
+        .collect();
+    let differs = |got: &BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>>| {
+        want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count()
+            + got.keys().filter(|k| !want.contains_key(*k)).count()
+    };
+    outcome.windows = reference.windows.len();
+    outcome.windows_wrong = wrong;
+    outcome.window_rows_wrong = differs(&stored) + differs(&top);
+    Ok(())
 }

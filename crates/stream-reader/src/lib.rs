@@ -65,6 +65,7 @@ use tracing::{info, warn};
 pub mod analytics;
 mod config;
 mod outputs;
+pub mod reference;
 pub mod windows;
 
 pub use config::ReaderArgs;

@@ -849,53 +849,24 @@ mod tests {
         out
     }
 
-    /// The rule stated in the module doc, written plainly: the windows an uninterrupted run
-    /// closes, with the statistics of their counted events.
-    fn reference(
-        records: &[ValidatedRecord],
-        lateness: i64,
-    ) -> BTreeMap<(IpAddr, i64), (i64, i64, i64)> {
-        let mut seen: HashMap<i32, i64> = HashMap::new();
-        let mut max_event = i64::MIN;
-        let mut horizon = i64::MIN;
-        let mut counted: BTreeMap<(IpAddr, i64), (i64, i64, HashSet<u16>)> = BTreeMap::new();
-        for r in records {
-            let s = r.source.expect("source");
-            if seen.get(&s.partition).is_some_and(|n| s.offset < *n) {
-                continue;
-            }
-            seen.insert(s.partition, s.offset + 1);
-            let t = r.timestamp.timestamp_micros();
-            let m = t.div_euclid(60_000_000);
-            if m >= horizon {
-                let e = counted.entry((r.source_ip, m)).or_default();
-                e.0 += 1;
-                e.1 += i64::from(r.action.is_denied());
-                e.2.insert(r.port);
-            }
-            max_event = max_event.max(t);
-            horizon = horizon.max((max_event - lateness).div_euclid(60_000_000));
-        }
-        counted
-            .into_iter()
-            .filter(|((_, m), _)| *m < horizon)
-            .map(|(k, (events, denied, ports))| (k, (events, denied, ports.len() as i64)))
-            .collect()
-    }
-
     #[test]
     fn crashes_at_any_point_emit_exactly_the_uninterrupted_windows() {
-        let lateness = 30_000_000;
         for seed in 0..40 {
             let mut rng = StdRng::seed_from_u64(seed);
             let records = stream(&mut rng, 600);
-            let want = reference(&records, lateness);
-            assert!(
-                want.len() > 10,
-                "seed {seed}: enough windows ({})",
-                want.len()
+            let want = crate::reference::reference(
+                records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (0, i as i64, r.clone())),
+                TimeDelta::seconds(30),
             );
-            let mut emitted: BTreeMap<(IpAddr, i64), (i64, i64, i64)> = BTreeMap::new();
+            assert!(want.windows.len() > 10, "seed {seed}: enough windows");
+            assert!(
+                want.late > 0 && want.duplicates > 0,
+                "seed {seed}: late events and duplicates"
+            );
+            let mut emitted: BTreeMap<(IpAddr, DateTime<Utc>), WindowStats> = BTreeMap::new();
             let mut w = Windows::new(config());
             w.assign(0, None, "").expect("fresh");
             let mut committed: (Option<i64>, String) = (None, String::new());
@@ -905,14 +876,10 @@ mod tests {
             while (offset as usize) < records.len() {
                 let (_, closed) = w.observe(0, offset, &records[offset as usize]);
                 for c in closed {
-                    let key = (
-                        c.stats.source_ip,
-                        minute_of(c.stats.window_start.timestamp_micros()),
-                    );
-                    let value = (c.stats.events, c.stats.denied, c.stats.distinct_ports);
-                    if let Some(previous) = emitted.insert(key, value) {
+                    let key = (c.stats.source_ip, c.stats.window_start);
+                    if let Some(previous) = emitted.insert(key, c.stats.clone()) {
                         assert_eq!(
-                            previous, value,
+                            previous, c.stats,
                             "seed {seed}: {key:?} emitted twice, differently"
                         );
                     }
@@ -939,32 +906,26 @@ mod tests {
                 }
             }
             assert!(crashes > 3, "seed {seed}: crashes {crashes}");
-            let missing: Vec<_> = want
-                .iter()
-                .filter(|(k, _)| !emitted.contains_key(k))
-                .take(3)
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "seed {seed}: never emitted: {missing:?}"
-            );
             let differing: Vec<_> = want
+                .windows
                 .iter()
-                .filter(|(k, v)| emitted.get(k) != Some(v))
-                .map(|(k, v)| (k, v, emitted.get(k)))
+                .filter(|(k, v)| !emitted.get(*k).is_some_and(|s| v.matches(s)))
+                .map(|(k, v)| (k, v.events, emitted.get(k).map(|s| s.events)))
                 .take(3)
                 .collect();
             assert!(
                 differing.is_empty(),
                 "seed {seed}: (key, reference, emitted): {differing:?}"
             );
+            let last = want.windows.keys().map(|k| k.1).max();
             let extra = emitted
                 .keys()
-                .filter(|k| {
-                    !want.contains_key(k) && k.1 < want.keys().map(|k| k.1).max().unwrap_or(0)
-                })
+                .filter(|k| !want.windows.contains_key(*k) && Some(k.1) < last)
                 .count();
-            assert_eq!(extra, 0, "seed {seed}: windows the reference does not have");
+            assert_eq!(
+                extra, 0,
+                "seed {seed}: windows the reference does not close"
+            );
         }
     }
 

@@ -1,0 +1,134 @@
+//! The window rule of [`crate::windows`] written as a plain loop, for tests and drills to
+//! compare the analytics stage's outputs with.
+//!
+//! It shares no code with the state machine: no checkpoints, no caps, no idle steps (the
+//! callers disable them, or stay below the caps). Per partition of the validated topic in
+//! offset order: a record whose raw coordinates were seen is a duplicate; an event of a minute
+//! below the horizon (the minute of the largest event time so far minus the lateness) is late;
+//! the windows of minutes below the final horizon are the closed ones.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
+use log_schema::{ValidatedRecord, WindowStats};
+
+/// The statistics of one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Events counted.
+    pub events: i64,
+    /// Sum of `bytes_sent`.
+    pub bytes_sent: i64,
+    /// Sum of `bytes_received`.
+    pub bytes_received: i64,
+    /// Destination ports.
+    pub ports: BTreeSet<u16>,
+    /// Destination addresses.
+    pub destinations: BTreeSet<IpAddr>,
+    /// Denied events.
+    pub denied: i64,
+    /// Earliest event time.
+    pub first_seen: DateTime<Utc>,
+    /// Latest event time.
+    pub last_seen: DateTime<Utc>,
+}
+
+impl Window {
+    /// Whether `stats` carries exactly these statistics (cap flags aside).
+    pub fn matches(&self, stats: &WindowStats) -> bool {
+        (
+            stats.events,
+            stats.bytes_sent,
+            stats.bytes_received,
+            stats.distinct_ports,
+            stats.distinct_destinations,
+            stats.denied,
+            stats.first_seen,
+            stats.last_seen,
+        ) == (
+            self.events,
+            self.bytes_sent,
+            self.bytes_received,
+            self.ports.len() as i64,
+            self.destinations.len() as i64,
+            self.denied,
+            self.first_seen,
+            self.last_seen,
+        )
+    }
+}
+
+/// What an uninterrupted run closes.
+#[derive(Debug, Default)]
+pub struct Reference {
+    /// Closed windows by (source IP, window start).
+    pub windows: BTreeMap<(IpAddr, DateTime<Utc>), Window>,
+    /// Late events.
+    pub late: usize,
+    /// Duplicates (raw coordinates seen before).
+    pub duplicates: usize,
+}
+
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+/// The reference run over `records` (partition, offset, record) of the validated topic, in any
+/// order.
+pub fn reference(
+    records: impl IntoIterator<Item = (i32, i64, ValidatedRecord)>,
+    lateness: TimeDelta,
+) -> Reference {
+    let mut by_partition: BTreeMap<i32, BTreeMap<i64, ValidatedRecord>> = BTreeMap::new();
+    for (p, o, r) in records {
+        by_partition.entry(p).or_default().insert(o, r);
+    }
+    let mut out = Reference::default();
+    for records in by_partition.into_values() {
+        let mut seen: HashMap<i32, i64> = HashMap::new();
+        let mut max_event: Option<DateTime<Utc>> = None;
+        let mut open: BTreeMap<(IpAddr, DateTime<Utc>), Window> = BTreeMap::new();
+        for v in records.into_values() {
+            if let Some(s) = v.source {
+                if seen.get(&s.partition).is_some_and(|next| s.offset < *next) {
+                    out.duplicates += 1;
+                    continue;
+                }
+                seen.insert(s.partition, s.offset + 1);
+            }
+            let m = minute(v.timestamp);
+            if max_event.is_some_and(|e| m < minute(e - lateness)) {
+                out.late += 1;
+            } else {
+                let w = open.entry((v.source_ip, m)).or_insert_with(|| Window {
+                    events: 0,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    ports: BTreeSet::new(),
+                    destinations: BTreeSet::new(),
+                    denied: 0,
+                    first_seen: v.timestamp,
+                    last_seen: v.timestamp,
+                });
+                w.events += 1;
+                w.bytes_sent += v.bytes_sent;
+                w.bytes_received += v.bytes_received;
+                w.ports.insert(v.port);
+                w.destinations.insert(v.destination_ip);
+                w.denied += i64::from(v.action.is_denied());
+                w.first_seen = w.first_seen.min(v.timestamp);
+                w.last_seen = w.last_seen.max(v.timestamp);
+            }
+            max_event = Some(max_event.map_or(v.timestamp, |e| e.max(v.timestamp)));
+        }
+        if let Some(e) = max_event {
+            let horizon = minute(e - lateness);
+            out.windows
+                .extend(open.into_iter().filter(|((_, m), _)| *m < horizon));
+        }
+    }
+    out
+}
