@@ -509,7 +509,10 @@ impl PartitionChanges {
 /// Per (topic, partition): the offset to commit and its metadata, kept current by a loop that
 /// commits explicitly; committed synchronously for the partitions being revoked.
 #[derive(Debug, Clone, Default)]
-pub struct Checkpoints(Arc<Mutex<HashMap<(String, i32), (i64, String)>>>);
+pub struct Checkpoints(Arc<Mutex<HashMap<(String, i32), Checkpoint>>>);
+
+/// An offset to commit and its metadata.
+type Checkpoint = (i64, String);
 
 impl Checkpoints {
     /// Sets the checkpoint of a partition.

@@ -46,6 +46,10 @@ pub(crate) struct Landed<O> {
 }
 
 /// What [`Outputs::next`] yields.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one event per delivery, moved once; boxing it would allocate per record"
+)]
 pub(crate) enum Event<O> {
     /// A delivery report arrived.
     Landed(Landed<O>),
@@ -107,6 +111,10 @@ impl<O: Unpin + Send + 'static> Outputs<O> {
 
     /// Hands `out` to librdkafka. When librdkafka cannot take it now (e.g. its queue is full)
     /// the error comes back with the record, for the stage to classify.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error hands the record back; boxing it would allocate per failed send"
+    )]
     pub fn send(&mut self, out: Out, owner: O, attempt: u32) -> Result<(), (KafkaError, Out, O)> {
         let mut record = FutureRecord::<[u8], [u8]>::to(&out.topic).payload(&out.payload);
         if let Some(k) = &out.key {
