@@ -67,7 +67,7 @@ pub(crate) fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
     }
 }
 
-fn stats_of(topic: &str) -> Vec<WindowStats> {
+pub(crate) fn stats_of(topic: &str) -> Vec<WindowStats> {
     let n = support::topic_size(topic) as usize;
     support::read_topic(topic, n, DEADLINE)
         .iter()
@@ -85,7 +85,7 @@ fn alerts_of(topic: &str) -> Vec<Alert> {
 
 /// Event time of the closing records: now, so their event time closes every window of the
 /// tests' data (at least 20 minutes old); their own windows stay open.
-fn closers() -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+pub(crate) fn closers() -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     // 64 sources: every partition of the validated topic gets at least one (with 3 partitions
     // the chance that one gets none is 3 · (2/3)^64 ≈ 2e-11).
     (0..64)

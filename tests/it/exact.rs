@@ -22,6 +22,7 @@ use stream_reader::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    analytics::{closers, stats_of},
     reader::{self, Topics},
     support::{self, DEADLINE},
 };
@@ -61,28 +62,6 @@ fn traffic(seed: u64, start: DateTime<Utc>, n: usize, minutes: i64) -> Vec<Raw> 
                 .then(|| rng.random::<u64>().to_string().into_bytes());
             (key, buf.clone())
         })
-        .collect()
-}
-
-/// Closing records: event time now, from 64 sources (so every validated partition gets one),
-/// closing every window of older data; their own windows stay open.
-fn closers() -> Vec<Raw> {
-    (0..64)
-        .map(|i| {
-            let json = format!(
-                r#"{{"timestamp":"{}","source_ip":"198.51.100.{i}","destination_ip":"10.9.0.1","port":9,"protocol":"TCP","bytes_sent":1,"bytes_received":1,"action":"ALLOW"}}"#,
-                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            );
-            (None, json.into_bytes())
-        })
-        .collect()
-}
-
-fn stats_of(topic: &str) -> Vec<WindowStats> {
-    let n = support::topic_size(topic) as usize;
-    support::read_topic(topic, n, DEADLINE)
-        .iter()
-        .map(|r| WindowStats::from_json(&r.payload).expect("window stats"))
         .collect()
 }
 
