@@ -314,20 +314,26 @@ async fn revocation_is_per_partition(name: &str, options: &[&str]) {
     }
     let start = |args: stream_reader::ReaderArgs| {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(stream_reader::run_until(
-            args,
-            stop.clone(),
-            Arc::new(ReaderStats::default()),
-        ));
-        (stop, task)
+        let stats = Arc::new(ReaderStats::default());
+        let task = tokio::spawn(stream_reader::run_until(args, stop.clone(), stats.clone()));
+        (stop, stats, task)
+    };
+    let analytics = |s: &ReaderStats| {
+        s.analytics_partitions
+            .load(std::sync::atomic::Ordering::Relaxed)
     };
     support::produce(&t.input, first).await;
-    let (stop_a, a) = start(args.clone());
+    let (stop_a, stats_a, a) = start(args.clone());
     support::wait_until(DEADLINE, "instance A working", || {
         support::topic_size(&t.stats) > 0
     })
     .await;
-    let (stop_b, b) = start(args.clone());
+    assert_eq!(analytics(&stats_a), 3, "A holds every validated partition");
+    let (stop_b, stats_b, b) = start(args.clone());
+    support::wait_until(DEADLINE, "B took partitions from A", || {
+        analytics(&stats_b) > 0 && analytics(&stats_a) + analytics(&stats_b) == 3
+    })
+    .await;
     support::produce(&t.input, second).await;
     let stats_now = support::topic_size(&t.stats);
     support::wait_until(DEADLINE * 2, "more windows after B joined", || {

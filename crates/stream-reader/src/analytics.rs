@@ -226,7 +226,17 @@ impl Stage {
                     self.windows.revoke(p);
                     self.committed.remove(&p);
                     assigned.retain(|a| *a != p);
-                    self.outbox.retain(|c| c.partition != p);
+                    // Its queued windows are the next owner's to emit (identically).
+                    let (dropped, kept): (VecDeque<Closed>, VecDeque<Closed>) =
+                        std::mem::take(&mut self.outbox)
+                            .into_iter()
+                            .partition(|c| c.partition == p);
+                    self.outbox = kept;
+                    for c in dropped {
+                        for _ in 0..=c.alerts.len() {
+                            self.flow.finished(&self.consumer);
+                        }
+                    }
                 }
                 PartitionChange::Assigned(topic, p) if *topic == *self.input => assigned.push(p),
                 _ => {}
@@ -473,7 +483,7 @@ pub(crate) async fn run_until(
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
 ) -> anyhow::Result<()> {
-    let context = PipelineContext::new(readiness, Arc::default());
+    let context = PipelineContext::new(readiness, stats.analytics_partitions.clone());
     let mut stage = Stage::new(&args, context, stats)?;
     stage
         .consumer

@@ -84,6 +84,8 @@ pub struct ReaderStats {
     pub retries: AtomicU64,
     /// Partitions currently assigned to the validation stage.
     pub assigned_partitions: Arc<AtomicUsize>,
+    /// Partitions of the validated topic currently assigned to the analytics stage.
+    pub analytics_partitions: Arc<AtomicUsize>,
     /// Windows closed and emitted (acknowledged).
     pub windows_closed: AtomicU64,
     /// Alerts emitted (acknowledged).
