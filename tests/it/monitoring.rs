@@ -263,7 +263,11 @@ async fn a_group_member_without_partitions_is_ready() {
         let mut v = Vec::new();
         for port in ports {
             let (_, body) = http_get(port, "/metrics").await.expect("metrics");
-            v.push(support::metric(&body, "kafka_assigned_partitions", &[]));
+            v.push(support::metric(
+                &body,
+                "kafka_assigned_partitions",
+                &[("topic", input.as_str())],
+            ));
         }
         v
     };

@@ -461,7 +461,7 @@ impl PipelineContext {
         );
         metrics::describe_gauge!(
             "kafka_assigned_partitions",
-            "Partitions assigned to this consumer"
+            "Partitions assigned to this service's consumers, per topic"
         );
         Self {
             tracker: SharedTracker::default(),
@@ -672,20 +672,34 @@ impl ConsumerContext for PipelineContext {
                     .collect();
                 info!(partitions = ?parts, "partitions assigned");
                 self.changes.push(tpl, PartitionChange::Assigned);
-                // With cooperative or KIP-848 rebalancing `tpl` is only what was added.
-                let assigned = consumer.assignment().map_or(parts.len(), |a| a.count());
-                self.assigned.store(assigned, Ordering::Relaxed);
-                metrics::gauge!("kafka_assigned_partitions").set(assigned as f64);
+                self.record_assignment(consumer, tpl);
                 // In the group, even with nothing assigned: an instance beyond the partition count
                 // is a ready standby, not a failure.
                 self.readiness.set("group", Ok(()));
             }
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
-            Rebalance::Revoke(_) => {
-                let assigned = consumer.assignment().map_or(0, |a| a.count());
-                self.assigned.store(assigned, Ordering::Relaxed);
-                metrics::gauge!("kafka_assigned_partitions").set(assigned as f64);
-            }
+            Rebalance::Revoke(tpl) => self.record_assignment(consumer, tpl),
+        }
+    }
+}
+
+impl PipelineContext {
+    /// Publishes the consumer's current assignment (with cooperative or KIP-848 rebalancing a
+    /// callback's `changed` list is only what was added or removed), per topic, so that two
+    /// consumers of one service (the stream-reader's stages) do not overwrite each other.
+    fn record_assignment(&self, consumer: &BaseConsumer<Self>, changed: &TopicPartitionList) {
+        let assignment = consumer.assignment().unwrap_or_default();
+        self.assigned.store(assignment.count(), Ordering::Relaxed);
+        let mut per_topic: HashMap<String, usize> = changed
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), 0))
+            .collect();
+        for e in assignment.elements() {
+            *per_topic.entry(e.topic().to_owned()).or_default() += 1;
+        }
+        for (topic, n) in per_topic {
+            metrics::gauge!("kafka_assigned_partitions", "topic" => topic).set(n as f64);
         }
     }
 }
