@@ -427,15 +427,17 @@ impl SharedTracker {
 /// Consumer context of the pipeline's consume loops: logs rebalances and, on revoke, forgets
 /// the revoked partitions' in-flight records and synchronously commits what was stored (only
 /// acknowledged work is ever stored), so the next owner resumes exactly after it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PipelineContext {
     /// The loop's tracker.
     pub tracker: SharedTracker,
     /// Number of partitions currently assigned to this consumer (for status and readiness).
     pub assigned: Arc<AtomicUsize>,
-    /// Readiness checks `kafka` (a broker connection is up) and `group` (joined the consumer
-    /// group: an assignment arrived, possibly empty).
+    /// Readiness checks `kafka` (a broker connection is up) and the group check (joined the
+    /// consumer group: an assignment arrived, possibly empty).
     pub readiness: crate::observe::Readiness,
+    /// Name of the group check: `group`, or another name for a service's second consumer.
+    pub group_check: &'static str,
     /// Incremented on every revoke.
     pub revocations: Arc<AtomicU64>,
     /// Partitions assigned and revoked, in order, for a loop with per-partition state: the
@@ -467,11 +469,21 @@ impl PipelineContext {
             tracker: SharedTracker::default(),
             assigned,
             readiness,
+            group_check: "group",
             revocations: Arc::default(),
             changes: PartitionChanges::default(),
             checkpoints: Checkpoints::default(),
             lags: Arc::default(),
         }
+    }
+
+    /// The same context with its own group check (for a service's second consumer group),
+    /// failing until that consumer joins its group.
+    pub fn with_group_check(mut self, name: &'static str) -> Self {
+        self.readiness
+            .declare(name, "not in the consumer group yet");
+        self.group_check = name;
+        self
     }
 }
 
@@ -675,7 +687,7 @@ impl ConsumerContext for PipelineContext {
                 self.record_assignment(consumer, tpl);
                 // In the group, even with nothing assigned: an instance beyond the partition count
                 // is a ready standby, not a failure.
-                self.readiness.set("group", Ok(()));
+                self.readiness.set(self.group_check, Ok(()));
             }
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
             Rebalance::Revoke(tpl) => self.record_assignment(consumer, tpl),

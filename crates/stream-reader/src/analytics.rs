@@ -483,7 +483,8 @@ pub(crate) async fn run_until(
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
 ) -> anyhow::Result<()> {
-    let context = PipelineContext::new(readiness, stats.analytics_partitions.clone());
+    let context = PipelineContext::new(readiness, stats.analytics_partitions.clone())
+        .with_group_check("analytics-group");
     let mut stage = Stage::new(&args, context, stats)?;
     stage
         .consumer
