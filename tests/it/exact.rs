@@ -330,23 +330,46 @@ async fn revocation_is_per_partition(name: &str, options: &[&str]) {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     support::produce(&t.input, first).await;
-    let (stop_a, stats_a, a) = start(args.clone());
+    let (stop_a, stats_a, mut a) = start(args.clone());
     support::wait_until(DEADLINE, "instance A working", || {
         support::topic_size(&t.stats) > 0
     })
     .await;
     assert_eq!(analytics(&stats_a), 3, "A holds every validated partition");
-    let (stop_b, stats_b, b) = start(args.clone());
+    let (stop_b, stats_b, mut b) = start(args.clone());
     support::wait_until(DEADLINE, "B took partitions from A", || {
         analytics(&stats_b) > 0 && analytics(&stats_a) + analytics(&stats_b) == 3
     })
     .await;
+    let closed = |s: &ReaderStats| s.windows_closed.load(std::sync::atomic::Ordering::Relaxed);
+    let closed_before = closed(&stats_a) + closed(&stats_b);
     support::produce(&t.input, second).await;
-    let stats_now = support::topic_size(&t.stats);
-    support::wait_until(DEADLINE * 2, "more windows after B joined", || {
-        support::topic_size(&t.stats) > stats_now + 100
-    })
-    .await;
+    // Windows of the second half close while both instances hold partitions.
+    let deadline = std::time::Instant::now() + DEADLINE * 3;
+    while closed(&stats_a) + closed(&stats_b) < closed_before + 50 {
+        if a.is_finished() || b.is_finished() || std::time::Instant::now() > deadline {
+            let describe = |s: &ReaderStats| {
+                format!(
+                    "consumed {} valid {} windows closed {} analytics partitions {}",
+                    s.consumed.load(std::sync::atomic::Ordering::Relaxed),
+                    s.valid.load(std::sync::atomic::Ordering::Relaxed),
+                    closed(s),
+                    analytics(s)
+                )
+            };
+            let ended = |t: &mut tokio::task::JoinHandle<anyhow::Result<()>>| {
+                futures::FutureExt::now_or_never(t).map(|r| format!("{r:?}"))
+            };
+            panic!(
+                "no windows of the second half after B joined (A: {}, ended {:?}; B: {}, ended {:?})",
+                describe(&stats_a),
+                ended(&mut a),
+                describe(&stats_b),
+                ended(&mut b)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop_a.cancel();
     a.await.expect("join").expect("A stopped cleanly");
     support::produce(&t.input, &closers()).await;
@@ -357,12 +380,12 @@ async fn revocation_is_per_partition(name: &str, options: &[&str]) {
     assert_matches(&final_stats(&t.stats, minute(30)), &r);
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_is_per_partition_with_eager_assignment() {
     revocation_is_per_partition("eager", &["partition.assignment.strategy=range"]).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_is_per_partition_with_cooperative_sticky_assignment() {
     revocation_is_per_partition(
         "coop",
@@ -371,7 +394,7 @@ async fn revocation_is_per_partition_with_cooperative_sticky_assignment() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_is_per_partition_with_the_kip_848_consumer_protocol() {
     revocation_is_per_partition("kip848", &["group.protocol=consumer"]).await;
 }

@@ -35,6 +35,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable as _};
 use log_schema::ValidatedRecord;
 use pipeline_runtime::{
     failure::{ProduceFailure, ReportedAt, classify_produce},
@@ -218,7 +219,7 @@ impl Stage {
 
     /// Takes the assignment changes since the last call: revoked partitions lose their state,
     /// assigned ones are restored from their committed checkpoints.
-    fn take_changes(&mut self) {
+    async fn take_changes(&mut self) {
         let mut assigned = Vec::new();
         for change in self.changes.take() {
             match change {
@@ -245,12 +246,26 @@ impl Stage {
         if assigned.is_empty() {
             return;
         }
-        let committed = match committed_with_metadata(
-            &self.consumer,
-            &self.input,
-            &assigned,
-            Duration::from_secs(30),
-        ) {
+        // A coordinator that is moving or loading answers with a retriable error: ask again.
+        let read = || async {
+            committed_with_metadata(
+                &self.consumer,
+                &self.input,
+                &assigned,
+                Duration::from_secs(10),
+            )
+        };
+        let committed = read
+            .retry(
+                ExponentialBuilder::default()
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(12),
+            )
+            .notify(|error, delay| {
+                warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot read the committed checkpoints yet");
+            })
+            .await;
+        let committed = match committed {
             Ok(c) => c,
             Err(error) => {
                 // Without its checkpoint a partition cannot be restored exactly: stop, and let
@@ -505,7 +520,7 @@ pub(crate) async fn run_until(
                 let message = message.map(|m| {
                     (m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec())
                 });
-                stage.take_changes();
+                stage.take_changes().await;
                 match message {
                     Ok((partition, offset, payload)) if stage.fatal.is_none() => {
                         stage.on_message(partition, offset, &payload);
@@ -515,12 +530,12 @@ pub(crate) async fn run_until(
                 }
             }
             _ = tick.tick() => {
-                stage.take_changes();
+                stage.take_changes().await;
                 stage.flow.tick(&stage.consumer);
                 stage.tick();
             }
             _ = commit.tick() => {
-                stage.take_changes();
+                stage.take_changes().await;
                 stage.commit_all();
             }
         }
@@ -544,7 +559,7 @@ pub(crate) async fn run_until(
         }
         stage.pump();
     }
-    stage.take_changes();
+    stage.take_changes().await;
     stage.commit_all();
     stage.outputs.flush(Duration::from_secs(10));
     info!("analytics stage stopped");
