@@ -8,7 +8,7 @@ use std::{
     str::FromStr,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -438,12 +438,11 @@ pub struct PipelineContext {
     pub readiness: crate::observe::Readiness,
     /// Name of the group check: `group`, or another name for a service's second consumer.
     pub group_check: &'static str,
-    /// Incremented on every revoke.
-    pub revocations: Arc<AtomicU64>,
-    /// Partitions assigned and revoked, in order, for a loop with per-partition state: the
-    /// callbacks run inside the loop's own `recv`, so the loop sees a revoke before any record
-    /// or tick that follows it.
-    pub changes: PartitionChanges,
+    /// Partitions assigned and revoked, in order, for a loop with per-partition state that
+    /// asked for them ([`PipelineContext::with_partition_changes`]): the callbacks run inside
+    /// the loop's own `recv`, so the loop sees a revoke before any record or tick that follows
+    /// it.
+    pub changes: Option<PartitionChanges>,
     /// Offsets with metadata to commit for a partition when it is revoked, for a loop that
     /// commits explicitly (checkpoints); empty for loops that store offsets.
     pub checkpoints: Checkpoints,
@@ -470,8 +469,7 @@ impl PipelineContext {
             assigned,
             readiness,
             group_check: "group",
-            revocations: Arc::default(),
-            changes: PartitionChanges::default(),
+            changes: None,
             checkpoints: Checkpoints::default(),
             lags: Arc::default(),
         }
@@ -483,6 +481,13 @@ impl PipelineContext {
         self.readiness
             .declare(name, "not in the consumer group yet");
         self.group_check = name;
+        self
+    }
+
+    /// The same context recording assignment changes in [`PipelineContext::changes`] (the loop
+    /// must take them).
+    pub fn with_partition_changes(mut self) -> Self {
+        self.changes = Some(PartitionChanges::default());
         self
     }
 }
@@ -650,8 +655,9 @@ impl ConsumerContext for PipelineContext {
                 "partitions revoked, committing acknowledged offsets"
             );
             self.tracker.lock().forget(tpl);
-            self.revocations.fetch_add(1, Ordering::Relaxed);
-            self.changes.push(tpl, PartitionChange::Revoked);
+            if let Some(changes) = &self.changes {
+                changes.push(tpl, PartitionChange::Revoked);
+            }
             let checkpoints = self.checkpoints.take(tpl);
             if let Err(error) = commit_checkpoints(consumer, &checkpoints, CommitMode::Sync) {
                 warn!(%error, "checkpoint commit on revoke failed");
@@ -683,7 +689,9 @@ impl ConsumerContext for PipelineContext {
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
                 info!(partitions = ?parts, "partitions assigned");
-                self.changes.push(tpl, PartitionChange::Assigned);
+                if let Some(changes) = &self.changes {
+                    changes.push(tpl, PartitionChange::Assigned);
+                }
                 self.record_assignment(consumer, tpl);
                 // In the group, even with nothing assigned: an instance beyond the partition count
                 // is a ready standby, not a failure.

@@ -176,7 +176,10 @@ impl Stage {
             max_distinct_per_minute: args.max_distinct_per_minute,
         });
         let (changes, checkpoints, lags) = (
-            context.changes.clone(),
+            context
+                .changes
+                .clone()
+                .context("the analytics context must record partition changes")?,
             context.checkpoints.clone(),
             context.lags.clone(),
         );
@@ -499,7 +502,8 @@ pub(crate) async fn run_until(
     readiness: observe::Readiness,
 ) -> anyhow::Result<()> {
     let context = PipelineContext::new(readiness, stats.analytics_partitions.clone())
-        .with_group_check("analytics-group");
+        .with_group_check("analytics-group")
+        .with_partition_changes();
     let mut stage = Stage::new(&args, context, stats)?;
     stage
         .consumer

@@ -72,6 +72,30 @@ pub struct Reference {
     pub duplicates: usize,
 }
 
+/// A window and its event counts on both sides.
+pub type Difference = ((IpAddr, DateTime<Utc>), Option<i64>, Option<i64>);
+
+impl Reference {
+    /// Where `emitted` (the last emission per window) differs from the reference: a reference
+    /// window missing or with other statistics, or an emitted window the reference does not
+    /// close; each as (window, reference events, emitted events).
+    pub fn differences(
+        &self,
+        emitted: &BTreeMap<(IpAddr, DateTime<Utc>), WindowStats>,
+    ) -> Vec<Difference> {
+        let wrong = self
+            .windows
+            .iter()
+            .filter(|(k, w)| !emitted.get(*k).is_some_and(|s| w.matches(s)))
+            .map(|(k, w)| (*k, Some(w.events), emitted.get(k).map(|s| s.events)));
+        let extra = emitted
+            .iter()
+            .filter(|(k, _)| !self.windows.contains_key(*k))
+            .map(|(k, s)| (*k, None, Some(s.events)));
+        wrong.chain(extra).collect()
+    }
+}
+
 fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
 }
