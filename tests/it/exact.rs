@@ -27,9 +27,9 @@ use crate::{
     support::{self, DEADLINE},
 };
 
-type Raw = (Option<Vec<u8>>, Vec<u8>);
+pub(crate) type Raw = (Option<Vec<u8>>, Vec<u8>);
 
-fn minute(ago: i64) -> DateTime<Utc> {
+pub(crate) fn minute(ago: i64) -> DateTime<Utc> {
     (Utc::now() - TimeDelta::minutes(ago))
         .duration_trunc(TimeDelta::minutes(1))
         .expect("trunc")
@@ -38,7 +38,7 @@ fn minute(ago: i64) -> DateTime<Utc> {
 /// `n` records over `minutes` of event time from `start`: ordinary traffic and attack bursts,
 /// 1 % invalid, 3 % of the events up to 7 minutes late, unkeyed or randomly keyed (so one
 /// source lands on every raw partition).
-fn traffic(seed: u64, start: DateTime<Utc>, n: usize, minutes: i64) -> Vec<Raw> {
+pub(crate) fn traffic(seed: u64, start: DateTime<Utc>, n: usize, minutes: i64) -> Vec<Raw> {
     let mut g = Generator::new(GeneratorConfig {
         seed,
         hosts: 300,
@@ -87,7 +87,10 @@ fn final_stats(
 }
 
 /// Compares the emitted windows with the reference, field by field.
-fn assert_matches(got_stats: &BTreeMap<(IpAddr, DateTime<Utc>), WindowStats>, r: &Reference) {
+pub(crate) fn assert_matches(
+    got_stats: &BTreeMap<(IpAddr, DateTime<Utc>), WindowStats>,
+    r: &Reference,
+) {
     let differing = r.differences(got_stats);
     assert!(
         differing.is_empty(),

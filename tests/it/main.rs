@@ -9,6 +9,7 @@ mod analytics;
 mod cassandra;
 mod deploy;
 mod exact;
+mod exactly_once;
 mod hardening;
 mod hostile;
 mod kafka;

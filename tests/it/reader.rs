@@ -88,6 +88,11 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         max_windows_per_minute: 50_000,
         max_distinct_per_minute: 500_000,
         analytics_max_in_flight: 5_000,
+        delivery: pipeline_runtime::transaction::Delivery::AtLeastOnce,
+        transactional_id: String::new(),
+        transaction_interval_ms: 100,
+        transaction_max_records: 5_000,
+        transaction_timeout_ms: 10_000,
     }
 }
 

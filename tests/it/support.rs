@@ -149,6 +149,55 @@ pub fn read_topic(topic: &str, expected: usize, deadline: Duration) -> Vec<Read>
     out
 }
 
+/// Reads every committed record of `topic` (`read_committed`: aborted transactions and their
+/// markers are skipped) until each partition reported its end; panics after `deadline`. Run it
+/// when no transaction is open on the topic.
+pub fn read_to_end(topic: &str, deadline: Duration) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_broker())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut open = BTreeSet::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .expect("tpl");
+            open.insert(p.id());
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < end,
+            "{topic}: partitions {open:?} not read to their end after {deadline:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            }),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("consume error on {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
 /// Sum of the high watermarks of a topic.
 pub fn topic_size(topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()

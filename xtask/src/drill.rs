@@ -9,6 +9,11 @@
 //! `ip_stats_by_ip` and `top_talkers_by_minute` hold exactly one row per window with its count.
 //! (Only event time closes windows in a drill: idle steps follow wall-clock pauses that the
 //! reference cannot see; closing records two minutes ahead end the run.)
+//!
+//! Every topic is read as a `read_committed` consumer would, and each drill counts the
+//! duplicates per output topic: the validated topic and the DLQ by source offset, the stats
+//! topic by window, the alerts topic by alert id. With `--delivery exactly-once` (the
+//! stream-reader's `READER_DELIVERY`) a drill passes only when all of them are zero.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,7 +28,7 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use log_schema::{DeadLetter, Limits, Origin, ValidatedRecord, WindowStats, validate};
-use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs};
+use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs, transaction::Delivery};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -59,9 +64,14 @@ pub struct DrillArgs {
     /// Records per drill (default 50,000; 4,000 with --quick).
     #[arg(long)]
     pub records: Option<u64>,
+    /// The stream-reader's delivery guarantee (`READER_DELIVERY`); with `exactly-once` a
+    /// drill also requires zero duplicates on every output topic.
+    #[arg(long, value_enum, default_value_t = Delivery::AtLeastOnce)]
+    pub delivery: Delivery,
 }
 
 struct Settings {
+    delivery: Delivery,
     records: u64,
     rate: u64,
     faults: usize,
@@ -94,6 +104,34 @@ pub struct Outcome {
     pub window_rows_wrong: usize,
     pub recover_max: Duration,
     pub elapsed: Duration,
+    pub delivery: Delivery,
+    /// Outputs seen more than once by a `read_committed` consumer: validated and DLQ records
+    /// per source offset, window stats per window, alerts per id.
+    pub topic_duplicates: TopicDuplicates,
+}
+
+/// Duplicates per output topic.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TopicDuplicates {
+    pub validated: usize,
+    pub dlq: usize,
+    pub stats: usize,
+    pub alerts: usize,
+}
+
+impl TopicDuplicates {
+    fn total(self) -> usize {
+        self.validated + self.dlq + self.stats + self.alerts
+    }
+}
+
+/// How many items occur more than once (each extra occurrence counted).
+fn repeats<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> usize {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| !seen.insert(i.clone()))
+        .count()
 }
 
 impl Outcome {
@@ -107,13 +145,17 @@ impl Outcome {
             && self.windows_wrong == 0
             && self.window_rows_wrong == 0
             && self.valid + self.invalid == self.records as usize
+            && (self.delivery == Delivery::AtLeastOnce || self.topic_duplicates.total() == 0)
     }
 
     pub fn line(&self) -> String {
         format!(
-            "drill {:<15} {} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} recover_max={:.1}s elapsed={:.0}s",
+            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s",
             format!("{:?}", self.drill).to_lowercase(),
             if self.ok() { "PASS" } else { "FAIL" },
+            self.delivery
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_owned()),
             self.records,
             self.valid,
             self.invalid,
@@ -126,6 +168,10 @@ impl Outcome {
             self.windows,
             self.windows_wrong,
             self.window_rows_wrong,
+            self.topic_duplicates.validated,
+            self.topic_duplicates.dlq,
+            self.topic_duplicates.stats,
+            self.topic_duplicates.alerts,
             self.recover_max.as_secs_f64(),
             self.elapsed.as_secs_f64(),
         )
@@ -136,6 +182,7 @@ impl Outcome {
 pub async fn run(stack: &Stack, args: &DrillArgs) -> anyhow::Result<Vec<Outcome>> {
     let settings = if args.quick {
         Settings {
+            delivery: args.delivery,
             records: args.records.unwrap_or(4_000),
             rate: 400,
             faults: 2,
@@ -143,6 +190,7 @@ pub async fn run(stack: &Stack, args: &DrillArgs) -> anyhow::Result<Vec<Outcome>
         }
     } else {
         Settings {
+            delivery: args.delivery,
             records: args.records.unwrap_or(50_000),
             rate: 1_000,
             faults: 5,
@@ -201,7 +249,7 @@ impl Names {
         }
     }
 
-    fn env(&self, stack: &Stack) -> Vec<(String, String)> {
+    fn env(&self, stack: &Stack, delivery: Delivery) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = stack
             .env()
             .into_iter()
@@ -229,6 +277,9 @@ impl Names {
         ));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
         env.push(("READER_IDLE_FLUSH_MS".into(), "3600000".into()));
+        if let Some(v) = delivery.to_possible_value() {
+            env.push(("READER_DELIVERY".into(), v.get_name().to_owned()));
+        }
         env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
         // A killed member's partitions move on after its session expires (the broker's
         // minimum, 6 s, instead of the 45 s default).
@@ -328,37 +379,67 @@ fn progress(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<(i64,
     Ok((high, committed))
 }
 
-/// Every record of a topic: (partition, offset, payload).
+/// Every committed record of a topic, as a `read_committed` consumer sees it (aborted
+/// transactions skipped), up to each partition's end: (partition, offset, payload).
 fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<(i32, i64, Vec<u8>)>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("drill-read-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
         .create()?;
-    let parts = partitions(&c, topic)?;
+    let mut open: BTreeSet<i32> = partitions(&c, topic)?.into_iter().collect();
     let mut tpl = TopicPartitionList::new();
-    let mut expected = 0;
-    for p in &parts {
+    for p in &open {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-        expected += c.fetch_watermarks(topic, *p, Duration::from_secs(10))?.1;
     }
     c.assign(&tpl)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut out = Vec::new();
-    while (out.len() as i64) < expected {
+    while !open.is_empty() {
         if Instant::now() > deadline {
-            bail!("read only {} of {expected} records of {topic}", out.len());
+            bail!(
+                "{topic}: partitions {open:?} not read to their end ({} records read)",
+                out.len()
+            );
         }
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m?;
-            out.push((
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push((
                 m.partition(),
                 m.offset(),
                 m.payload().unwrap_or_default().to_vec(),
-            ));
+            )),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
         }
     }
     Ok(out)
+}
+
+/// True when `group` committed past the last committed record of every partition of `topic`
+/// (transaction markers and aborted records may follow it, so this is not the high watermark).
+fn caught_up(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<bool> {
+    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o, _) in read_all(kafka, topic)? {
+        let e = end.entry(p).or_default();
+        *e = (*e).max(o + 1);
+    }
+    let c = consumer(kafka, group)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in end.keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(!end.is_empty()
+        && end.iter().all(|(p, e)| {
+            committed
+                .find_partition(topic, *p)
+                .is_some_and(|c| matches!(c.offset(), Offset::Offset(o) if o >= *e))
+        }))
 }
 
 async fn wait_for(
@@ -399,7 +480,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             1,
         )
         .await?;
-    let env = names.env(stack);
+    let env = names.env(stack, s.delivery);
     let logs = stack.dir.join("drills");
     fs::create_dir_all(&logs)?;
     let log = logs.join(format!("{}.log", names.tag));
@@ -544,10 +625,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     wait_for(
         "the writer to commit everything",
         Duration::from_secs(300),
-        || {
-            let (high, committed) = progress(&kafka, &writer_group, &names.valid)?;
-            Ok(high > 0 && committed == high)
-        },
+        || caught_up(&kafka, &writer_group, &names.valid),
     )
     .await?;
     let analytics = wait_for_analytics(&kafka, &names, &writer_group).await?;
@@ -566,6 +644,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     )
     .await?;
     outcome.producer_failed = failed;
+    outcome.delivery = s.delivery;
     reconcile_analytics(stack, &names, &analytics, &mut outcome).await?;
     Ok(outcome)
 }
@@ -631,17 +710,27 @@ async fn reconcile(
             }
         }
     }
-    let dlq: BTreeSet<(i32, i64)> = read_all(&kafka, &names.dlq)?
+    let dead_letters: Vec<(i32, i64)> = read_all(&kafka, &names.dlq)?
         .iter()
         .filter_map(|(_, _, payload)| DeadLetter::from_json(payload).ok())
         .filter(|d| d.source.topic == names.raw)
         .map(|d| (d.source.partition, d.source.offset))
         .collect();
-    let validated: BTreeSet<Uuid> = read_all(&kafka, &names.valid)?
+    let validated_records: Vec<ValidatedRecord> = read_all(&kafka, &names.valid)?
         .iter()
         .filter_map(|(_, _, payload)| ValidatedRecord::from_json(payload).ok())
-        .map(|r| r.event_id)
         .collect();
+    let topic_duplicates = TopicDuplicates {
+        validated: repeats(
+            validated_records
+                .iter()
+                .map(|r| r.source.map(|s| (s.partition, s.offset))),
+        ),
+        dlq: repeats(dead_letters.iter().copied()),
+        ..TopicDuplicates::default()
+    };
+    let dlq: BTreeSet<(i32, i64)> = dead_letters.into_iter().collect();
+    let validated: BTreeSet<Uuid> = validated_records.iter().map(|r| r.event_id).collect();
 
     // Cassandra: every row of every source IP.
     let cql = CassandraArgs::new(stack.cql_addr(), &names.keyspace);
@@ -682,6 +771,8 @@ async fn reconcile(
         window_rows_wrong: 0,
         recover_max,
         elapsed: started.elapsed(),
+        delivery: Delivery::AtLeastOnce,
+        topic_duplicates,
     })
 }
 
@@ -744,10 +835,7 @@ async fn wait_for_analytics(
     wait_for(
         "the writer to commit the statistics",
         Duration::from_secs(300),
-        || {
-            let (high, committed) = progress(kafka, writer_group, &names.stats)?;
-            Ok(high > 0 && committed == high)
-        },
+        || caught_up(kafka, writer_group, &names.stats),
     )
     .await?;
     Ok(reference)
@@ -765,8 +853,10 @@ async fn reconcile_analytics(
     let mut emitted: BTreeMap<(std::net::IpAddr, chrono::DateTime<Utc>), WindowStats> =
         BTreeMap::new();
     let mut wrong = 0;
+    let mut windows = Vec::new();
     for (_, _, payload) in read_all(&kafka, &names.stats)? {
         let s = WindowStats::from_json(&payload)?;
+        windows.push((s.source_ip, s.window_start));
         if Some(s.window_start) > horizon {
             continue; // the closing records' own minute
         }
@@ -777,6 +867,12 @@ async fn reconcile_analytics(
         }
     }
     wrong += reference.differences(&emitted).len();
+    outcome.topic_duplicates.stats = repeats(windows);
+    let mut alert_ids = Vec::new();
+    for (_, _, payload) in read_all(&kafka, &names.alerts)? {
+        alert_ids.push(log_schema::Alert::from_json(&payload)?.alert_id);
+    }
+    outcome.topic_duplicates.alerts = repeats(alert_ids);
 
     let session = CassandraArgs::new(stack.cql_addr(), &names.keyspace)
         .connect()

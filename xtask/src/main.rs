@@ -207,6 +207,7 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
                 drills: Vec::new(),
                 quick: true,
                 records: None,
+                delivery: pipeline_runtime::transaction::Delivery::ExactlyOnce,
             };
             Some(drill::run(&stack, &args).await)
         }

@@ -449,6 +449,9 @@ pub struct PipelineContext {
     /// Latest consumer lag per (topic, partition) from librdkafka's statistics (every 5 s),
     /// with the time it was reported.
     pub lags: Lags,
+    /// The loop's transaction in exactly-once mode: aborted on revoke, and nothing is
+    /// committed by the consumer itself ([`crate::transaction`]).
+    pub transaction: Option<crate::transaction::Transaction>,
 }
 
 impl PipelineContext {
@@ -472,7 +475,15 @@ impl PipelineContext {
             changes: None,
             checkpoints: Checkpoints::default(),
             lags: Arc::default(),
+            transaction: None,
         }
+    }
+
+    /// The same context for a transactional loop: a revoke aborts `transaction` (the loop
+    /// rolls back) instead of committing offsets.
+    pub fn with_transaction(mut self, transaction: crate::transaction::Transaction) -> Self {
+        self.transaction = Some(transaction);
+        self
     }
 
     /// The same context with its own group check (for a service's second consumer group),
@@ -650,22 +661,29 @@ impl ClientContext for PipelineContext {
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            info!(
-                partitions = tpl.count(),
-                "partitions revoked, committing acknowledged offsets"
-            );
             self.tracker.lock().forget(tpl);
             if let Some(changes) = &self.changes {
                 changes.push(tpl, PartitionChange::Revoked);
-            }
-            let checkpoints = self.checkpoints.take(tpl);
-            if let Err(error) = commit_checkpoints(consumer, &checkpoints, CommitMode::Sync) {
-                warn!(%error, "checkpoint commit on revoke failed");
             }
             self.lags
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
+            if let Some(transaction) = &self.transaction {
+                // Past this callback the partitions may be another member's: nothing derived
+                // from them may be committed any more.
+                info!(partitions = tpl.count(), "partitions revoked");
+                transaction.abort_on_revoke();
+                return;
+            }
+            info!(
+                partitions = tpl.count(),
+                "partitions revoked, committing acknowledged offsets"
+            );
+            let checkpoints = self.checkpoints.take(tpl);
+            if let Err(error) = commit_checkpoints(consumer, &checkpoints, CommitMode::Sync) {
+                warn!(%error, "checkpoint commit on revoke failed");
+            }
             // Librdkafka calls this from the consumer's poll, i.e. on a runtime worker: the
             // synchronous commit (one broker round trip, longer while the coordinator moves)
             // must not stall the other tasks.
@@ -796,6 +814,18 @@ impl Backpressure {
             let _ = consumer.pause(&assignment);
         }
         self.paused = true;
+    }
+
+    /// Nothing is in flight any more (the work was discarded): resumes paused partitions.
+    pub fn reset<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
+        self.in_flight = 0;
+        self.saturated_since = None;
+        if self.paused {
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.resume(&assignment);
+            }
+            self.paused = false;
+        }
     }
 
     /// A record's work finished.

@@ -10,6 +10,7 @@ pub mod observe;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod transaction;
 
 /// Runs a blocking call (a synchronous commit, a producer flush) without stalling the other
 /// tasks of a multi-threaded runtime: the worker hands its queued tasks to another thread for

@@ -45,6 +45,7 @@ use pipeline_runtime::{
     },
     observe,
     telemetry::LogLimiter,
+    transaction::{Delivery, Rollback, Transaction, TxnError},
 };
 use rdkafka::{
     Message,
@@ -54,7 +55,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    ReaderArgs, ReaderStats,
+    ReaderArgs, ReaderStats, TRANSACTIONAL_CONSUMER,
+    batch::Batch,
     outputs::{Event, Landed, Out, Outputs},
     windows::{Closed, Emission, Observed, Thresholds, WindowConfig, Windows},
 };
@@ -156,6 +158,8 @@ struct Stage {
     stats: Arc<ReaderStats>,
     log: LogLimiter,
     fatal: Option<anyhow::Error>,
+    /// The open transaction in exactly-once mode.
+    batch: Option<Batch>,
 }
 
 impl Stage {
@@ -183,17 +187,32 @@ impl Stage {
             context.checkpoints.clone(),
             context.lags.clone(),
         );
-        // Offsets are committed explicitly, with their checkpoints; read_committed so that a
-        // transactional validation stage's aborted records are never counted.
-        let consumer = args.kafka.consumer(
-            &args.analytics_group_id,
-            context,
-            &[
-                ("enable.auto.commit", "false"),
-                ("isolation.level", "read_committed"),
-            ],
-        )?;
-        let producer = args.kafka.producer(&[])?;
+        let (producer, batch, context) = match args.delivery {
+            Delivery::AtLeastOnce => (args.kafka.producer(&[])?, None, context),
+            Delivery::ExactlyOnce => {
+                let transaction = Transaction::create(
+                    &args.kafka,
+                    &args.transactional_id_of("analytics"),
+                    Duration::from_millis(args.transaction_timeout_ms),
+                )?;
+                let batch = Batch::new(
+                    transaction.clone(),
+                    Duration::from_millis(args.transaction_interval_ms),
+                    args.transaction_max_records,
+                );
+                (
+                    transaction.producer().clone(),
+                    Some(batch),
+                    context.with_transaction(transaction),
+                )
+            }
+        };
+        // Offsets are committed explicitly (with their checkpoints, or by the transaction);
+        // read_committed so that a transactional validation stage's aborted records are never
+        // counted.
+        let consumer =
+            args.kafka
+                .consumer(&args.analytics_group_id, context, TRANSACTIONAL_CONSUMER)?;
         Ok(Self {
             input: Arc::from(args.validated_topic.as_str()),
             stats_topic: Arc::from(args.stats_topic.as_str()),
@@ -217,12 +236,23 @@ impl Stage {
             stats,
             log: LogLimiter::per_second(5),
             fatal: None,
+            batch,
         })
     }
 
     /// Takes the assignment changes since the last call: revoked partitions lose their state,
     /// assigned ones are restored from their committed checkpoints.
     async fn take_changes(&mut self) {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.transaction.take_rolled_back())
+        {
+            // A revoke aborted the transaction: every partition returns to its committed
+            // checkpoint (the queued changes are reflected in the current assignment).
+            self.changes.take();
+            return self.rollback("partitions revoked");
+        }
         let mut assigned = Vec::new();
         for change in self.changes.take() {
             match change {
@@ -280,6 +310,11 @@ impl Stage {
                 return;
             }
         };
+        self.restore(committed);
+    }
+
+    /// Restores partitions from their committed offsets and checkpoints.
+    fn restore(&mut self, committed: Vec<(i32, Option<i64>, String)>) {
         for (p, offset, metadata) in committed {
             match self.windows.assign(p, offset, &metadata) {
                 Ok(closed) => self.queue(closed),
@@ -299,6 +334,12 @@ impl Stage {
     }
 
     fn on_message(&mut self, partition: i32, offset: i64, payload: &[u8]) {
+        if let Some(batch) = &mut self.batch {
+            if let Err(error) = batch.begin() {
+                return self.transaction_failed(error);
+            }
+            batch.record(partition, offset);
+        }
         let closed = match ValidatedRecord::from_json(payload) {
             Ok(record) => {
                 let (observed, closed) = self.windows.observe(partition, offset, &record);
@@ -386,6 +427,13 @@ impl Stage {
         at: ReportedAt,
     ) {
         match classify_produce(error, &out.topic, at) {
+            ProduceFailure::Retriable if self.batch.is_some() => {
+                // Not sent again in a transaction: it aborts and the windows close again.
+                self.flow.finished(&self.consumer);
+                if let Some(batch) = &mut self.batch {
+                    batch.doom(error.to_string());
+                }
+            }
             ProduceFailure::Retriable => {
                 let delay = self.outputs.retry_later(out, id, attempt);
                 if let Some(suppressed) = self.log.allow() {
@@ -435,6 +483,12 @@ impl Stage {
                 landed.attempt,
                 ReportedAt::Delivery,
             ),
+            Err(canceled) if self.batch.is_some() => {
+                self.flow.finished(&self.consumer);
+                if let Some(batch) = &mut self.batch {
+                    batch.doom(format!("delivery report lost ({canceled})"));
+                }
+            }
             Err(canceled) => {
                 // A lost report: the outcome is unknown, so the output is sent again.
                 warn!(%canceled, "window output's delivery report lost; sending it again");
@@ -459,8 +513,109 @@ impl Stage {
         };
         let (closed, stepped) = self.windows.tick(caught_up);
         self.queue(closed);
-        if !stepped.is_empty() {
-            self.commit(&stepped);
+        if stepped.is_empty() {
+            return;
+        }
+        match &mut self.batch {
+            Some(batch) => batch.commit_now(),
+            None => self.commit(&stepped),
+        }
+    }
+
+    /// True when the stage must not read now: a transaction commit is due.
+    fn committing(&self) -> bool {
+        self.batch.as_ref().is_some_and(Batch::committing)
+    }
+
+    /// In exactly-once mode: once a commit is due and every closed window is sent and
+    /// acknowledged, commits the transaction with each changed partition's checkpoint (an
+    /// idle step's checkpoint too, in a transaction of its own); aborts and rolls back when
+    /// an output failed.
+    fn settle_transaction(&mut self) {
+        let Some(batch) = &mut self.batch else { return };
+        if batch.transaction.take_rolled_back() {
+            return self.rollback("partitions revoked");
+        }
+        if let Some(reason) = batch.doomed() {
+            let reason = reason.to_owned();
+            return self.rollback(&reason);
+        }
+        if !batch.committing() || !self.outbox.is_empty() || self.outputs.in_flight() > 0 {
+            return;
+        }
+        let partitions: Vec<i32> = self.windows.partitions().collect();
+        let mut changed = Vec::new();
+        for p in partitions {
+            if let Some((offset, metadata)) = self.windows.checkpoint(p)
+                && self.committed.get(&p) != Some(&(offset, metadata.clone()))
+            {
+                changed.push((self.input.to_string(), p, offset, metadata));
+            }
+        }
+        if changed.is_empty() && !batch.transaction.is_open() {
+            batch.reset();
+            return;
+        }
+        let result = batch
+            .begin()
+            .and_then(|()| batch.transaction.commit(&self.consumer, &changed));
+        match result {
+            Ok(()) => {
+                batch.reset();
+                for (_, p, offset, metadata) in changed {
+                    self.committed.insert(p, (offset, metadata));
+                }
+            }
+            Err(error) => self.transaction_failed(error),
+        }
+    }
+
+    fn transaction_failed(&mut self, error: TxnError) {
+        match error {
+            TxnError::Aborted(error) => self.rollback(&error.to_string()),
+            TxnError::Fenced(error) => {
+                if self.fatal.is_none() {
+                    let id = self.batch.as_ref().map(|b| b.transaction.id().to_owned());
+                    self.fatal = Some(anyhow::anyhow!(
+                        "transactional producer `{}` fenced (another instance with the same READER_TRANSACTIONAL_ID, or the transaction outlived READER_TRANSACTION_TIMEOUT_MS): {error}",
+                        id.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Aborts the open transaction and returns every partition to its committed checkpoint:
+    /// the windows closed in the transaction are discarded and close again on replay.
+    fn rollback(&mut self, reason: &str) {
+        let Some(batch) = &mut self.batch else { return };
+        warn!(
+            reason,
+            "analytics transaction aborted; rolling back to the committed checkpoints"
+        );
+        if let Err(error) = batch.transaction.abort() {
+            return self.transaction_failed(TxnError::Fenced(match error {
+                TxnError::Aborted(e) | TxnError::Fenced(e) => e,
+            }));
+        }
+        batch.reset();
+        self.outputs.clear();
+        self.outbox.clear();
+        self.waiting.clear();
+        self.flow.reset(&self.consumer);
+        let partitions: Vec<i32> = self.windows.partitions().collect();
+        for p in partitions {
+            self.windows.revoke(p);
+        }
+        self.committed.clear();
+        match Rollback::rewind(&self.consumer, &self.input, Duration::from_secs(30)) {
+            Ok(rollback) => self.restore(rollback.partitions),
+            Err(error) => {
+                self.fatal = Some(anyhow::anyhow!(
+                    "cannot return to the committed checkpoints of `{}`: {error}",
+                    self.input
+                ));
+            }
         }
     }
 
@@ -512,6 +667,9 @@ pub(crate) async fn run_until(
     info!(topic = %args.validated_topic, group = %args.analytics_group_id, "analytics stage started");
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut commit = tokio::time::interval(Duration::from_secs(1));
+    let mut due = tokio::time::interval(Duration::from_millis(
+        args.transaction_interval_ms.clamp(1, 500),
+    ));
     while stage.fatal.is_none() {
         tokio::select! {
             biased;
@@ -520,7 +678,7 @@ pub(crate) async fn run_until(
                 Event::Landed(landed) => stage.on_landed(landed),
                 Event::Retry { owner, attempt, out } => stage.send(out, owner, attempt),
             },
-            message = stage.consumer.recv(), if stage.flow.accepting() => {
+            message = stage.consumer.recv(), if stage.flow.accepting() && !stage.committing() => {
                 let message = message.map(|m| {
                     (m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec())
                 });
@@ -538,12 +696,19 @@ pub(crate) async fn run_until(
                 stage.flow.tick(&stage.consumer);
                 stage.tick();
             }
-            _ = commit.tick() => {
+            _ = commit.tick(), if stage.batch.is_none() => {
                 stage.take_changes().await;
                 stage.commit_all();
             }
+            _ = due.tick(), if stage.batch.is_some() => {
+                stage.take_changes().await;
+                if let Some(batch) = &mut stage.batch {
+                    batch.tick();
+                }
+            }
         }
         stage.pump();
+        stage.settle_transaction();
     }
 
     // Drain: send what closed and wait for the acknowledgements (bounded), then commit the
@@ -564,7 +729,18 @@ pub(crate) async fn run_until(
         stage.pump();
     }
     stage.take_changes().await;
-    stage.commit_all();
+    if let Some(batch) = &mut stage.batch {
+        if stage.fatal.is_none() && stage.outbox.is_empty() && stage.outputs.in_flight() == 0 {
+            batch.commit_now();
+            stage.settle_transaction();
+        } else if let Some(batch) = &stage.batch
+            && let Err(error) = batch.transaction.abort()
+        {
+            warn!(%error, "abort on shutdown failed");
+        }
+    } else {
+        stage.commit_all();
+    }
     stage.outputs.flush(Duration::from_secs(10));
     info!("analytics stage stopped");
     match stage.fatal {

@@ -1,7 +1,7 @@
 //! The `stream-reader` command line.
 
 use clap::Parser;
-use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs, transaction::Delivery};
 
 /// Command line of the `stream-reader` binary.
 #[derive(Debug, Clone, Parser)]
@@ -125,4 +125,48 @@ pub struct ReaderArgs {
     /// deny_burst alert: denied (DENY/DROP/REJECT) events of one source in a window.
     #[arg(long, env = "ALERT_DENY_BURST_DENIED", default_value_t = 100)]
     pub alert_deny_burst_denied: i64,
+
+    /// Delivery guarantee of every output (validated, dead letters, window stats, alerts):
+    /// `at-least-once`, or `exactly-once` with Kafka transactions (outputs and input offsets
+    /// committed together; consumers of the outputs must read with
+    /// `isolation.level=read_committed`).
+    #[arg(long, env = "READER_DELIVERY", value_enum, default_value_t = Delivery::AtLeastOnce)]
+    pub delivery: Delivery,
+
+    /// Transactional id of this instance in exactly-once mode (each stage appends
+    /// `-validation` / `-analytics`); empty: `<READER_GROUP_ID>@<hostname>`. It must be stable
+    /// across restarts of one instance (a restart then aborts what the crashed one left open)
+    /// and unique per running instance.
+    #[arg(long, env = "READER_TRANSACTIONAL_ID", default_value = "")]
+    pub transactional_id: String,
+
+    /// Longest time a transaction stays open in exactly-once mode before it is committed, in
+    /// ms; outputs become visible to `read_committed` consumers when it commits.
+    #[arg(long, env = "READER_TRANSACTION_INTERVAL_MS", default_value_t = 100)]
+    pub transaction_interval_ms: u64,
+
+    /// Most input records in one transaction in exactly-once mode.
+    #[arg(long, env = "READER_TRANSACTION_MAX_RECORDS", default_value_t = 5_000)]
+    pub transaction_max_records: usize,
+
+    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), in ms: an instance
+    /// stalled for longer is aborted by the coordinator and cannot commit it any more.
+    #[arg(long, env = "READER_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub transaction_timeout_ms: u64,
+}
+
+impl ReaderArgs {
+    /// The transactional id of one stage (`validation`, `analytics`).
+    pub fn transactional_id_of(&self, stage: &str) -> String {
+        let base = if self.transactional_id.is_empty() {
+            format!(
+                "{}@{}",
+                self.group_id,
+                gethostname::gethostname().to_string_lossy()
+            )
+        } else {
+            self.transactional_id.clone()
+        };
+        format!("{base}-{stage}")
+    }
 }

@@ -54,6 +54,7 @@ use pipeline_runtime::{
     kafka::{Backpressure, PipelineContext, SharedTracker, complete_and_store, final_commit},
     observe, shutdown,
     telemetry::LogLimiter,
+    transaction::{Delivery, Rollback, Transaction, TxnError},
 };
 use rdkafka::{
     Message,
@@ -63,11 +64,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub mod analytics;
+mod batch;
 mod config;
 mod outputs;
 pub mod reference;
 pub mod windows;
 
+use batch::Batch;
 pub use config::ReaderArgs;
 use outputs::{Event, Landed, Out, Outputs};
 
@@ -156,6 +159,10 @@ struct Reader {
     stalls: Stalls,
     /// Set when a produce can never succeed: the loop stops and the service fails with it.
     fatal: Option<anyhow::Error>,
+    /// The open transaction in exactly-once mode.
+    batch: Option<Batch>,
+    /// Outputs acknowledged in the open transaction (their kinds), counted once it commits.
+    uncommitted: Vec<Option<ErrorKind>>,
 }
 
 impl Reader {
@@ -190,18 +197,39 @@ impl Reader {
         };
         self.stats.consumed.fetch_add(1, Relaxed);
         metrics::counter!("reader_records_consumed_total").increment(1);
-        self.tracker.lock().begin(&topic, partition, offset);
+        let owner = Owner {
+            partition,
+            offset,
+            kind,
+        };
+        let mut refused = None;
+        match &mut self.batch {
+            Some(batch) => {
+                if let Err(error) = batch.begin() {
+                    return self.transaction_failed(error);
+                }
+                batch.record(partition, offset);
+                refused = batch.refused.remove(&(partition, offset));
+            }
+            None => self.tracker.lock().begin(&topic, partition, offset),
+        }
         self.flow.started(&self.consumer);
         metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
-        self.send(
-            out,
-            Owner {
-                partition,
-                offset,
-                kind,
-            },
-            0,
-        );
+        match refused {
+            // Kafka refused this record's output for good in an aborted transaction: send
+            // what the at-least-once mode would have sent after the refusals.
+            Some((reason, times)) => {
+                let mut next = Ok((out, owner));
+                for _ in 0..times {
+                    next = next.and_then(|(out, owner)| self.rejection(out, owner, reason.clone()));
+                }
+                match next {
+                    Ok((out, owner)) => self.send(out, owner, 0),
+                    Err(topic) => self.fail(&topic, &reason),
+                }
+            }
+            None => self.send(out, owner, 0),
+        }
     }
 
     /// The topic setting of an output topic, for error messages.
@@ -225,6 +253,24 @@ impl Reader {
         attempt: u32,
         at: ReportedAt,
     ) {
+        if let Some(batch) = &mut self.batch {
+            // In a transaction a failed output is not sent again: the transaction aborts and
+            // the record is processed again after the rollback.
+            match classify_produce(error, &out.topic, at) {
+                ProduceFailure::Environment(reason) => return self.fail(&out.topic, &reason),
+                ProduceFailure::Record(reason) => {
+                    let refused = batch
+                        .refused
+                        .entry((owner.partition, owner.offset))
+                        .or_insert((reason.clone(), 0));
+                    refused.1 += 1;
+                    batch.doom(format!("output refused for good: {reason}"));
+                }
+                ProduceFailure::Retriable => batch.doom(error.to_string()),
+            }
+            self.flow.finished(&self.consumer);
+            return;
+        }
         match classify_produce(error, &out.topic, at) {
             ProduceFailure::Retriable => self.retry(error, out, owner, attempt),
             ProduceFailure::Record(reason) => self.reject(out, owner, reason),
@@ -236,6 +282,15 @@ impl Reader {
     /// (its payload: the validated record, which can be redriven to the validated topic); a
     /// dead letter is sent again without its payload; anything else stops the service.
     fn reject(&mut self, out: Out, owner: Owner, reason: String) {
+        match self.rejection(out, owner, reason.clone()) {
+            Ok((out, owner)) => self.send(out, owner, 0),
+            Err(topic) => self.fail(&topic, &reason),
+        }
+    }
+
+    /// The dead letter that replaces an output Kafka refused for good, or the refused topic
+    /// when there is none (a dead letter already without payload).
+    fn rejection(&self, out: Out, owner: Owner, reason: String) -> Result<(Out, Owner), Arc<str>> {
         metrics::counter!("reader_outputs_rejected_total").increment(1);
         if let Some(suppressed) = self.retry_log.allow() {
             warn!(topic = %out.topic, reason, suppressed, "output refused for good; dead-lettering it");
@@ -258,7 +313,7 @@ impl Reader {
             }
             Some(_) => match DeadLetter::from_json(&out.payload) {
                 Ok(dl) if !dl.raw.is_empty() => dl.without_raw(),
-                _ => return self.fail(&out.topic, &reason),
+                _ => return Err(out.topic),
             },
         };
         let owner = Owner {
@@ -270,7 +325,7 @@ impl Reader {
             key: out.key,
             payload: dead_letter.to_json(),
         };
-        self.send(out, owner, 0);
+        Ok((out, owner))
     }
 
     /// No output to `topic` can succeed: stop the loop with an error naming the setting.
@@ -353,7 +408,23 @@ impl Reader {
     fn on_done(&mut self, owner: Owner) {
         self.flow.finished(&self.consumer);
         metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
-        match owner.kind {
+        if self.batch.is_some() {
+            self.uncommitted.push(owner.kind);
+            return;
+        }
+        self.count_output(owner.kind);
+        complete_and_store(
+            &self.tracker,
+            &self.consumer,
+            &self.args.input_topic,
+            owner.partition,
+            owner.offset,
+        );
+    }
+
+    /// Counts one output that is final (acknowledged, or committed in exactly-once mode).
+    fn count_output(&self, kind: Option<ErrorKind>) {
+        match kind {
             None => {
                 metrics::counter!("reader_records_out_total", "output" => "validated").increment(1);
                 self.stats.valid.fetch_add(1, Relaxed);
@@ -366,13 +437,80 @@ impl Reader {
                 self.stats.invalid.fetch_add(1, Relaxed);
             }
         }
-        complete_and_store(
-            &self.tracker,
-            &self.consumer,
-            &self.args.input_topic,
-            owner.partition,
-            owner.offset,
+    }
+
+    /// True when the loop must not read now: a transaction commit is due.
+    fn committing(&self) -> bool {
+        self.batch.as_ref().is_some_and(Batch::committing)
+    }
+
+    /// Commits the open transaction once it is due and its outputs are acknowledged (or
+    /// aborts it when an output failed); after an abort, rolls back.
+    fn settle_transaction(&mut self) {
+        let Some(batch) = &mut self.batch else { return };
+        if batch.transaction.take_rolled_back() {
+            return self.rollback("partitions revoked");
+        }
+        if let Some(reason) = batch.doomed() {
+            let reason = reason.to_owned();
+            return self.rollback(&reason);
+        }
+        if !batch.committing() || self.outputs.in_flight() > 0 {
+            return;
+        }
+        let offsets = batch.offsets(&self.topics.input);
+        match batch.transaction.commit(&self.consumer, &offsets) {
+            Ok(()) => {
+                batch.reset();
+                for kind in std::mem::take(&mut self.uncommitted) {
+                    self.count_output(kind);
+                }
+            }
+            Err(error) => self.transaction_failed(error),
+        }
+    }
+
+    /// A transaction operation failed: roll back after an abort, stop when fenced.
+    fn transaction_failed(&mut self, error: TxnError) {
+        match error {
+            TxnError::Aborted(error) => self.rollback(&error.to_string()),
+            TxnError::Fenced(error) => self.fenced(&error),
+        }
+    }
+
+    fn fenced(&mut self, error: &dyn std::fmt::Display) {
+        if self.fatal.is_none() {
+            let id = self.batch.as_ref().map(|b| b.transaction.id().to_owned());
+            self.fatal = Some(anyhow::anyhow!(
+                "transactional producer `{}` fenced (another instance with the same READER_TRANSACTIONAL_ID, or the transaction outlived READER_TRANSACTION_TIMEOUT_MS): {error}",
+                id.unwrap_or_default()
+            ));
+        }
+    }
+
+    /// Aborts the open transaction and returns to the committed offsets: its outputs are
+    /// discarded and its records processed again.
+    fn rollback(&mut self, reason: &str) {
+        let Some(batch) = &mut self.batch else { return };
+        warn!(
+            reason,
+            "transaction aborted; rolling back to the committed offsets"
         );
+        if let Err(error) = batch.transaction.abort() {
+            return self.fenced(&error);
+        }
+        batch.reset();
+        self.outputs.clear();
+        self.flow.reset(&self.consumer);
+        self.uncommitted.clear();
+        if let Err(error) =
+            Rollback::rewind(&self.consumer, &self.topics.input, Duration::from_secs(30))
+        {
+            self.fatal = Some(anyhow::anyhow!(
+                "cannot return to the committed offsets of `{}`: {error}",
+                self.topics.input
+            ));
+        }
     }
 }
 
@@ -388,9 +526,29 @@ impl Reader {
             max_record_bytes: args.max_record_bytes,
             max_future_skew: Duration::from_secs(args.max_future_skew_secs),
         };
-        let producer = args.kafka.producer(&[])?;
+        let (producer, batch, context, extra) = match args.delivery {
+            Delivery::AtLeastOnce => (args.kafka.producer(&[])?, None, context, &[][..]),
+            Delivery::ExactlyOnce => {
+                let transaction = Transaction::create(
+                    &args.kafka,
+                    &args.transactional_id_of("validation"),
+                    Duration::from_millis(args.transaction_timeout_ms),
+                )?;
+                let batch = Batch::new(
+                    transaction.clone(),
+                    Duration::from_millis(args.transaction_interval_ms),
+                    args.transaction_max_records,
+                );
+                (
+                    transaction.producer().clone(),
+                    Some(batch),
+                    context.with_transaction(transaction),
+                    TRANSACTIONAL_CONSUMER,
+                )
+            }
+        };
         let tracker = context.tracker.clone();
-        let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
+        let consumer = args.kafka.consumer(&args.group_id, context, extra)?;
         let topics = TopicNames {
             input: Arc::from(args.input_topic.as_str()),
             validated: Arc::from(args.validated_topic.as_str()),
@@ -413,9 +571,18 @@ impl Reader {
             retry_log: LogLimiter::per_second(5),
             stalls: Stalls::new(readiness),
             fatal: None,
+            batch,
+            uncommitted: Vec::new(),
         })
     }
 }
+
+/// Consumer settings of a transactional stage: offsets are committed only by the transaction,
+/// and only committed records are read (offsets fetched with KIP-447's `require_stable`).
+pub(crate) const TRANSACTIONAL_CONSUMER: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("isolation.level", "read_committed"),
+];
 
 /// Runs both stages until `shutdown` is cancelled, counting into `stats`. A stage that fails
 /// stops the other.
@@ -468,6 +635,9 @@ async fn validate_until(
         tokio::time::interval(Duration::from_secs(reader.args.status_interval_secs.max(1)));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last = (Instant::now(), 0u64);
+    let mut due = tokio::time::interval(Duration::from_millis(
+        reader.args.transaction_interval_ms.clamp(1, 500),
+    ));
 
     while reader.fatal.is_none() {
         tokio::select! {
@@ -477,7 +647,7 @@ async fn validate_until(
                 Event::Landed(landed) => reader.on_landed(landed),
                 Event::Retry { owner, attempt, out } => reader.send(out, owner, attempt),
             },
-            message = reader.consumer.recv(), if reader.flow.accepting() => {
+            message = reader.consumer.recv(), if reader.flow.accepting() && !reader.committing() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(error) => {
@@ -485,15 +655,28 @@ async fn validate_until(
                         continue;
                     }
                 };
+                if reader.batch.as_ref().is_some_and(|b| b.transaction.take_rolled_back()) {
+                    // A revoke aborted the transaction inside this recv: the record is read
+                    // again after the rollback.
+                    drop(message);
+                    reader.rollback("partitions revoked");
+                    continue;
+                }
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);
                 drop(message);
                 reader.on_message(partition, offset, &payload, key.as_deref());
             }
+            _ = due.tick(), if reader.batch.is_some() => {
+                if let Some(batch) = &mut reader.batch {
+                    batch.tick();
+                }
+            }
             _ = tick.tick() => reader.flow.tick(&reader.consumer),
             _ = status.tick() => log_status(&stats, reader.flow.in_flight(), &mut last),
         }
+        reader.settle_transaction();
     }
 
     // Drain: wait for outstanding deliveries (bounded), then commit what is acknowledged.
@@ -515,7 +698,19 @@ async fn validate_until(
             }
         }
     }
-    final_commit(&reader.consumer);
+    if let Some(batch) = &mut reader.batch {
+        // Commit what is acknowledged; after a fatal failure or a drain timeout, abort.
+        if reader.fatal.is_none() && reader.outputs.in_flight() == 0 {
+            batch.commit_now();
+            reader.settle_transaction();
+        } else if let Some(batch) = &reader.batch
+            && let Err(error) = batch.transaction.abort()
+        {
+            warn!(%error, "abort on shutdown failed");
+        }
+    } else {
+        final_commit(&reader.consumer);
+    }
     reader.outputs.flush(Duration::from_secs(10));
     log_status(&stats, 0, &mut last);
     info!("validation stage stopped");
@@ -567,6 +762,7 @@ fn describe_metrics() {
         }
     }
     analytics::describe_metrics();
+    pipeline_runtime::transaction::describe_metrics();
 }
 
 fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) {

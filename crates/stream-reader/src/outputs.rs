@@ -166,6 +166,13 @@ impl<O: Unpin + Send + 'static> Outputs<O> {
         }
     }
 
+    /// Forgets every output in flight and every retry waiting (after the transaction they
+    /// belonged to was aborted).
+    pub fn clear(&mut self) {
+        self.flights = FuturesUnordered::new();
+        (self.retry_tx, self.retry_rx) = mpsc::unbounded_channel();
+    }
+
     /// Outputs whose delivery report is awaited.
     pub fn in_flight(&self) -> usize {
         self.flights.len()

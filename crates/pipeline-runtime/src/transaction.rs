@@ -1,0 +1,335 @@
+//! Kafka transactions for an exactly-once consume → produce loop (EOS v2, KIP-447).
+//!
+//! A loop in [`Delivery::ExactlyOnce`] mode produces every output of a batch of input records
+//! with one transactional producer and hands the batch's input offsets (with their metadata)
+//! to the same transaction ([`Transaction::commit`]), with the consumer's group metadata, so the
+//! group coordinator refuses the offsets of a member that lost its partitions. Outputs and
+//! offsets become visible together to `read_committed` consumers, or not at all.
+//!
+//! A transaction that fails is aborted and the loop rolls its state back to the committed
+//! offsets ([`Rollback`]); a producer fenced by a newer one with the same `transactional.id`
+//! cannot continue ([`TxnError::Fenced`]). On partition revocation the consumer's context
+//! aborts the open transaction from the rebalance callback ([`Transaction::abort_on_revoke`]):
+//! once the callback returns, the partitions may belong to another member, and no output
+//! derived from them may be committed any more. The loop sees [`Transaction::take_rolled_back`]
+//! and rewinds the partitions it kept.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use rdkafka::{
+    Offset, TopicPartitionList,
+    consumer::{Consumer, ConsumerContext},
+    error::{KafkaError, KafkaResult},
+    producer::{FutureProducer, Producer as _},
+};
+use tracing::{info, warn};
+
+/// Delivery guarantee of a stage's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Delivery {
+    /// Outputs are acknowledged before their input offsets are stored; a crash reprocesses the
+    /// records after the last commit, so outputs can repeat (with the same deterministic ids).
+    #[default]
+    AtLeastOnce,
+    /// Outputs and input offsets are committed in one Kafka transaction; `read_committed`
+    /// consumers see each input's outputs exactly once.
+    ExactlyOnce,
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug)]
+pub enum TxnError {
+    /// The transaction was aborted: nothing of it is visible; the loop must roll its state
+    /// back to the committed offsets and may continue.
+    Aborted(KafkaError),
+    /// The producer cannot continue: fenced by a newer instance with the same
+    /// `transactional.id`, or a fatal producer error.
+    Fenced(KafkaError),
+}
+
+impl fmt::Display for TxnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Aborted(e) => write!(f, "transaction aborted: {e}"),
+            Self::Fenced(e) => write!(f, "transactional producer fenced: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TxnError {}
+
+/// The offsets to commit: `(topic, partition, next offset, metadata)`.
+pub type Offsets = [(String, i32, i64, String)];
+
+struct Inner {
+    producer: FutureProducer,
+    id: String,
+    open: AtomicBool,
+    rolled_back: AtomicBool,
+    timeout: Duration,
+}
+
+/// A transactional producer and whether it has a transaction open; cloned into the consumer's
+/// context so the rebalance callback can abort it.
+#[derive(Clone)]
+pub struct Transaction(Arc<Inner>);
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("id", &self.0.id)
+            .field("open", &self.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction {
+    /// Initialises transactions of `producer` (created with a `transactional.id`): fences
+    /// older producers with the same id and aborts what they left open. Blocks up to `timeout`.
+    pub fn init(producer: FutureProducer, id: &str, timeout: Duration) -> KafkaResult<Self> {
+        crate::run_blocking(|| producer.init_transactions(timeout))?;
+        info!(transactional_id = id, "transactions initialised");
+        Ok(Self(Arc::new(Inner {
+            producer,
+            id: id.to_owned(),
+            open: AtomicBool::new(false),
+            rolled_back: AtomicBool::new(false),
+            timeout,
+        })))
+    }
+
+    /// A transactional producer with `args`' producer settings, `transactional.id` = `id` and
+    /// the broker-side transaction timeout `timeout`, initialised ([`Transaction::init`]).
+    pub fn create(
+        args: &crate::kafka::KafkaArgs,
+        id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let timeout_ms = timeout.as_millis().to_string();
+        let producer = args.producer(&[
+            ("transactional.id", id),
+            ("transaction.timeout.ms", &timeout_ms),
+            // librdkafka requires a message timeout no longer than the transaction's.
+            ("message.timeout.ms", &timeout_ms),
+        ])?;
+        Self::init(producer, id, timeout.max(Duration::from_secs(30)))
+            .with_context(|| format!("cannot initialise transactions (transactional id `{id}`)"))
+    }
+
+    /// The transactional producer (outputs are sent with it while a transaction is open).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.0.producer
+    }
+
+    /// The `transactional.id`.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// True while a transaction is open.
+    pub fn is_open(&self) -> bool {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Opens a transaction unless one is open.
+    pub fn begin(&self) -> Result<(), TxnError> {
+        if self.is_open() {
+            return Ok(());
+        }
+        self.0.producer.begin_transaction().map_err(classify)?;
+        self.0.open.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Adds `offsets` for `consumer`'s group to the open transaction and commits it (which
+    /// first delivers every output sent in it). On an abortable failure the transaction is
+    /// aborted and `Aborted` returned: roll back. Runs off the runtime's workers.
+    pub fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        offsets: &Offsets,
+    ) -> Result<(), TxnError> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        let result = crate::run_blocking(|| self.send_offsets_and_commit(consumer, offsets));
+        match result {
+            Ok(()) => {
+                self.0.open.store(false, Ordering::Release);
+                metrics::counter!(TRANSACTIONS_COMMITTED).increment(1);
+                Ok(())
+            }
+            Err(TxnError::Aborted(error)) => {
+                self.abort()?;
+                Err(TxnError::Aborted(error))
+            }
+            Err(fenced) => Err(fenced),
+        }
+    }
+
+    fn send_offsets_and_commit<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        offsets: &Offsets,
+    ) -> Result<(), TxnError> {
+        if !offsets.is_empty() {
+            let metadata = consumer.group_metadata().ok_or_else(|| {
+                TxnError::Aborted(KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::UnknownMemberId,
+                ))
+            })?;
+            let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+            for (topic, partition, offset, meta) in offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(TxnError::Aborted)?;
+                if !meta.is_empty()
+                    && let Some(mut e) = tpl.find_partition(topic, *partition)
+                {
+                    e.set_metadata(meta);
+                }
+            }
+            retrying(|| {
+                self.0
+                    .producer
+                    .send_offsets_to_transaction(&tpl, &metadata, self.0.timeout)
+            })?;
+        }
+        retrying(|| self.0.producer.commit_transaction(self.0.timeout))
+    }
+
+    /// Aborts the open transaction: its outputs are discarded (never visible to
+    /// `read_committed` consumers) and its offsets not committed.
+    pub fn abort(&self) -> Result<(), TxnError> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        let result =
+            crate::run_blocking(|| retrying(|| self.0.producer.abort_transaction(self.0.timeout)));
+        self.0.open.store(false, Ordering::Release);
+        match result {
+            Ok(()) => {
+                metrics::counter!(TRANSACTIONS_ABORTED).increment(1);
+                Ok(())
+            }
+            Err(TxnError::Aborted(error)) => Err(TxnError::Fenced(error)),
+            Err(fenced) => Err(fenced),
+        }
+    }
+
+    /// From a rebalance callback, before partitions are revoked: aborts the open transaction
+    /// and records that the loop must roll back.
+    pub fn abort_on_revoke(&self) {
+        if !self.is_open() {
+            return;
+        }
+        if let Err(error) = self.abort() {
+            // The next transaction operation reports it to the loop again.
+            warn!(%error, "abort on revoke failed");
+        }
+        info!(
+            transactional_id = self.id(),
+            "open transaction aborted on revoke"
+        );
+        self.0.rolled_back.store(true, Ordering::Release);
+    }
+
+    /// True once after the rebalance callback aborted a transaction.
+    pub fn take_rolled_back(&self) -> bool {
+        self.0.rolled_back.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Transactions aborted (their outputs discarded, the stage rolled back).
+pub const TRANSACTIONS_ABORTED: &str = "kafka_transactions_aborted_total";
+/// Transactions committed.
+pub const TRANSACTIONS_COMMITTED: &str = "kafka_transactions_committed_total";
+
+/// Registers the transaction metrics with help texts and zero values.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        TRANSACTIONS_COMMITTED,
+        "Kafka transactions committed (outputs and input offsets together)"
+    );
+    metrics::describe_counter!(
+        TRANSACTIONS_ABORTED,
+        "Kafka transactions aborted (outputs discarded, stage rolled back to its committed offsets)"
+    );
+    metrics::counter!(TRANSACTIONS_COMMITTED).absolute(0);
+    metrics::counter!(TRANSACTIONS_ABORTED).absolute(0);
+}
+
+/// Runs a transactional call again while librdkafka says the same call may succeed (e.g. a
+/// timeout while the coordinator moves), at most a minute.
+fn retrying(mut call: impl FnMut() -> KafkaResult<()>) -> Result<(), TxnError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() && std::time::Instant::now() < deadline =>
+            {
+                warn!(error = %e, "transactional call failed, retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(error) => return Err(classify(error)),
+        }
+    }
+}
+
+fn classify(error: KafkaError) -> TxnError {
+    match &error {
+        KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fenced(error),
+        _ => TxnError::Aborted(error),
+    }
+}
+
+/// A stage's plan to return to its committed offsets after an abort: per assigned partition
+/// of `topic`, the committed offset (or the beginning when nothing was committed) to seek to.
+#[derive(Debug, Default)]
+pub struct Rollback {
+    /// `(partition, committed offset or None, metadata)`.
+    pub partitions: Vec<(i32, Option<i64>, String)>,
+}
+
+impl Rollback {
+    /// Reads the committed offsets of `consumer`'s assigned partitions of `topic` and seeks
+    /// each back to it (librdkafka drops what it prefetched past it).
+    pub fn rewind<C: ConsumerContext>(
+        consumer: &impl Consumer<C>,
+        topic: &str,
+        timeout: Duration,
+    ) -> KafkaResult<Self> {
+        let assignment = consumer.assignment()?;
+        let partitions: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == topic)
+            .map(|e| e.partition())
+            .collect();
+        if partitions.is_empty() {
+            return Ok(Self::default());
+        }
+        let committed =
+            crate::kafka::committed_with_metadata(consumer, topic, &partitions, timeout)?;
+        let mut tpl = TopicPartitionList::with_capacity(committed.len());
+        for (p, offset, _) in &committed {
+            let to = offset.map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(topic, *p, to)?;
+        }
+        let sought = crate::run_blocking(|| consumer.seek_partitions(tpl, timeout))?;
+        for e in sought.elements() {
+            e.error()?;
+        }
+        Ok(Self {
+            partitions: committed,
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! The open transaction of a stage in exactly-once mode: which input offsets it covers, when
+//! it is due, and whether it must abort.
+//!
+//! A stage sends the outputs of each input record with the transactional producer while the
+//! transaction is open. When the transaction is due (`READER_TRANSACTION_INTERVAL_MS` after it
+//! opened, or `READER_TRANSACTION_MAX_RECORDS` records), the stage stops reading, waits until
+//! every output of the transaction is acknowledged, then commits the outputs with the input
+//! offsets ([`Transaction::commit`]). Any failed output dooms the transaction: it is aborted
+//! and the stage rolls back to its committed offsets, which replays exactly the records whose
+//! outputs were discarded.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use pipeline_runtime::transaction::{Transaction, TxnError};
+
+/// The open transaction's bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub transaction: Transaction,
+    /// Next offset per input partition processed in the open transaction.
+    next: BTreeMap<i32, i64>,
+    records: usize,
+    max_records: usize,
+    interval: Duration,
+    opened_at: Option<Instant>,
+    /// Why the open transaction must abort (an output failed).
+    doomed: Option<String>,
+    /// The commit is due: stop reading until the outputs are acknowledged.
+    committing: bool,
+    /// Input records whose output Kafka refused for good in an aborted transaction, with the
+    /// reason and how many outputs of the record were refused: on replay the record's output
+    /// is dead-lettered that many times (as the at-least-once mode does in one go).
+    pub refused: HashMap<(i32, i64), (String, u32)>,
+}
+
+impl Batch {
+    pub fn new(transaction: Transaction, interval: Duration, max_records: usize) -> Self {
+        Self {
+            transaction,
+            next: BTreeMap::new(),
+            records: 0,
+            max_records: max_records.max(1),
+            interval,
+            opened_at: None,
+            doomed: None,
+            committing: false,
+            refused: HashMap::new(),
+        }
+    }
+
+    /// Opens the transaction if none is open.
+    pub fn begin(&mut self) -> Result<(), TxnError> {
+        if !self.transaction.is_open() {
+            self.transaction.begin()?;
+            self.opened_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// One input record's outputs were sent in the open transaction.
+    pub fn record(&mut self, partition: i32, offset: i64) {
+        self.next.insert(partition, offset + 1);
+        self.records += 1;
+        if self.records >= self.max_records {
+            self.committing = true;
+        }
+    }
+
+    /// Marks the commit due when the transaction has been open for the interval.
+    pub fn tick(&mut self) {
+        if self
+            .opened_at
+            .is_some_and(|at| at.elapsed() >= self.interval)
+        {
+            self.committing = true;
+        }
+    }
+
+    /// Marks the commit due now (an idle step, shutdown).
+    pub fn commit_now(&mut self) {
+        self.committing = true;
+    }
+
+    /// True while the stage must not read: a commit is due.
+    pub fn committing(&self) -> bool {
+        self.committing
+    }
+
+    /// An output failed: the transaction must abort.
+    pub fn doom(&mut self, reason: String) {
+        self.doomed.get_or_insert(reason);
+    }
+
+    /// Why the transaction must abort, if it must.
+    pub fn doomed(&self) -> Option<&str> {
+        self.doomed.as_deref()
+    }
+
+    /// The offsets the transaction commits for `topic` (no metadata).
+    pub fn offsets(&self, topic: &str) -> Vec<(String, i32, i64, String)> {
+        self.next
+            .iter()
+            .map(|(p, o)| (topic.to_owned(), *p, *o, String::new()))
+            .collect()
+    }
+
+    /// The transaction ended (committed or aborted): start afresh.
+    pub fn reset(&mut self) {
+        self.next.clear();
+        self.records = 0;
+        self.opened_at = None;
+        self.doomed = None;
+        self.committing = false;
+    }
+}

@@ -1,0 +1,314 @@
+//! Exactly-once delivery (`READER_DELIVERY=exactly-once`): SIGKILLs at many points, and a
+//! stalled instance that outlives its transaction, leave each input record's output exactly
+//! once on every output topic for a `read_committed` consumer (counted by source partition and
+//! offset, independently of the service), the windows and alerts equal to the reference model,
+//! and the writer consuming only committed records.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use log_schema::{Alert, AlertRule, DeadLetter, ValidatedRecord, WindowStats};
+use stream_reader::reference::{Reference, reference};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    analytics::closers,
+    exact::{Raw, assert_matches, minute, traffic},
+    reader::{self, Topics},
+    support::{self, DEADLINE},
+};
+
+fn eos_env(
+    t: &Topics,
+    instance: &str,
+    extra: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    let mut env = t.env(&[
+        ("READER_DELIVERY", "exactly-once".to_owned()),
+        ("READER_TRANSACTIONAL_ID", format!("{}-{instance}", t.group)),
+        ("READER_ALLOWED_LATENESS_SECS", "300".to_owned()),
+        // Only event time closes windows here (idle steps depend on wall-clock pauses the
+        // reference cannot see; the unit tests cover their replay).
+        ("READER_IDLE_FLUSH_MS", "3600000".to_owned()),
+        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+    ]);
+    env.extend_from_slice(extra);
+    env
+}
+
+/// What a `read_committed` consumer sees on the output topics.
+struct Seen {
+    validated: Vec<ValidatedRecord>,
+    /// Outputs per input (partition, offset) over the validated topic and the DLQ.
+    per_input: BTreeMap<(i32, i64), u32>,
+    stats: Vec<WindowStats>,
+    alerts: Vec<Alert>,
+}
+
+fn read_outputs(t: &Topics) -> Seen {
+    let mut per_input = BTreeMap::new();
+    let mut validated = Vec::new();
+    for r in support::read_to_end(&t.validated, DEADLINE) {
+        let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+        let s = v.source.expect("source coordinates");
+        *per_input.entry((s.partition, s.offset)).or_insert(0) += 1;
+        validated.push((r.partition, r.offset, v));
+    }
+    for r in support::read_to_end(&t.dlq, DEADLINE) {
+        let d = DeadLetter::from_json(&r.payload).expect("dead letter");
+        *per_input
+            .entry((d.source.partition, d.source.offset))
+            .or_insert(0) += 1;
+    }
+    validated.sort_by_key(|(p, o, _)| (*p, *o));
+    Seen {
+        validated: validated.into_iter().map(|(_, _, v)| v).collect(),
+        per_input,
+        stats: support::read_to_end(&t.stats, DEADLINE)
+            .iter()
+            .map(|r| WindowStats::from_json(&r.payload).expect("window stats"))
+            .collect(),
+        alerts: support::read_to_end(&t.alerts, DEADLINE)
+            .iter()
+            .map(|r| Alert::from_json(&r.payload).expect("alert"))
+            .collect(),
+    }
+}
+
+/// The reference of what the validation stage committed, computed with a plain loop.
+fn reference_of(t: &Topics, lateness: TimeDelta) -> Reference {
+    let validated = support::read_to_end(&t.validated, DEADLINE);
+    reference(
+        validated.iter().map(|r| {
+            let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+            (r.partition, r.offset, v)
+        }),
+        lateness,
+    )
+}
+
+/// Waits until every input record is committed and every reference window is on the stats
+/// topic, then asserts exactly-once on every output topic; returns what was seen.
+async fn assert_exactly_once(t: &Topics, n: i64, cutoff: DateTime<Utc>) -> (Seen, Reference) {
+    let lateness = TimeDelta::seconds(300);
+    support::wait_until(DEADLINE * 3, "every input record committed", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == n
+    })
+    .await;
+    let r = reference_of(t, lateness);
+    support::wait_until(DEADLINE * 3, "every reference window emitted", || {
+        let emitted: BTreeSet<(IpAddr, DateTime<Utc>)> = support::read_to_end(&t.stats, DEADLINE)
+            .iter()
+            .map(|r| WindowStats::from_json(&r.payload).expect("window stats"))
+            .map(|s| (s.source_ip, s.window_start))
+            .collect();
+        r.windows.keys().all(|k| emitted.contains(k))
+    })
+    .await;
+    let seen = read_outputs(t);
+
+    // Validated + DLQ: each input offset exactly once.
+    let wrong: Vec<_> = seen.per_input.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "inputs whose output is not exactly once (input, count): {:?} of {}",
+        &wrong[..wrong.len().min(10)],
+        wrong.len()
+    );
+    assert_eq!(
+        seen.per_input.len() as i64,
+        n,
+        "every input record has its output"
+    );
+    assert_eq!(
+        r.duplicates, 0,
+        "a committed validated record seen twice by the windows"
+    );
+
+    // Stats: each window exactly once, equal to the reference.
+    let mut per_window: BTreeMap<(IpAddr, DateTime<Utc>), Vec<WindowStats>> = BTreeMap::new();
+    for s in &seen.stats {
+        per_window
+            .entry((s.source_ip, s.window_start))
+            .or_default()
+            .push(s.clone());
+    }
+    let repeated: Vec<_> = per_window
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, v)| (k, v.len()))
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "windows emitted more than once: {:?} of {}",
+        &repeated[..repeated.len().min(10)],
+        repeated.len()
+    );
+    let emitted: BTreeMap<(IpAddr, DateTime<Utc>), WindowStats> = per_window
+        .into_iter()
+        .filter(|((_, m), _)| *m < cutoff)
+        .map(|(k, mut v)| (k, v.remove(0)))
+        .collect();
+    assert_matches(&emitted, &r);
+
+    // Alerts: each exactly once, exactly those the reference windows trigger.
+    let mut per_alert: BTreeMap<uuid::Uuid, u32> = BTreeMap::new();
+    for a in &seen.alerts {
+        *per_alert.entry(a.alert_id).or_insert(0) += 1;
+    }
+    assert!(
+        per_alert.values().all(|c| *c == 1),
+        "an alert emitted more than once"
+    );
+    let thresholds = [
+        (AlertRule::PortScan, 100),
+        (AlertRule::Flood, 5_000),
+        (AlertRule::DenyBurst, 100),
+    ];
+    let want: BTreeSet<uuid::Uuid> = emitted
+        .values()
+        .flat_map(|s| {
+            thresholds
+                .iter()
+                .filter_map(|(rule, th)| Alert::evaluate(*rule, s, *th).map(|a| a.alert_id))
+        })
+        .collect();
+    let got: BTreeSet<uuid::Uuid> = seen
+        .alerts
+        .iter()
+        .filter(|a| a.window_start < cutoff)
+        .map(|a| a.alert_id)
+        .collect();
+    assert!(!want.is_empty(), "the scenarios trigger alerts");
+    assert_eq!(got, want, "alerts equal the reference's");
+    (seen, r)
+}
+
+fn topic_sizes(t: &Topics) -> i64 {
+    support::topic_size(&t.validated) + support::topic_size(&t.stats)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twelve_sigkills_in_exactly_once_mode_leave_every_output_exactly_once() {
+    let t = reader::topics("eos_kill").await;
+    let keyspace = support::fresh_keyspace().await;
+    let records: Vec<Raw> = traffic(17, minute(80), 50_000, 10);
+    support::produce(&t.input, &records).await;
+    let env = eos_env(&t, "a", &[]);
+    let mut service = support::spawn_service("stream-reader", &t.group, &env);
+    let n = records.len() as i64;
+    let mut mid_output = 0;
+    for k in 0..12 {
+        if k == 9 {
+            support::produce(&t.input, &closers()).await;
+        }
+        // Every other kill right after an output reached the broker (inside an open
+        // transaction: those outputs must never become visible); the others after progress.
+        let before = topic_sizes(&t);
+        let step = if k % 2 == 0 { 1 } else { n / 25 };
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while topic_sizes(&t) < before + step && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        mid_output += usize::from(k % 2 == 0 && topic_sizes(&t) > before);
+        support::kill9(&mut service);
+        service = support::spawn_service("stream-reader", &t.group, &env);
+    }
+    assert!(mid_output >= 4, "kills right after an output: {mid_output}");
+    let (seen, r) = assert_exactly_once(&t, n + 64, minute(30)).await;
+    assert!(support::terminate(&mut service).success());
+    assert!(r.windows.len() > 1_000, "many windows: {}", r.windows.len());
+    // The kills aborted transactions: the topics hold more than what was committed.
+    let aborted = support::topic_size(&t.validated) + support::topic_size(&t.dlq)
+        - seen.per_input.len() as i64;
+    assert!(aborted > 0, "some transactions were aborted by the kills");
+
+    // The writer reads only committed records: it consumes exactly what a read_committed
+    // consumer sees, not the aborted outputs also stored in the topics.
+    let committed = (seen.validated.len() + seen.stats.len() + seen.alerts.len()) as u64;
+    let wstats = Arc::new(cassandra_writer::writer::WriterStats::default());
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(cassandra_writer::writer::run_until(
+        crate::analytics::writer_args(&t, &keyspace),
+        stop.clone(),
+        wstats.clone(),
+    ));
+    support::wait_until(
+        DEADLINE * 3,
+        "the writer consumed every committed record",
+        || wstats.consumed.load(Relaxed) >= committed,
+    )
+    .await;
+    stop.cancel();
+    writer.await.expect("join").expect("writer stopped cleanly");
+    assert_eq!(
+        wstats.consumed.load(Relaxed),
+        committed,
+        "the writer consumed aborted records"
+    );
+}
+
+/// Sends SIGSTOP or SIGCONT.
+fn signal(service: &support::Service, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &service.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_instance_is_fenced_and_writes_nothing_twice() {
+    let t = reader::topics("eos_fence").await;
+    let records = traffic(23, minute(60), 30_000, 6);
+    let (first, rest) = records.split_at(10_000);
+    let (second, third) = rest.split_at(10_000);
+    let extra = [("READER_TRANSACTION_TIMEOUT_MS", "5000".to_owned())];
+    let env_a = eos_env(&t, "a", &extra);
+    let env_b = eos_env(&t, "b", &extra);
+    let log_a = format!("{}_a", t.group);
+    let log_b = format!("{}_b", t.group);
+    support::produce(&t.input, first).await;
+    let mut a = support::spawn_service("stream-reader", &log_a, &env_a);
+    let mut b = support::spawn_service("stream-reader", &log_b, &env_b);
+    support::wait_until(DEADLINE, "both instances assigned", || {
+        support::assignments(&log_a).last().is_some_and(|n| *n > 0)
+            && support::assignments(&log_b).last().is_some_and(|n| *n > 0)
+    })
+    .await;
+    // Stall A while records flow (so that it holds an open transaction), past the session
+    // and transaction timeouts: B takes its partitions over and redoes its open work.
+    let producing = tokio::spawn({
+        let (input, second) = (t.input.clone(), second.to_vec());
+        async move { support::produce(&input, &second).await }
+    });
+    let before = support::topic_size(&t.validated);
+    support::wait_until(DEADLINE, "outputs flowing", || {
+        support::topic_size(&t.validated) > before
+    })
+    .await;
+    signal(&a, "-STOP");
+    producing.await.expect("produced");
+    let done = (first.len() + second.len()) as i64;
+    support::wait_until(
+        DEADLINE * 2,
+        "B committed everything while A is stalled",
+        || support::committed(&t.group, &t.input).values().sum::<i64>() == done,
+    )
+    .await;
+    // A wakes up holding work B already committed: it must not land.
+    signal(&a, "-CONT");
+    support::produce(&t.input, third).await;
+    support::produce(&t.input, &closers()).await;
+    let n = records.len() as i64 + 64;
+    assert_exactly_once(&t, n, minute(30)).await;
+    for s in [&mut a, &mut b] {
+        let status = support::terminate(s);
+        assert!(status.success() || status.code() == Some(1), "{status:?}");
+    }
+}
