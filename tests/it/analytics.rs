@@ -64,6 +64,10 @@ pub(crate) fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
         retry_max_delay_ms: 1_000,
         status_interval_secs: 5,
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        delivery: pipeline_runtime::transaction::Delivery::AtLeastOnce,
+        transactional_id: String::new(),
+        transaction_interval_ms: 1_000,
+        transaction_timeout_ms: 10_000,
     }
 }
 

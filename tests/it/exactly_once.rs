@@ -12,6 +12,7 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt as _;
 use log_schema::{Alert, AlertRule, DeadLetter, ValidatedRecord, WindowStats};
 use stream_reader::reference::{Reference, reference};
 use tokio_util::sync::CancellationToken;
@@ -223,10 +224,13 @@ async fn twelve_sigkills_in_exactly_once_mode_leave_every_output_exactly_once() 
     let (seen, r) = assert_exactly_once(&t, n + 64, minute(30)).await;
     assert!(support::terminate(&mut service).success());
     assert!(r.windows.len() > 1_000, "many windows: {}", r.windows.len());
-    // The kills aborted transactions: the topics hold more than what was committed.
-    let aborted = support::topic_size(&t.validated) + support::topic_size(&t.dlq)
-        - seen.per_input.len() as i64;
-    assert!(aborted > 0, "some transactions were aborted by the kills");
+    // The kills aborted transactions: the topics hold more records than were committed.
+    let stored = support::read_uncommitted(&t.validated, DEADLINE).len()
+        + support::read_uncommitted(&t.dlq, DEADLINE).len();
+    assert!(
+        stored > seen.per_input.len(),
+        "some transactions with outputs were aborted by the kills"
+    );
 
     // The writer reads only committed records: it consumes exactly what a read_committed
     // consumer sees, not the aborted outputs also stored in the topics.
@@ -311,4 +315,119 @@ async fn a_stalled_instance_is_fenced_and_writes_nothing_twice() {
         let status = support::terminate(s);
         assert!(status.success() || status.code() == Some(1), "{status:?}");
     }
+}
+
+/// The writer in exactly-once mode, SIGKILLed repeatedly, some kills right after a dead letter
+/// reached the broker: every record it cannot decode has exactly one dead letter for a
+/// `read_committed` consumer, every valid record exactly one row.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writers_dead_letters_are_exactly_once_across_sigkills() {
+    let keyspace = support::fresh_keyspace().await;
+    let [input, dlq, stats, alerts, group] = ["valid", "dlq", "stats", "alerts", "group"]
+        .map(|n| support::unique(&format!("it_eosw_{n}")));
+    support::fresh_topics(&[&input, &dlq, &stats, &alerts]).await;
+    let mut g = producer::Generator::new(producer::GeneratorConfig {
+        seed: 5,
+        hosts: 300,
+        ..Default::default()
+    });
+    let n = 20_000;
+    let start = Utc::now() - TimeDelta::minutes(10);
+    let mut buf = Vec::new();
+    let mut valid = BTreeSet::new();
+    let records: Vec<Raw> = (0..n)
+        .map(|i| {
+            if i % 20 == 7 {
+                return (None, format!("not a validated record #{i}").into_bytes());
+            }
+            g.next_into(start + TimeDelta::milliseconds(i), &mut buf);
+            let origin = log_schema::Origin {
+                topic: "it_source",
+                partition: 0,
+                offset: i,
+            };
+            let r = log_schema::validate(&buf, &origin, Utc::now(), &log_schema::Limits::default())
+                .expect("generated records are valid");
+            valid.insert(r.event_id);
+            (Some(r.source_ip.to_string().into_bytes()), r.to_json())
+        })
+        .collect();
+    support::produce(&input, &records).await;
+    let garbage = records.len() - valid.len();
+    let env = [
+        ("CASSANDRA_KEYSPACE", keyspace.clone()),
+        ("WRITER_GROUP_ID", group.clone()),
+        ("WRITER_INPUT_TOPIC", input.clone()),
+        ("WRITER_DLQ_TOPIC", dlq.clone()),
+        ("WRITER_STATS_TOPIC", stats.clone()),
+        ("WRITER_ALERTS_TOPIC", alerts.clone()),
+        ("WRITER_DELIVERY", "exactly-once".to_owned()),
+        ("WRITER_TRANSACTIONAL_ID", group.clone()),
+        ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+    ];
+    let mut writer = support::spawn_service("cassandra-writer", &group, &env);
+    let mut after_dead_letter = 0;
+    for k in 0..8 {
+        let before = support::topic_size(&dlq);
+        let committed = support::committed(&group, &input).values().sum::<i64>();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        if k % 2 == 0 {
+            // Right after a dead letter reached the broker, inside its open transaction.
+            while support::topic_size(&dlq) <= before && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            after_dead_letter += usize::from(support::topic_size(&dlq) > before);
+        } else {
+            support::wait_until(DEADLINE, "commit progress", || {
+                support::committed(&group, &input).values().sum::<i64>() > committed
+            })
+            .await;
+        }
+        support::kill9(&mut writer);
+        writer = support::spawn_service("cassandra-writer", &group, &env);
+    }
+    assert!(
+        after_dead_letter >= 2,
+        "kills after a dead letter: {after_dead_letter}"
+    );
+    support::wait_until(DEADLINE * 3, "every record committed", || {
+        support::committed(&group, &input).values().sum::<i64>() == n
+    })
+    .await;
+    assert!(support::terminate(&mut writer).success());
+    let mut per_input: BTreeMap<(i32, i64), u32> = BTreeMap::new();
+    for r in support::read_to_end(&dlq, DEADLINE) {
+        let d = DeadLetter::from_json(&r.payload).expect("dead letter");
+        assert_eq!(d.source.topic, input);
+        *per_input
+            .entry((d.source.partition, d.source.offset))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        per_input.values().all(|c| *c == 1),
+        "dead letters repeated: {:?}",
+        per_input
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        per_input.len(),
+        garbage,
+        "one dead letter per undecodable record"
+    );
+    let session = support::session(&keyspace).await;
+    let rows: BTreeSet<uuid::Uuid> = session
+        .query_iter(format!("SELECT event_id FROM {keyspace}.access_logs"), ())
+        .await
+        .expect("select")
+        .rows_stream::<(uuid::Uuid,)>()
+        .expect("typed")
+        .map(|r| r.expect("row").0)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(rows, valid, "one row per valid record");
 }

@@ -153,11 +153,21 @@ pub fn read_topic(topic: &str, expected: usize, deadline: Duration) -> Vec<Read>
 /// markers are skipped) until each partition reported its end; panics after `deadline`. Run it
 /// when no transaction is open on the topic.
 pub fn read_to_end(topic: &str, deadline: Duration) -> Vec<Read> {
+    read_to_end_as(topic, "read_committed", deadline)
+}
+
+/// Every record of `topic` including those of aborted transactions (`read_uncommitted`),
+/// without transaction markers.
+pub fn read_uncommitted(topic: &str, deadline: Duration) -> Vec<Read> {
+    read_to_end_as(topic, "read_uncommitted", deadline)
+}
+
+fn read_to_end_as(topic: &str, isolation: &str, deadline: Duration) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_broker())
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");

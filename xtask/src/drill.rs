@@ -64,8 +64,9 @@ pub struct DrillArgs {
     /// Records per drill (default 50,000; 4,000 with --quick).
     #[arg(long)]
     pub records: Option<u64>,
-    /// The stream-reader's delivery guarantee (`READER_DELIVERY`); with `exactly-once` a
-    /// drill also requires zero duplicates on every output topic.
+    /// The delivery guarantee of the stream-reader and the writer (`READER_DELIVERY`,
+    /// `WRITER_DELIVERY`); with `exactly-once` a drill also requires zero duplicates on every
+    /// output topic.
     #[arg(long, value_enum, default_value_t = Delivery::AtLeastOnce)]
     pub delivery: Delivery,
 }
@@ -279,6 +280,7 @@ impl Names {
         env.push(("READER_IDLE_FLUSH_MS".into(), "3600000".into()));
         if let Some(v) = delivery.to_possible_value() {
             env.push(("READER_DELIVERY".into(), v.get_name().to_owned()));
+            env.push(("WRITER_DELIVERY".into(), v.get_name().to_owned()));
         }
         env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
         // A killed member's partitions move on after its session expires (the broker's
@@ -710,11 +712,10 @@ async fn reconcile(
             }
         }
     }
-    let dead_letters: Vec<(i32, i64)> = read_all(&kafka, &names.dlq)?
+    // Every dead letter, the writer's (`write_rejected`, sourced from the validated topic) too.
+    let dead_letters: Vec<DeadLetter> = read_all(&kafka, &names.dlq)?
         .iter()
         .filter_map(|(_, _, payload)| DeadLetter::from_json(payload).ok())
-        .filter(|d| d.source.topic == names.raw)
-        .map(|d| (d.source.partition, d.source.offset))
         .collect();
     let validated_records: Vec<ValidatedRecord> = read_all(&kafka, &names.valid)?
         .iter()
@@ -726,10 +727,18 @@ async fn reconcile(
                 .iter()
                 .map(|r| r.source.map(|s| (s.partition, s.offset))),
         ),
-        dlq: repeats(dead_letters.iter().copied()),
+        dlq: repeats(
+            dead_letters
+                .iter()
+                .map(|d| (d.source.topic.as_str(), d.source.partition, d.source.offset)),
+        ),
         ..TopicDuplicates::default()
     };
-    let dlq: BTreeSet<(i32, i64)> = dead_letters.into_iter().collect();
+    let dlq: BTreeSet<(i32, i64)> = dead_letters
+        .iter()
+        .filter(|d| d.source.topic == names.raw)
+        .map(|d| (d.source.partition, d.source.offset))
+        .collect();
     let validated: BTreeSet<Uuid> = validated_records.iter().map(|r| r.event_id).collect();
 
     // Cassandra: every row of every source IP.

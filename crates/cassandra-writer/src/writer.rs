@@ -19,6 +19,11 @@
 //! authentication), or a dead-letter produce that can never succeed
 //! ([`pipeline_runtime::failure`]: missing topic, no permission, invalid configuration).
 //!
+//! The writer reads only committed records (`isolation.level=read_committed`): outputs of an
+//! aborted stream-reader transaction never reach Cassandra. With `WRITER_DELIVERY=exactly-once`
+//! its own dead letters are committed with its offsets in Kafka transactions
+//! ([`crate::committer`]), so they too appear exactly once.
+//!
 //! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
 
 use std::{
@@ -40,9 +45,12 @@ use log_schema::{
 use pipeline_runtime::{
     cassandra::CassandraArgs,
     failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
-    kafka::{Backpressure, KafkaArgs, PipelineContext, complete_and_store, final_commit},
+    kafka::{
+        Backpressure, KafkaArgs, OffsetTracker, PipelineContext, complete_and_store, final_commit,
+    },
     observe, shutdown,
     telemetry::{LogLimiter, TelemetryArgs},
+    transaction::{Delivery, Rollback, Transaction, TxnError},
 };
 use rdkafka::{
     Message,
@@ -57,6 +65,8 @@ use scylla::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::committer::{Committer, Deferred};
 
 /// Options of the writer.
 #[derive(Debug, Clone, Args)]
@@ -117,6 +127,26 @@ pub struct WriterArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
     pub metrics_addr: std::net::SocketAddr,
+
+    /// Delivery guarantee of the writer's dead letters: `at-least-once`, or `exactly-once`
+    /// (committed with the input offsets in Kafka transactions). Rows are idempotent either way.
+    #[arg(long, env = "WRITER_DELIVERY", value_enum, default_value_t = Delivery::AtLeastOnce)]
+    pub delivery: Delivery,
+
+    /// Transactional id of this instance in exactly-once mode (`-writer` is appended); empty:
+    /// `<WRITER_GROUP_ID>@<hostname>:<pid>`. Unique per running instance; if stable across
+    /// restarts, a restart aborts at once what the crashed instance left open.
+    #[arg(long, env = "WRITER_TRANSACTIONAL_ID", default_value = "")]
+    pub transactional_id: String,
+
+    /// Interval between offset commits in exactly-once mode (each a transaction with the dead
+    /// letters below the committed offsets), in ms.
+    #[arg(long, env = "WRITER_TRANSACTION_INTERVAL_MS", default_value_t = 1_000)]
+    pub transaction_interval_ms: u64,
+
+    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), in ms.
+    #[arg(long, env = "WRITER_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub transaction_timeout_ms: u64,
 }
 
 impl WriterArgs {
@@ -194,7 +224,8 @@ impl WriterStats {
 /// What became of one record.
 enum Outcome {
     Written,
-    DeadLettered,
+    /// Dead-lettered: produced already, or (exactly-once) waiting for its transaction.
+    DeadLettered(Option<Deferred>),
 }
 
 /// The prepared writes.
@@ -406,9 +437,32 @@ pub async fn run_until(
         .await?;
     readiness.set("schema", Ok(()));
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
-    let producer = args.kafka.producer(&[])?;
+    let (producer, mut committer, context, extra) = match args.delivery {
+        Delivery::AtLeastOnce => (args.kafka.producer(&[])?, None, context, READ_COMMITTED),
+        Delivery::ExactlyOnce => {
+            let transaction = Transaction::create(
+                &args.kafka,
+                &pipeline_runtime::transaction::transactional_id(
+                    &args.transactional_id,
+                    &args.group_id,
+                    "writer",
+                ),
+                Duration::from_millis(args.transaction_timeout_ms),
+            )?;
+            let context = context
+                .with_partition_changes()
+                .with_transaction(transaction.clone());
+            let changes = context.changes.clone().unwrap_or_default();
+            (
+                transaction.producer().clone(),
+                Some(Committer::new(transaction, changes)),
+                context,
+                TRANSACTIONAL,
+            )
+        }
+    };
     let tracker = context.tracker.clone();
-    let consumer = args.kafka.consumer(&args.group_id, context, &[])?;
+    let consumer = args.kafka.consumer(&args.group_id, context, extra)?;
     consumer
         .subscribe(&[&args.input_topic, &args.stats_topic, &args.alerts_topic])
         .context("subscribe")?;
@@ -449,19 +503,55 @@ pub async fn run_until(
     let mut pause_tick = tokio::time::interval(Duration::from_secs(1));
     let mut last = (Instant::now(), 0u64);
     let mut fatal: Option<anyhow::Error> = None;
+    let mut commit_tick = tokio::time::interval(Duration::from_millis(
+        shared.args.transaction_interval_ms.max(1),
+    ));
+    let input_topics = [
+        shared.args.input_topic.clone(),
+        shared.args.stats_topic.clone(),
+        shared.args.alerts_topic.clone(),
+    ];
 
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((topic, partition, offset, outcome)) = writes.next(), if !writes.is_empty() => {
+            Some((topic, partition, offset, epoch, outcome)) = writes.next(), if !writes.is_empty() => {
                 flow.finished(&consumer);
                 metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
-                if let Err(error) = outcome {
-                    fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
-                    break;
+                match outcome {
+                    Err(error) => {
+                        fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
+                        break;
+                    }
+                    Ok(outcome) => completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome),
                 }
-                complete_and_store(&tracker, &consumer, &topic, partition, offset);
+            }
+            _ = commit_tick.tick(), if committer.is_some() => {
+                if let Some(c) = &mut committer
+                    && let Err(error) = commit(c, &consumer, &shared)
+                {
+                    match error {
+                        TxnError::Aborted(error) => {
+                            warn!(%error, "transaction aborted; rolling back to the committed offsets");
+                            writes = FuturesUnordered::new();
+                            *tracker.lock() = OffsetTracker::default();
+                            flow.reset(&consumer);
+                            c.reset();
+                            for topic in &input_topics {
+                                if let Err(error) = Rollback::rewind(&consumer, topic, Duration::from_secs(30)) {
+                                    fatal = Some(anyhow::anyhow!("cannot return to the committed offsets of `{topic}`: {error}"));
+                                }
+                            }
+                        }
+                        TxnError::Fenced(error) => {
+                            fatal = Some(anyhow::anyhow!("transactional producer fenced (another instance with the same WRITER_TRANSACTIONAL_ID, or the transaction outlived WRITER_TRANSACTION_TIMEOUT_MS): {error}"));
+                        }
+                    }
+                    if fatal.is_some() {
+                        break;
+                    }
+                }
             }
             message = consumer.recv(), if flow.accepting() => {
                 let message = match message {
@@ -488,11 +578,15 @@ pub async fn run_until(
                 tracker.lock().begin(&topic, partition, offset);
                 flow.started(&consumer);
                 metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
+                let epoch = committer.as_mut().map_or(0, |c| {
+                    c.take_changes();
+                    c.epoch()
+                });
                 let shared = shared.clone();
                 writes.push(Box::pin(async move {
                     let origin = Origin { topic: &topic, partition, offset };
                     let outcome = handle(&shared, &payload, key.as_deref(), &origin).await;
-                    (topic, partition, offset, outcome)
+                    (topic, partition, offset, epoch, outcome)
                 }));
             }
             _ = pause_tick.tick() => flow.tick(&consumer),
@@ -522,10 +616,10 @@ pub async fn run_until(
     tokio::pin!(drain_deadline);
     while flow.in_flight() > 0 && fatal.is_none() {
         tokio::select! {
-            Some((topic, partition, offset, outcome)) = writes.next(), if !writes.is_empty() => {
+            Some((topic, partition, offset, epoch, outcome)) = writes.next(), if !writes.is_empty() => {
                 flow.finished(&consumer);
-                if outcome.is_ok() {
-                    complete_and_store(&tracker, &consumer, &topic, partition, offset);
+                if let Ok(outcome) = outcome {
+                    completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome);
                 }
             }
             _ = &mut drain_deadline => {
@@ -534,7 +628,19 @@ pub async fn run_until(
             }
         }
     }
-    final_commit(&consumer);
+    match &mut committer {
+        Some(c) if fatal.is_none() => {
+            if let Err(error) = commit(c, &consumer, &shared) {
+                warn!(%error, "final transaction failed; uncommitted records will be redelivered");
+            }
+        }
+        Some(c) => {
+            if let Err(error) = c.abort() {
+                warn!(%error, "abort on shutdown failed");
+            }
+        }
+        None => final_commit(&consumer),
+    }
     let _ = pipeline_runtime::run_blocking(|| shared.producer.flush(Duration::from_secs(10)));
     info!(
         written = stats.written.load(Relaxed),
@@ -549,8 +655,55 @@ pub async fn run_until(
     }
 }
 
-/// A record's coordinates and what became of it.
-type Written = (Arc<str>, i32, i64, anyhow::Result<Outcome>);
+/// A record's coordinates, the epoch its write started in, and what became of it.
+type Written = (Arc<str>, i32, i64, u64, anyhow::Result<Outcome>);
+
+/// Consumer settings: only committed records are read, so an aborted stream-reader
+/// transaction never reaches Cassandra.
+const READ_COMMITTED: &[(&str, &str)] = &[("isolation.level", "read_committed")];
+
+/// Consumer settings in exactly-once mode: offsets are committed by the transactions only.
+const TRANSACTIONAL: &[(&str, &str)] = &[
+    ("isolation.level", "read_committed"),
+    ("enable.auto.commit", "false"),
+];
+
+/// A record's write finished: its offset is stored (at-least-once) or handed with its dead
+/// letter to the committer (exactly-once; ignored when it started before a revocation).
+fn completed<C: rdkafka::consumer::ConsumerContext>(
+    tracker: &pipeline_runtime::kafka::SharedTracker,
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+    committer: Option<&mut Committer>,
+    (topic, partition, offset): (Arc<str>, i32, i64),
+    epoch: u64,
+    outcome: Outcome,
+) {
+    match committer {
+        None => complete_and_store(tracker, consumer, &topic, partition, offset),
+        Some(c) if c.epoch() == epoch => {
+            let next = tracker.lock().complete(&topic, partition, offset);
+            let deferred = match outcome {
+                Outcome::DeadLettered(d) => d,
+                Outcome::Written => None,
+            };
+            c.completed(epoch, (topic, partition, offset), next, deferred);
+        }
+        Some(_) => {}
+    }
+}
+
+/// One exactly-once commit; counts the dead letters it committed.
+fn commit<C: rdkafka::consumer::ConsumerContext>(
+    committer: &mut Committer,
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+    shared: &Shared,
+) -> Result<(), TxnError> {
+    for kind in committer.commit(consumer, &shared.args.dlq_topic)? {
+        shared.stats.dead_lettered.fetch_add(1, Relaxed);
+        metrics::counter!("writer_dead_letters_total", "kind" => kind.as_str()).increment(1);
+    }
+    Ok(())
+}
 
 /// A decoded record of one of the writer's input topics.
 enum Input {
@@ -581,8 +734,8 @@ async fn handle(
             if let Some(suppressed) = shared.logs.allow() {
                 warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "cannot decode record");
             }
-            dead_letter(shared, &error, payload, key, origin).await?;
-            return Ok(Outcome::DeadLettered);
+            let deferred = dead_letter(shared, &error, payload, key, origin).await?;
+            return Ok(Outcome::DeadLettered(deferred));
         }
     };
     // Named (`topic/partition`) only when its writes stall: no allocation per record.
@@ -679,8 +832,8 @@ async fn handle(
             if let Some(suppressed) = shared.logs.allow() {
                 warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "row rejected by Cassandra");
             }
-            dead_letter(shared, &error, payload, key, origin).await?;
-            Ok(Outcome::DeadLettered)
+            let deferred = dead_letter(shared, &error, payload, key, origin).await?;
+            Ok(Outcome::DeadLettered(deferred))
         }
         Err(WriteError::GaveUp(e)) => {
             Err(anyhow::Error::new(*e).context("write failed after all retries"))
@@ -828,9 +981,16 @@ async fn dead_letter(
     payload: &[u8],
     key: Option<&[u8]>,
     origin: &Origin<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Deferred>> {
     let envelope =
         DeadLetter::new(error, payload, origin, failed_at(), DEFAULT_MAX_RAW_BYTES).to_json();
+    if shared.args.delivery == Delivery::ExactlyOnce {
+        return Ok(Some(Deferred {
+            envelope,
+            key: key.map(<[u8]>::to_vec),
+            kind: error.kind,
+        }));
+    }
     let send = || async {
         let mut record = FutureRecord::<[u8], [u8]>::to(&shared.args.dlq_topic).payload(&envelope);
         if let Some(k) = key {
@@ -865,7 +1025,7 @@ async fn dead_letter(
         )?;
     shared.stats.dead_lettered.fetch_add(1, Relaxed);
     metrics::counter!("writer_dead_letters_total", "kind" => error.kind.as_str()).increment(1);
-    Ok(())
+    Ok(None)
 }
 
 fn failed_at() -> DateTime<Utc> {

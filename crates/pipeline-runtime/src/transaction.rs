@@ -43,6 +43,26 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
+/// The transactional id of one stage of an instance: `explicit` if set, else
+/// `<group>@<hostname>:<pid>`, then `-<stage>`.
+///
+/// The default is unique per running process (two instances on one host never fence each
+/// other; zombies are fenced by the group generation, KIP-447) and stable where a container
+/// restarts in place (same hostname, pid 1), so a restart aborts what the crashed process left
+/// open at once. Otherwise a crashed process's open transaction holds back `read_committed`
+/// consumers of its output partitions until the transaction timeout aborts it.
+pub fn transactional_id(explicit: &str, group: &str, stage: &str) -> String {
+    if explicit.is_empty() {
+        format!(
+            "{group}@{}:{}-{stage}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        )
+    } else {
+        format!("{explicit}-{stage}")
+    }
+}
+
 /// Why a transaction did not commit.
 #[derive(Debug)]
 pub enum TxnError {

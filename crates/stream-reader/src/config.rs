@@ -134,9 +134,9 @@ pub struct ReaderArgs {
     pub delivery: Delivery,
 
     /// Transactional id of this instance in exactly-once mode (each stage appends
-    /// `-validation` / `-analytics`); empty: `<READER_GROUP_ID>@<hostname>`. It must be stable
-    /// across restarts of one instance (a restart then aborts what the crashed one left open)
-    /// and unique per running instance.
+    /// `-validation` / `-analytics`); empty: `<READER_GROUP_ID>@<hostname>:<pid>`. Unique per
+    /// running instance; if stable across restarts, a restart aborts at once what the crashed
+    /// instance left open (otherwise READER_TRANSACTION_TIMEOUT_MS does).
     #[arg(long, env = "READER_TRANSACTIONAL_ID", default_value = "")]
     pub transactional_id: String,
 
@@ -158,15 +158,10 @@ pub struct ReaderArgs {
 impl ReaderArgs {
     /// The transactional id of one stage (`validation`, `analytics`).
     pub fn transactional_id_of(&self, stage: &str) -> String {
-        let base = if self.transactional_id.is_empty() {
-            format!(
-                "{}@{}",
-                self.group_id,
-                gethostname::gethostname().to_string_lossy()
-            )
-        } else {
-            self.transactional_id.clone()
-        };
-        format!("{base}-{stage}")
+        pipeline_runtime::transaction::transactional_id(
+            &self.transactional_id,
+            &self.group_id,
+            stage,
+        )
     }
 }
