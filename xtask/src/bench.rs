@@ -204,6 +204,47 @@ async fn wait_rows(port: u16, n: i64, limit: Duration) -> anyhow::Result<Duratio
     }
 }
 
+/// Sum of `group`'s committed offsets on `topic`.
+fn committed_sum(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<i64> {
+    let c: BaseConsumer = kafka.config(&[("group.id", group)])?.create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    Ok(c.committed_offsets(tpl, Duration::from_secs(10))?
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum())
+}
+
+/// Waits until `group` committed `n` offsets of `topic`; returns how long it took.
+async fn wait_committed(
+    kafka: &KafkaArgs,
+    group: &str,
+    topic: &str,
+    n: i64,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let committed = committed_sum(kafka, group, topic).unwrap_or(0);
+        if committed >= n {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!("{group} committed {committed} of {n} offsets of {topic} in {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub(crate) async fn wait_size(
     kafka: &KafkaArgs,
     topics: &[&str],
@@ -427,6 +468,10 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         "b_stats",
         "b_alerts",
         "b_pass",
+        "b_valid_eos",
+        "b_dlq_eos",
+        "b_stats_eos",
+        "b_alerts_eos",
     ];
     kafka.ensure_topics(&topics, 3, 1).await?;
     let mut env: Vec<(String, String)> = stack
@@ -621,6 +666,53 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         ceiling: Some(pass),
     });
 
+    // 2b. the same in exactly-once mode: timed from its first committed transaction to the
+    //     one that commits the last input offset (outputs are invisible before).
+    println!("bench: stream-reader, exactly-once");
+    let eos_env: Vec<(String, String)> = reader_env
+        .iter()
+        .cloned()
+        .chain(
+            [
+                ("READER_VALIDATED_TOPIC", "b_valid_eos"),
+                ("READER_DLQ_TOPIC", "b_dlq_eos"),
+                ("READER_STATS_TOPIC", "b_stats_eos"),
+                ("READER_ALERTS_TOPIC", "b_alerts_eos"),
+                ("READER_GROUP_ID", "bench-reader-eos"),
+                ("READER_ANALYTICS_GROUP_ID", "bench-analytics-eos"),
+                ("READER_DELIVERY", "exactly-once"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .collect();
+    let mut r = service("stream-reader", &[], &eos_env, &log)?;
+    wait_committed(
+        &kafka,
+        "bench-reader-eos",
+        "b_raw",
+        1,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let took = wait_committed(
+        &kafka,
+        "bench-reader-eos",
+        "b_raw",
+        n as i64,
+        Duration::from_secs(600),
+    )
+    .await?;
+    rss.push(("stream-reader-eos", peak_rss_mb(r.id())));
+    stop(&mut r);
+    let reader_eos = n as f64 / took.as_secs_f64();
+    println!("  exactly-once {reader_eos:.0}/s, at-least-once {reader:.0}/s");
+    metrics.push(Metric {
+        name: "reader_eos_records_per_s".into(),
+        value: reader_eos,
+        unit: "records/s",
+        ceiling: Some(reader),
+    });
+
     // 3. cassandra-writer on the validated topic
     println!("bench: cassandra-writer");
     let valid = topic_size(&kafka, "b_valid")?;
@@ -701,6 +793,34 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     println!("bench: end to end at {low_rate} logs/s for {low_secs} s");
     let low = end_to_end(stack, &env, &log, args.quick, "e2e_low", low_rate, low_secs).await?;
     metrics.extend(low.metrics("e2e_2k", low_rate));
+
+    // 4b. the same two rates with exactly-once delivery in the stream-reader and the writer.
+    let eos: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain(
+            [
+                ("READER_DELIVERY", "exactly-once"),
+                ("WRITER_DELIVERY", "exactly-once"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .collect();
+    println!("bench: end to end, exactly-once, at {rate} logs/s for {e2e_secs} s");
+    let full_eos = end_to_end(stack, &eos, &log, args.quick, "e2e_eos", rate, e2e_secs).await?;
+    metrics.extend(full_eos.metrics("e2e_eos", rate));
+    println!("bench: end to end, exactly-once, at {low_rate} logs/s for {low_secs} s");
+    let low_eos = end_to_end(
+        stack,
+        &eos,
+        &log,
+        args.quick,
+        "e2e_eos_low",
+        low_rate,
+        low_secs,
+    )
+    .await?;
+    metrics.extend(low_eos.metrics("e2e_eos_2k", low_rate));
     for (name, mb) in &rss {
         metrics.push(Metric {
             name: format!("rss_mb_{}", name.replace('-', "_")),
