@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// (`target/bench/tuning.json`).
     #[arg(long)]
     pub tuning: bool,
+    /// Instead of the stages: the stream-reader's exactly-once transaction settings
+    /// (interval, size) against alternatives and against at-least-once
+    /// (`target/bench/transactions.json`).
+    #[arg(long, conflicts_with = "tuning")]
+    pub transactions: bool,
 }
 
 struct Metric {
@@ -143,28 +148,40 @@ pub(crate) fn topic_size(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> 
 /// (key, payload) records.
 type Records = Vec<(Option<Vec<u8>>, Vec<u8>)>;
 
+/// Every committed record of `topic` (`read_committed`, up to each partition's end: with
+/// transactions the high watermark also counts markers and aborted records).
 fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records> {
     let c: BaseConsumer = kafka
-        .config(&[("group.id", "bench-read"), ("enable.auto.commit", "false")])?
+        .config(&[
+            ("group.id", "bench-read"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ])?
         .create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
+    let mut open = BTreeSet::new();
     for t in md.topics() {
         for p in t.partitions() {
             tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            open.insert(p.id());
         }
     }
     c.assign(&tpl)?;
-    let want = topic_size(kafka, topic)?;
-    let mut out = Vec::with_capacity(want as usize);
+    let mut out = Vec::with_capacity(topic_size(kafka, topic)?.max(0) as usize);
     let deadline = Instant::now() + Duration::from_secs(300);
-    while (out.len() as i64) < want && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            let m = m?;
-            out.push((
+    while !open.is_empty() && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
                 m.key().map(<[u8]>::to_vec),
                 m.payload().unwrap_or_default().to_vec(),
-            ));
+            )),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
         }
     }
     Ok(out)
@@ -225,7 +242,7 @@ fn committed_sum(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<
 }
 
 /// Waits until `group` committed `n` offsets of `topic`; returns how long it took.
-async fn wait_committed(
+pub(crate) async fn wait_committed(
     kafka: &KafkaArgs,
     group: &str,
     topic: &str,
@@ -444,6 +461,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     stack.start(true).await?;
     let result = if args.tuning {
         crate::tuning::run(&stack, args.quick).await
+    } else if args.transactions {
+        crate::tuning::transactions(&stack, args.quick).await
     } else {
         phases(&stack, &args).await
     };

@@ -8,6 +8,11 @@
 //!   defaults and vs the same prefetch with librdkafka's 1 s backoff: the same, plus peak RSS;
 //! * `SOURCE_PRODUCER` (the producer service's 50 ms linger) vs librdkafka's 5 ms: CPU µs per
 //!   log at a fixed 10,000 logs/s, and logs/s unthrottled.
+//!
+//! `--transactions` ([`transactions`]): the stream-reader draining a backlog in exactly-once
+//! mode with its default transaction interval and size against shorter and longer ones, and
+//! against at-least-once; timed until the group committed the last input offset (in
+//! exactly-once mode nothing is visible before). Writes `target/bench/transactions.json`.
 
 use std::{fs, path::Path, time::Instant};
 
@@ -15,7 +20,10 @@ use anyhow::bail;
 use pipeline_runtime::kafka::KafkaArgs;
 
 use crate::{
-    bench::{children_cpu_secs, migrate, peak_rss_mb, process_cpu_secs, service, stop, wait_size},
+    bench::{
+        children_cpu_secs, migrate, peak_rss_mb, process_cpu_secs, service, stop, wait_committed,
+        wait_size,
+    },
     stack::Stack,
 };
 
@@ -123,6 +131,11 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
         }
     }
 
+    write_results(&results, &out_dir.join("tuning.json"))
+}
+
+/// Prints the variants' runs as a table and writes them as JSON to `path`.
+fn write_results(results: &[(String, Vec<Run>)], path: &Path) -> anyhow::Result<()> {
     println!(
         "\n{:<72} {:>26} {:>18} {:>14}",
         "variant (runs)", "per s", "CPU µs/record", "peak RSS MB"
@@ -134,7 +147,7 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
             .join(" / ")
     };
     let mut json = Vec::new();
-    for (name, runs) in &results {
+    for (name, runs) in results {
         println!(
             "{name:<72} {:>26} {:>18} {:>14}",
             fmt(runs, |r| r.per_s, 0),
@@ -154,10 +167,108 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
             list(|r| r.rss_mb)
         ));
     }
-    let path = out_dir.join("tuning.json");
-    fs::write(&path, format!("[\n  {}\n]\n", json.join(",\n  ")))?;
+    fs::write(path, format!("[\n  {}\n]\n", json.join(",\n  ")))?;
     println!("\nwrote {}", path.display());
     Ok(())
+}
+
+/// `cargo xtask bench --transactions`: see the module documentation.
+pub async fn transactions(stack: &Stack, quick: bool) -> anyhow::Result<()> {
+    let n: u64 = if quick { 200_000 } else { 1_000_000 };
+    let rounds = if quick { 2 } else { 3 };
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let out_dir = crate::target_dir().join("bench");
+    fs::create_dir_all(&out_dir)?;
+    let log = out_dir.join("transactions.log");
+    let _ = fs::remove_file(&log);
+    let mut env: Vec<(String, String)> = stack
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.extend([
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ("METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+    ]);
+    kafka.ensure_topics(&["x_raw"], 3, 1).await?;
+    println!("transactions: filling x_raw with {n} records");
+    producer(&env, &log, "x_raw", n, 0, None)?;
+    let mut results: Vec<(String, Vec<Run>)> = Vec::new();
+    let mut k = 0;
+    for round in 0..rounds {
+        for (name, delivery, interval, size) in [
+            ("at-least-once", "at-least-once", 100, 5_000),
+            (
+                "exactly-once: 100 ms / 5,000 records (defaults)",
+                "exactly-once",
+                100,
+                5_000,
+            ),
+            (
+                "exactly-once: 20 ms / 5,000 records",
+                "exactly-once",
+                20,
+                5_000,
+            ),
+            (
+                "exactly-once: 1,000 ms / 50,000 records",
+                "exactly-once",
+                1_000,
+                50_000,
+            ),
+        ] {
+            k += 1;
+            let mut env = env.clone();
+            for (var, value) in [
+                ("READER_DELIVERY", delivery.to_owned()),
+                ("READER_TRANSACTION_INTERVAL_MS", interval.to_string()),
+                ("READER_TRANSACTION_MAX_RECORDS", size.to_string()),
+                ("READER_INPUT_TOPIC", "x_raw".to_owned()),
+                ("READER_GROUP_ID", format!("x-reader-{k}")),
+                ("READER_ANALYTICS_GROUP_ID", format!("x-analytics-{k}")),
+            ] {
+                env.push((var.to_owned(), value));
+            }
+            let out: Vec<String> = ["valid", "dlq", "stats", "alerts"]
+                .iter()
+                .map(|t| format!("x_r{k}_{t}"))
+                .collect();
+            let refs: Vec<&str> = out.iter().map(String::as_str).collect();
+            kafka.ensure_topics(&refs, stack.partitions, 1).await?;
+            for (var, topic) in [
+                "READER_VALIDATED_TOPIC",
+                "READER_DLQ_TOPIC",
+                "READER_STATS_TOPIC",
+                "READER_ALERTS_TOPIC",
+            ]
+            .iter()
+            .zip(&out)
+            {
+                env.push(((*var).to_owned(), topic.clone()));
+            }
+            let group = format!("x-reader-{k}");
+            let mut child = service("stream-reader", &[], &env, &log)?;
+            let limit = std::time::Duration::from_secs(900);
+            wait_committed(&kafka, &group, "x_raw", 1, limit).await?;
+            let cpu_at_first = process_cpu_secs(child.id() as i32);
+            let took = wait_committed(&kafka, &group, "x_raw", n as i64, limit).await?;
+            let r = Run {
+                per_s: n as f64 / took.as_secs_f64(),
+                cpu_us: (process_cpu_secs(child.id() as i32) - cpu_at_first) * 1e6 / n as f64,
+                rss_mb: peak_rss_mb(child.id()),
+            };
+            stop(&mut child);
+            println!(
+                "  round {round} {name}: {:.0} records/s, {:.1} µs CPU/record, {:.0} MB",
+                r.per_s, r.cpu_us, r.rss_mb
+            );
+            match results.iter_mut().find(|(n, _)| n == name) {
+                Some((_, runs)) => runs.push(r),
+                None => results.push((name.to_owned(), vec![r])),
+            }
+        }
+    }
+    write_results(&results, &out_dir.join("transactions.json"))
 }
 
 /// The producer service sending `count` records at `rate` (0 = unthrottled) with extra

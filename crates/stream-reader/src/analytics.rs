@@ -17,6 +17,10 @@
 //! only revoked partitions lose their state, which is what eager, cooperative-sticky and
 //! KIP-848 (`group.protocol=consumer`) assignment need.
 //!
+//! In exactly-once mode the checkpoints are committed by the stage's transactions instead
+//! ([`crate::batch`]), together with the window outputs that the records below them closed;
+//! an aborted transaction restores every partition from its committed checkpoint and replays.
+//!
 //! Window outputs count against backpressure: closed windows wait in an outbox, at most
 //! `analytics_max_in_flight` outputs are in flight, and the stage stops reading while the
 //! outbox and the flights are full (pausing its partitions if that lasts, so it stays in the

@@ -14,6 +14,17 @@
 //!   of `ip_logs` did, and emits each closed one-minute window to `ip_stats` and its alerts to
 //!   `ip_alerts`, exactly as an uninterrupted run would ([`windows`]).
 //!
+//! **Delivery guarantee: `READER_DELIVERY`.** With `exactly-once` each stage produces its
+//! outputs (validated records and dead letters; window stats and alerts) with a transactional
+//! producer and commits them together with its input offsets (the analytics stage's with their
+//! window checkpoints) in one Kafka transaction per `READER_TRANSACTION_INTERVAL_MS` or
+//! `READER_TRANSACTION_MAX_RECORDS` ([`batch`], [`pipeline_runtime::transaction`]): a
+//! `read_committed` consumer sees each input record's outputs exactly once. A failed output or
+//! commit aborts the transaction and the stage rolls back to its committed offsets (and
+//! checkpoints); a revocation aborts the open transaction inside the rebalance callback; a
+//! producer fenced by a newer one with the same transactional id stops the service. What
+//! follows describes the default, `at-least-once`.
+//!
 //! **Delivery guarantee of the validation stage: at-least-once.** An input offset is stored
 //! only after the broker acknowledged that record's output, and only over contiguous progress
 //! per partition ([`OffsetTracker`]); stored offsets are committed every second, on partition
