@@ -197,18 +197,24 @@ pub async fn transactions(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     let mut k = 0;
     for round in 0..rounds {
         for (name, delivery, interval, size) in [
-            ("at-least-once", "at-least-once", 100, 5_000),
+            ("at-least-once", "at-least-once", 100, 50_000),
             (
-                "exactly-once: 100 ms / 5,000 records (defaults)",
+                "exactly-once: 100 ms / 5,000 records",
                 "exactly-once",
                 100,
                 5_000,
             ),
             (
-                "exactly-once: 20 ms / 5,000 records",
+                "exactly-once: 100 ms / 50,000 records (defaults)",
                 "exactly-once",
-                20,
-                5_000,
+                100,
+                50_000,
+            ),
+            (
+                "exactly-once: 250 ms / 50,000 records",
+                "exactly-once",
+                250,
+                50_000,
             ),
             (
                 "exactly-once: 1,000 ms / 50,000 records",

@@ -146,7 +146,7 @@ pub struct ReaderArgs {
     pub transaction_interval_ms: u64,
 
     /// Most input records in one transaction in exactly-once mode.
-    #[arg(long, env = "READER_TRANSACTION_MAX_RECORDS", default_value_t = 5_000)]
+    #[arg(long, env = "READER_TRANSACTION_MAX_RECORDS", default_value_t = 50_000)]
     pub transaction_max_records: usize,
 
     /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), in ms: an instance
