@@ -94,9 +94,23 @@ impl Batch {
         self.doomed.get_or_insert(reason);
     }
 
-    /// Why the transaction must abort, if it must.
-    pub fn doomed(&self) -> Option<&str> {
-        self.doomed.as_deref()
+    /// Why the stage must roll back now, if it must: a revocation aborted the transaction, or
+    /// an output failed.
+    pub fn must_roll_back(&self) -> Option<String> {
+        if self.transaction.take_rolled_back() {
+            return Some("partitions revoked".to_owned());
+        }
+        self.doomed.clone()
+    }
+
+    /// The error that stops a stage whose producer was fenced.
+    pub fn fenced(&self, error: &dyn std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!(
+            "transactional producer `{}` fenced (another instance with the same \
+             READER_TRANSACTIONAL_ID, or the transaction outlived READER_TRANSACTION_TIMEOUT_MS): \
+             {error}",
+            self.transaction.id()
+        )
     }
 
     /// The offsets the transaction commits for `topic` (no metadata).

@@ -459,11 +459,7 @@ impl Reader {
     /// aborts it when an output failed); after an abort, rolls back.
     fn settle_transaction(&mut self) {
         let Some(batch) = &mut self.batch else { return };
-        if batch.transaction.take_rolled_back() {
-            return self.rollback("partitions revoked");
-        }
-        if let Some(reason) = batch.doomed() {
-            let reason = reason.to_owned();
+        if let Some(reason) = batch.must_roll_back() {
             return self.rollback(&reason);
         }
         if !batch.committing() || self.outputs.in_flight() > 0 {
@@ -491,11 +487,7 @@ impl Reader {
 
     fn fenced(&mut self, error: &dyn std::fmt::Display) {
         if self.fatal.is_none() {
-            let id = self.batch.as_ref().map(|b| b.transaction.id().to_owned());
-            self.fatal = Some(anyhow::anyhow!(
-                "transactional producer `{}` fenced (another instance with the same READER_TRANSACTIONAL_ID, or the transaction outlived READER_TRANSACTION_TIMEOUT_MS): {error}",
-                id.unwrap_or_default()
-            ));
+            self.fatal = self.batch.as_ref().map(|b| b.fenced(error));
         }
     }
 
