@@ -49,7 +49,7 @@ use pipeline_runtime::{
     },
     observe,
     telemetry::LogLimiter,
-    transaction::{Delivery, Rollback, Transaction, TxnError},
+    transaction::{Rollback, TxnError},
 };
 use rdkafka::{
     Message,
@@ -191,26 +191,7 @@ impl Stage {
             context.checkpoints.clone(),
             context.lags.clone(),
         );
-        let (producer, batch, context) = match args.delivery {
-            Delivery::AtLeastOnce => (args.kafka.producer(&[])?, None, context),
-            Delivery::ExactlyOnce => {
-                let transaction = Transaction::create(
-                    &args.kafka,
-                    &args.transactional_id_of("analytics"),
-                    Duration::from_millis(args.transaction_timeout_ms),
-                )?;
-                let batch = Batch::new(
-                    transaction.clone(),
-                    Duration::from_millis(args.transaction_interval_ms),
-                    args.transaction_max_records,
-                );
-                (
-                    transaction.producer().clone(),
-                    Some(batch),
-                    context.with_transaction(transaction),
-                )
-            }
-        };
+        let (producer, batch, context) = crate::batch::producer_for(args, "analytics", context)?;
         // Offsets are committed explicitly (with their checkpoints, or by the transaction);
         // read_committed so that a transactional validation stage's aborted records are never
         // counted.
@@ -663,9 +644,7 @@ pub(crate) async fn run_until(
     info!(topic = %args.validated_topic, group = %args.analytics_group_id, "analytics stage started");
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut commit = tokio::time::interval(Duration::from_secs(1));
-    let mut due = tokio::time::interval(Duration::from_millis(
-        args.transaction_interval_ms.clamp(1, 500),
-    ));
+    let mut due = tokio::time::interval(Batch::check_period(args.transaction_interval_ms));
     while stage.fatal.is_none() {
         tokio::select! {
             biased;

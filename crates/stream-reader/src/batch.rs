@@ -14,7 +14,40 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pipeline_runtime::transaction::{Transaction, TxnError};
+use pipeline_runtime::{
+    kafka::PipelineContext,
+    transaction::{Delivery, Transaction, TxnError},
+};
+use rdkafka::producer::FutureProducer;
+
+use crate::ReaderArgs;
+
+/// A stage's output producer and, in exactly-once mode, its transaction (the context then
+/// aborts it on revoke).
+pub(crate) fn producer_for(
+    args: &ReaderArgs,
+    stage: &str,
+    context: PipelineContext,
+) -> anyhow::Result<(FutureProducer, Option<Batch>, PipelineContext)> {
+    if args.delivery == Delivery::AtLeastOnce {
+        return Ok((args.kafka.producer(&[])?, None, context));
+    }
+    let transaction = Transaction::create(
+        &args.kafka,
+        &args.transactional_id_of(stage),
+        Duration::from_millis(args.transaction_timeout_ms),
+    )?;
+    let batch = Batch::new(
+        transaction.clone(),
+        Duration::from_millis(args.transaction_interval_ms),
+        args.transaction_max_records,
+    );
+    Ok((
+        transaction.producer().clone(),
+        Some(batch),
+        context.with_transaction(transaction),
+    ))
+}
 
 /// The open transaction's bookkeeping.
 #[derive(Debug)]
@@ -49,6 +82,12 @@ impl Batch {
             committing: false,
             refused: HashMap::new(),
         }
+    }
+
+    /// How often a loop asks [`Batch::tick`] whether its transaction is due: a quarter of the
+    /// interval (1 to 100 ms), so a transaction commits within 1.25 intervals of opening.
+    pub fn check_period(interval_ms: u64) -> Duration {
+        Duration::from_millis((interval_ms / 4).clamp(1, 100))
     }
 
     /// Opens the transaction if none is open.

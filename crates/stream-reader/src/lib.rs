@@ -65,7 +65,7 @@ use pipeline_runtime::{
     kafka::{Backpressure, PipelineContext, SharedTracker, complete_and_store, final_commit},
     observe, shutdown,
     telemetry::LogLimiter,
-    transaction::{Delivery, Rollback, Transaction, TxnError},
+    transaction::{Rollback, TxnError},
 };
 use rdkafka::{
     Message,
@@ -529,26 +529,12 @@ impl Reader {
             max_record_bytes: args.max_record_bytes,
             max_future_skew: Duration::from_secs(args.max_future_skew_secs),
         };
-        let (producer, batch, context, extra) = match args.delivery {
-            Delivery::AtLeastOnce => (args.kafka.producer(&[])?, None, context, &[][..]),
-            Delivery::ExactlyOnce => {
-                let transaction = Transaction::create(
-                    &args.kafka,
-                    &args.transactional_id_of("validation"),
-                    Duration::from_millis(args.transaction_timeout_ms),
-                )?;
-                let batch = Batch::new(
-                    transaction.clone(),
-                    Duration::from_millis(args.transaction_interval_ms),
-                    args.transaction_max_records,
-                );
-                (
-                    transaction.producer().clone(),
-                    Some(batch),
-                    context.with_transaction(transaction),
-                    TRANSACTIONAL_CONSUMER,
-                )
-            }
+        let (producer, batch, context) = batch::producer_for(&args, "validation", context)?;
+        // Offsets go with the transaction, and only committed records are read.
+        let extra = if batch.is_some() {
+            TRANSACTIONAL_CONSUMER
+        } else {
+            &[]
         };
         let tracker = context.tracker.clone();
         let consumer = args.kafka.consumer(&args.group_id, context, extra)?;
@@ -638,9 +624,7 @@ async fn validate_until(
         tokio::time::interval(Duration::from_secs(reader.args.status_interval_secs.max(1)));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last = (Instant::now(), 0u64);
-    let mut due = tokio::time::interval(Duration::from_millis(
-        reader.args.transaction_interval_ms.clamp(1, 500),
-    ));
+    let mut due = tokio::time::interval(Batch::check_period(reader.args.transaction_interval_ms));
 
     while reader.fatal.is_none() {
         tokio::select! {
