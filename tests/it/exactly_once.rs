@@ -359,7 +359,6 @@ async fn the_writers_dead_letters_are_exactly_once_across_sigkills() {
             (Some(r.source_ip.to_string().into_bytes()), r.to_json())
         })
         .collect();
-    support::produce(&input, &records).await;
     let garbage = records.len() - valid.len();
     let env = [
         ("CASSANDRA_KEYSPACE", keyspace.clone()),
@@ -374,9 +373,12 @@ async fn the_writers_dead_letters_are_exactly_once_across_sigkills() {
     ];
     let mut writer = support::spawn_service("cassandra-writer", &group, &env);
     let mut after_dead_letter = 0;
-    for k in 0..8 {
+    // The records arrive in 8 chunks, one before each kill, so that every restarted instance
+    // has work: a dead letter to be killed after, or progress to commit.
+    for (k, chunk) in records.chunks(records.len().div_ceil(8)).enumerate() {
         let before = support::topic_size(&dlq);
         let committed = support::committed(&group, &input).values().sum::<i64>();
+        support::produce(&input, chunk).await;
         let deadline = std::time::Instant::now() + DEADLINE;
         if k % 2 == 0 {
             // Right after a dead letter reached the broker, inside its open transaction.
