@@ -47,17 +47,21 @@ pub struct BenchArgs {
     /// (`target/bench/transactions.json`).
     #[arg(long, conflicts_with = "tuning")]
     pub transactions: bool,
+    /// Instead of the stages: our stream-reader + cassandra-writer against another system on
+    /// the same records (`spark`: the seed's Spark Structured Streaming job), side by side.
+    #[arg(long, value_enum, conflicts_with_all = ["tuning", "transactions"])]
+    pub baseline: Option<crate::baseline::Baseline>,
 }
 
-struct Metric {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    ceiling: Option<f64>,
+pub(crate) struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub ceiling: Option<f64>,
 }
 
 impl Metric {
-    fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let ratio = self.ceiling.filter(|c| *c > 0.0).map(|c| self.value / c);
         format!(
             "{{\"name\": \"{}\", \"value\": {:.3}, \"unit\": \"{}\", \"ceiling\": {}, \"ratio\": {}}}",
@@ -150,7 +154,7 @@ type Records = Vec<(Option<Vec<u8>>, Vec<u8>)>;
 
 /// Every committed record of `topic` (`read_committed`, up to each partition's end: with
 /// transactions the high watermark also counts markers and aborted records).
-fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records> {
+pub(crate) fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records> {
     let c: BaseConsumer = kafka
         .config(&[
             ("group.id", "bench-read"),
@@ -207,7 +211,7 @@ async fn rows_written(port: u16) -> Option<i64> {
 
 /// Waits until the writer behind `port` has written `n` access_logs rows; returns how long it
 /// took from the call.
-async fn wait_rows(port: u16, n: i64, limit: Duration) -> anyhow::Result<Duration> {
+pub(crate) async fn wait_rows(port: u16, n: i64, limit: Duration) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
         let written = rows_written(port).await.unwrap_or(0);
@@ -463,6 +467,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::tuning::run(&stack, args.quick).await
     } else if args.transactions {
         crate::tuning::transactions(&stack, args.quick).await
+    } else if let Some(crate::baseline::Baseline::Spark) = args.baseline {
+        crate::baseline::run(&stack, args.quick).await
     } else {
         phases(&stack, &args).await
     };
@@ -786,7 +792,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     //    pipeline latency from queueing.
     let rate = 10_000u64;
     println!("bench: end to end at {rate} logs/s for {e2e_secs} s");
-    let full = end_to_end(stack, &env, &log, args.quick, "e2e", rate, e2e_secs).await?;
+    let full = end_to_end(stack, &env, &log, "e2e", Load::rate(rate, e2e_secs)).await?;
     for (i, name) in ["producer", "stream-reader", "cassandra-writer"]
         .iter()
         .enumerate()
@@ -810,7 +816,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     let low_rate = 2_000u64;
     let low_secs = if args.quick { 8 } else { 30 };
     println!("bench: end to end at {low_rate} logs/s for {low_secs} s");
-    let low = end_to_end(stack, &env, &log, args.quick, "e2e_low", low_rate, low_secs).await?;
+    let low = end_to_end(stack, &env, &log, "e2e_low", Load::rate(low_rate, low_secs)).await?;
     metrics.extend(low.metrics("e2e_2k", low_rate));
 
     // 4b. the same two rates with exactly-once delivery in the stream-reader and the writer.
@@ -826,17 +832,15 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         )
         .collect();
     println!("bench: end to end, exactly-once, at {rate} logs/s for {e2e_secs} s");
-    let full_eos = end_to_end(stack, &eos, &log, args.quick, "e2e_eos", rate, e2e_secs).await?;
+    let full_eos = end_to_end(stack, &eos, &log, "e2e_eos", Load::rate(rate, e2e_secs)).await?;
     metrics.extend(full_eos.metrics("e2e_eos", rate));
     println!("bench: end to end, exactly-once, at {low_rate} logs/s for {low_secs} s");
     let low_eos = end_to_end(
         stack,
         &eos,
         &log,
-        args.quick,
         "e2e_eos_low",
-        low_rate,
-        low_secs,
+        Load::rate(low_rate, low_secs),
     )
     .await?;
     metrics.extend(low_eos.metrics("e2e_eos_2k", low_rate));
@@ -878,23 +882,47 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What an end-to-end run feeds the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Load {
+    /// The producer at `rate` logs/s for `secs`, with the pipeline running.
+    Rate { rate: u64, secs: u64 },
+    /// `n` records produced as fast as possible before the pipeline starts: a backlog to drain.
+    Backlog(u64),
+}
+
+impl Load {
+    pub(crate) fn rate(rate: u64, secs: u64) -> Self {
+        Self::Rate { rate, secs }
+    }
+
+    fn count(self) -> u64 {
+        match self {
+            Load::Rate { rate, secs } => rate * secs,
+            Load::Backlog(n) => n,
+        }
+    }
+}
+
 /// What one end-to-end run measured.
-struct EndToEnd {
-    /// Event time → row written, per row, sorted, in ms.
-    latencies: Vec<f64>,
+pub(crate) struct EndToEnd {
+    /// Event time → row written (the row's `writetime(action)`), per row, sorted, in ms.
+    pub latencies: Vec<f64>,
+    /// Seconds from the first row written to the last.
+    pub span_secs: f64,
     /// Records produced.
-    count: u64,
+    pub count: u64,
     /// Seconds the producer took for them.
     produce_secs: f64,
     /// Peak RSS of producer, stream-reader and cassandra-writer, in MB.
-    peaks: [f64; 3],
+    pub peaks: [f64; 3],
     /// CPU µs per record of the broker, the CQL server, producer, stream-reader and
-    /// cassandra-writer over the run: what the machine's cores went to.
-    cpu_us: [(&'static str, f64); 5],
+    /// cassandra-writer while the pipeline ran: what the machine's cores went to.
+    pub cpu_us: [(&'static str, f64); 5],
 }
 
 impl EndToEnd {
-    fn quantile(&self, p: f64) -> f64 {
+    pub(crate) fn quantile(&self, p: f64) -> f64 {
         self.latencies
             .get(((self.latencies.len() as f64 - 1.0) * p) as usize)
             .copied()
@@ -932,16 +960,14 @@ impl EndToEnd {
     }
 }
 
-/// Producer at a fixed `rate` for `secs` with a stream-reader and a cassandra-writer running,
-/// on topics and a keyspace named after `name`; latency per row from its own columns.
-async fn end_to_end(
+/// A stream-reader and a cassandra-writer on topics and a keyspace named after `name`, fed by
+/// the producer as `load` says; latency per row from its event time and write time.
+pub(crate) async fn end_to_end(
     stack: &Stack,
     env: &[(String, String)],
     log: &Path,
-    quick: bool,
     name: &str,
-    rate: u64,
-    secs: u64,
+    load: Load,
 ) -> anyhow::Result<EndToEnd> {
     let kafka = KafkaArgs::new(stack.kafka_addr());
     let topic = |suffix: &str| format!("b_{name}_{suffix}");
@@ -989,6 +1015,38 @@ async fn end_to_end(
             .chain([("METRICS_ADDR".to_owned(), addr.to_owned())])
             .collect()
     };
+    let count = load.count();
+    let rate = match load {
+        Load::Rate { rate, .. } => rate,
+        Load::Backlog(_) => 0,
+    };
+    let producer_args = [
+        "--topic",
+        &raw,
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--timestamp-style",
+        "rfc3339",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let produce = async |env: &[(String, String)]| -> anyhow::Result<(f64, f64)> {
+        let mut p = service("producer", &producer_args, env, log)?;
+        let start = Instant::now();
+        let mut peak = 0.0f64;
+        while p.try_wait()?.is_none() {
+            peak = peak.max(peak_rss_mb(p.id()));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok((start.elapsed().as_secs_f64(), peak))
+    };
+    let mut peaks = [0.0f64; 3];
+    let mut produce_secs = 0.0;
+    if let Load::Backlog(_) = load {
+        (produce_secs, peaks[0]) = produce(&env).await?;
+    }
     let mut r = service(
         "stream-reader",
         &[],
@@ -1011,39 +1069,17 @@ async fn end_to_end(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let count = rate * secs;
     let stack_pids =
         [stack.pid(Server::Kafka), stack.pid(Server::Cassandra)].map(|p| p.unwrap_or(0));
     let stack_cpu_before = stack_pids.map(process_cpu_secs);
     let services_cpu_before = [r.id(), w.id()].map(|p| process_cpu_secs(p as i32));
     let children_before = children_cpu_secs();
-    let mut p = service(
-        "producer",
-        &[
-            "--topic",
-            &raw,
-            "--count",
-            &count.to_string(),
-            "--rate",
-            &rate.to_string(),
-            "--timestamp-style",
-            "rfc3339",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &env,
-        log,
-    )?;
-    let start = Instant::now();
-    let mut peaks = [0.0f64; 3];
-    while p.try_wait()?.is_none() {
-        peaks[0] = peaks[0].max(peak_rss_mb(p.id()));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Load::Rate { .. } = load {
+        (produce_secs, peaks[0]) = produce(&env).await?;
     }
-    let produce_secs = start.elapsed().as_secs_f64();
     // Let the tail drain: every row written, or give up after a while (then the latencies
     // cover the rows written so far, and `<name>_rows` says how many).
-    let drain_limit = Duration::from_secs(if quick { 60 } else { 180 });
+    let drain_limit = Duration::from_secs(180).max(Duration::from_secs(count / 2_000));
     if let Err(error) = wait_rows(WRITER_METRICS_PORT, count as i64, drain_limit).await {
         println!("  {error:#}");
     }
@@ -1067,10 +1103,17 @@ async fn end_to_end(
     ];
     stop(&mut r);
     stop(&mut w);
-    let mut latencies = e2e_latencies(stack, &valid, &keyspace).await?;
+    let rows = e2e_rows(stack, &valid, &keyspace).await?;
+    let first = rows.iter().map(|r| r.1).min().unwrap_or(0);
+    let last = rows.iter().map(|r| r.1).max().unwrap_or(0);
+    let mut latencies: Vec<f64> = rows
+        .iter()
+        .map(|(event, written)| *written as f64 / 1000.0 - *event as f64)
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let run = EndToEnd {
         latencies,
+        span_secs: (last - first) as f64 / 1e6,
         count,
         produce_secs,
         peaks,
@@ -1096,8 +1139,9 @@ async fn end_to_end(
     Ok(run)
 }
 
-/// Event time → row written, per row, from the rows' own `timestamp` and `created_at` (ms).
-async fn e2e_latencies(stack: &Stack, topic: &str, keyspace: &str) -> anyhow::Result<Vec<f64>> {
+/// Every row of the source IPs keyed on `topic`: event time (ms) and write time
+/// (`writetime(action)`, µs).
+async fn e2e_rows(stack: &Stack, topic: &str, keyspace: &str) -> anyhow::Result<Vec<(i64, i64)>> {
     let kafka = KafkaArgs::new(stack.kafka_addr());
     let ips: BTreeSet<String> = read_all(&kafka, topic)?
         .iter()
@@ -1107,7 +1151,7 @@ async fn e2e_latencies(stack: &Stack, topic: &str, keyspace: &str) -> anyhow::Re
     let session = cql.connect().await?;
     let stmt = session
         .prepare(format!(
-            "SELECT timestamp, created_at FROM {keyspace}.access_logs WHERE source_ip = ?"
+            "SELECT timestamp, writetime(action) FROM {keyspace}.access_logs WHERE source_ip = ?"
         ))
         .await?;
     let mut out = Vec::new();
@@ -1115,10 +1159,10 @@ async fn e2e_latencies(stack: &Stack, topic: &str, keyspace: &str) -> anyhow::Re
         let mut pages = session
             .execute_iter(stmt.clone(), (ip,))
             .await?
-            .rows_stream::<(DateTime<Utc>, DateTime<Utc>)>()?;
+            .rows_stream::<(DateTime<Utc>, i64)>()?;
         while let Some(row) = pages.next().await {
             let (event, written) = row?;
-            out.push((written - event).num_milliseconds() as f64);
+            out.push((event.timestamp_millis(), written));
         }
     }
     Ok(out)

@@ -5,6 +5,7 @@
 //! * `up`: the stack plus producer → stream-reader → cassandra-writer, with a status line;
 //! * `drill`, `bench`, `soak`, `fuzz`: fault drills, benchmarks, memory over time, fuzzing.
 
+mod baseline;
 mod bench;
 mod drill;
 mod fuzz;

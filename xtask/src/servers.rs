@@ -95,12 +95,17 @@ impl Classpath {
 /// The server's runtime classpath: from the cache when its pom is unchanged and every jar is
 /// present, else resolved with Maven (offline first, then from Maven Central with progress).
 pub fn classpath(server: Server) -> anyhow::Result<Classpath> {
-    let pom = server.pom();
-    let pom_text = fs::read(&pom).with_context(|| format!("read {}", pom.display()))?;
+    resolve(server.name(), &server.pom())
+}
+
+/// The runtime classpath of the Maven project `pom`, cached as `target/servers/<name>-<hash>`
+/// (offline first, then from Maven Central with progress).
+pub fn resolve(name: &str, pom: &Path) -> anyhow::Result<Classpath> {
+    let pom_text = fs::read(pom).with_context(|| format!("read {}", pom.display()))?;
     let digest = Sha256::digest(&pom_text);
     let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     let cache_dir = target_dir().join("servers");
-    let cache = cache_dir.join(format!("{}-{hash}.classpath", server.name()));
+    let cache = cache_dir.join(format!("{name}-{hash}.classpath"));
     if let Some(cp) = read_cached(&cache) {
         return Ok(cp);
     }
@@ -108,7 +113,7 @@ pub fn classpath(server: Server) -> anyhow::Result<Classpath> {
     let mvn = |offline: bool| -> anyhow::Result<bool> {
         let mut cmd = Command::new("mvn");
         cmd.args(["-B", "-Dstyle.color=never", "-f"])
-            .arg(&pom)
+            .arg(pom)
             .arg("dependency:build-classpath")
             .arg(format!("-Dmdep.outputFile={}", cache.display()))
             .arg("-Dmdep.includeScope=runtime");
@@ -124,8 +129,7 @@ pub fn classpath(server: Server) -> anyhow::Result<Classpath> {
     };
     if !mvn(true)? {
         println!(
-            "resolving the {} runtime classpath from Maven Central ({}; once per machine)...",
-            server.name(),
+            "resolving the {name} runtime classpath from Maven Central ({}; once per machine)...",
             pom.display()
         );
         if !mvn(false)? {
