@@ -191,11 +191,13 @@ pub(crate) fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records
     Ok(out)
 }
 
-/// The bench writers' /metrics (one at a time), to follow their progress.
-const WRITER_METRICS_ADDR: &str = "127.0.0.1:39103";
-const WRITER_METRICS_PORT: u16 = 39103;
-const READER_METRICS_ADDR: &str = "127.0.0.1:39102";
-const READER_METRICS_PORT: u16 = 39102;
+/// The bench writers' /metrics (one at a time), to follow their progress. Below the kernel's
+/// ephemeral port range (32768–60999 here): in it, an outgoing connection of the bench could
+/// hold the port when a service binds it (seen once: "cannot bind the metrics address").
+const WRITER_METRICS_ADDR: &str = "127.0.0.1:31103";
+const WRITER_METRICS_PORT: u16 = 31103;
+const READER_METRICS_ADDR: &str = "127.0.0.1:31102";
+const READER_METRICS_PORT: u16 = 31102;
 
 /// Rows the writer behind `port` has written to `access_logs`.
 async fn rows_written(port: u16) -> Option<i64> {
@@ -1065,7 +1067,12 @@ pub(crate) async fn end_to_end(
         && crate::up::is_ready(WRITER_METRICS_PORT).await)
     {
         if Instant::now() > deadline {
-            bail!("stream-reader and cassandra-writer not ready within 60 s");
+            stop(&mut r);
+            stop(&mut w);
+            bail!(
+                "stream-reader and cassandra-writer not ready within 60 s (see {})",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -32,9 +32,9 @@ pub struct SoakArgs {
 
 /// The services, their metrics ports (never scraped during the soak) and a producer flag.
 const SERVICES: [(&str, u16); 3] = [
-    ("cassandra-writer", 49103),
-    ("stream-reader", 49102),
-    ("producer", 49101),
+    ("cassandra-writer", 31303),
+    ("stream-reader", 31302),
+    ("producer", 31301),
 ];
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
@@ -153,9 +153,9 @@ fn mib(kib: u64) -> f64 {
 async fn throughput() -> String {
     let mut parts = Vec::new();
     for (name, metric, port) in [
-        ("produced", "producer_records_delivered_total", 49101),
-        ("validated", "reader_records_out_total", 49102),
-        ("written", "writer_rows_written_total", 49103),
+        ("produced", "producer_records_delivered_total", 31301),
+        ("validated", "reader_records_out_total", 31302),
+        ("written", "writer_rows_written_total", 31303),
     ] {
         let total: f64 = crate::up::get_metrics(port)
             .await
