@@ -84,6 +84,7 @@ fn args(s: &Setup, group: &str) -> WriterArgs {
         stats_topic: s.stats.clone(),
         alerts_topic: s.alerts.clone(),
         dlq_topic: s.dlq.clone(),
+        batch_max_rows: 8,
         max_in_flight: 256,
         retry_max_attempts: 0,
         retry_min_delay_ms: 50,
@@ -185,6 +186,12 @@ async fn n_records_become_exactly_n_rows_and_a_replay_adds_none() {
     let stats = write_all(args(&s, &s.group), n as u64).await;
     assert_eq!(stats.written.load(Relaxed), n as u64);
     assert_eq!(stats.dead_lettered.load(Relaxed), 1);
+    // A backlog of 300 source IPs: rows of one IP go out together (the checks below compare
+    // every column of every row with its record).
+    assert!(
+        stats.batched.load(Relaxed) > 0,
+        "rows of one source IP written as batches"
+    );
     let dlq = support::read_topic(&s.dlq, 1, DEADLINE);
     let dl = DeadLetter::from_json(&dlq[0].payload).expect("dead letter");
     assert_eq!(dl.error.kind, ErrorKind::InvalidType);
@@ -248,9 +255,22 @@ async fn n_records_become_exactly_n_rows_and_a_replay_adds_none() {
     assert_eq!(by_ip.rows_num(), (*count).min(20));
 
     // Replay everything from the beginning (a new group = offsets reset): still n rows.
+    // This time with WRITER_BATCH_MAX_ROWS=1: one insert per row.
     let replay_group = support::unique("it_rows_replay");
-    let stats = write_all(args(&s, &replay_group), n as u64).await;
+    let stats = write_all(
+        WriterArgs {
+            batch_max_rows: 1,
+            ..args(&s, &replay_group)
+        },
+        n as u64,
+    )
+    .await;
     assert_eq!(stats.written.load(Relaxed), n as u64);
+    assert_eq!(
+        stats.batched.load(Relaxed),
+        0,
+        "no batches when the limit is 1"
+    );
     let again = rows(&s).await;
     assert_eq!(again.len(), n, "a replay rewrites the same rows");
     let ids: BTreeSet<Uuid> = again.iter().map(|r| r.2).collect();

@@ -3,6 +3,7 @@
 //!
 //! See [`writer`] for the consume loop and its delivery guarantee.
 
+mod batch;
 mod committer;
 pub mod migrate;
 pub mod writer;

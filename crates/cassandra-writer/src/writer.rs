@@ -38,7 +38,7 @@ use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use futures::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
+use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use log_schema::{
     Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
 };
@@ -66,7 +66,13 @@ use scylla::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::committer::{Committer, Deferred};
+use crate::{
+    batch::{self, Pending},
+    committer::{Committer, Deferred},
+};
+
+/// Most records taken from the consumer's buffer at once, to be grouped into batches.
+const GATHER_MAX: usize = 256;
 
 /// Options of the writer.
 #[derive(Debug, Clone, Args)]
@@ -102,6 +108,12 @@ pub struct WriterArgs {
     /// Dead-letter topic for rows Cassandra rejects and records that cannot be decoded.
     #[arg(long, env = "WRITER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
     pub dlq_topic: String,
+
+    /// Most `access_logs` rows of one source IP written as one single-partition unlogged batch,
+    /// from the records the consumer already has buffered (nothing waits to fill a batch);
+    /// 1 writes every row on its own.
+    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 8)]
+    pub batch_max_rows: usize,
 
     /// Most writes in flight at once; beyond it the partitions are paused.
     #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 512)]
@@ -180,6 +192,8 @@ pub struct WriterStats {
     pub consumed: AtomicU64,
     /// Rows written.
     pub written: AtomicU64,
+    /// Of those, rows written in single-partition batches of more than one row.
+    pub batched: AtomicU64,
     /// Write attempts that failed and were retried.
     pub retries: AtomicU64,
     /// Records sent to the dead-letter topic.
@@ -190,7 +204,7 @@ pub struct WriterStats {
 }
 
 impl WriterStats {
-    fn record_latency(&self, d: Duration) {
+    pub(crate) fn record_latency(&self, d: Duration) {
         let mut h = self
             .latencies
             .lock()
@@ -222,15 +236,15 @@ impl WriterStats {
 }
 
 /// What became of one record.
-enum Outcome {
+pub(crate) enum Outcome {
     Written,
     /// Dead-lettered: produced already, or (exactly-once) waiting for its transaction.
     DeadLettered(Option<Deferred>),
 }
 
 /// The prepared writes.
-struct Statements {
-    access_logs: PreparedStatement,
+pub(crate) struct Statements {
+    pub(crate) access_logs: PreparedStatement,
     stats_by_ip: PreparedStatement,
     top_talkers: PreparedStatement,
     alerts_by_day: PreparedStatement,
@@ -273,12 +287,12 @@ impl Statements {
     }
 }
 
-struct Shared {
-    session: Session,
-    statements: Statements,
+pub(crate) struct Shared {
+    pub(crate) session: Session,
+    pub(crate) statements: Statements,
     producer: FutureProducer,
     args: WriterArgs,
-    stats: Arc<WriterStats>,
+    pub(crate) stats: Arc<WriterStats>,
     logs: LogLimiter,
     /// Partitions whose writes keep failing (`/readyz`).
     stalls: std::sync::Mutex<Stalls>,
@@ -324,6 +338,14 @@ fn describe_metrics() {
     );
     describe_counter!("writer_rows_written_total", "Rows written, by table");
     describe_counter!(
+        "writer_batches_total",
+        "Single-partition unlogged batches of access_logs rows applied"
+    );
+    describe_counter!(
+        "writer_batch_fallbacks_total",
+        "Batches that failed and were written row by row instead"
+    );
+    describe_counter!(
         "writer_write_retries_total",
         "Write attempts that failed and were retried"
     );
@@ -335,7 +357,7 @@ fn describe_metrics() {
     describe_histogram!(
         "writer_write_latency_seconds",
         metrics::Unit::Seconds,
-        "Write latency, retries included"
+        "Write latency per row (a batch's time for each of its rows), retries included"
     );
     describe_histogram!(
         "writer_e2e_latency_seconds",
@@ -357,6 +379,8 @@ fn describe_metrics() {
     }
     for name in [
         "writer_records_consumed_total",
+        "writer_batches_total",
+        "writer_batch_fallbacks_total",
         "writer_write_retries_total",
     ] {
         metrics::counter!(name).absolute(0);
@@ -497,7 +521,7 @@ pub async fn run_until(
         server_stop.clone(),
     ));
     // Records being written, polled by this loop (no task per record: fewer wake-ups).
-    let mut writes: FuturesUnordered<BoxFuture<'static, Written>> = FuturesUnordered::new();
+    let mut writes: FuturesUnordered<BoxFuture<'static, Vec<Written>>> = FuturesUnordered::new();
     let mut topics: std::collections::HashMap<String, Arc<str>> = Default::default();
     let mut status = tokio::time::interval(status_every);
     let mut pause_tick = tokio::time::interval(Duration::from_secs(1));
@@ -516,15 +540,20 @@ pub async fn run_until(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((topic, partition, offset, epoch, outcome)) = writes.next(), if !writes.is_empty() => {
-                flow.finished(&consumer);
-                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
-                match outcome {
-                    Err(error) => {
-                        fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
-                        break;
+            Some(group) = writes.next(), if !writes.is_empty() => {
+                for (topic, partition, offset, epoch, outcome) in group {
+                    flow.finished(&consumer);
+                    match outcome {
+                        Err(error) if fatal.is_none() => {
+                            fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
+                        }
+                        Err(_) => {}
+                        Ok(outcome) => completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome),
                     }
-                    Ok(outcome) => completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome),
+                }
+                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
+                if fatal.is_some() {
+                    break;
                 }
             }
             _ = commit_tick.tick(), if committer.is_some() => {
@@ -554,40 +583,56 @@ pub async fn run_until(
                 }
             }
             message = consumer.recv(), if flow.accepting() => {
-                let message = match message {
-                    Ok(m) => m,
+                let mut message = match message {
+                    Ok(m) => Some(m),
                     Err(error) => {
                         warn!(%error, "consume error");
                         continue;
                     }
                 };
-                let (partition, offset) = (message.partition(), message.offset());
-                let topic = match topics.get(message.topic()) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t: Arc<str> = Arc::from(message.topic());
-                        topics.insert(message.topic().to_owned(), t.clone());
-                        t
-                    }
-                };
-                let payload = message.payload().unwrap_or_default().to_vec();
-                let key = message.key().map(<[u8]>::to_vec);
-                drop(message);
-                stats.consumed.fetch_add(1, Relaxed);
-                metrics::counter!("writer_records_consumed_total").increment(1);
-                tracker.lock().begin(&topic, partition, offset);
-                flow.started(&consumer);
-                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
                 let epoch = committer.as_mut().map_or(0, |c| {
                     c.take_changes();
                     c.epoch()
                 });
-                let shared = shared.clone();
-                writes.push(Box::pin(async move {
-                    let origin = Origin { topic: &topic, partition, offset };
-                    let outcome = handle(&shared, &payload, key.as_deref(), &origin).await;
-                    (topic, partition, offset, epoch, outcome)
-                }));
+                // This record and those the consumer already has buffered (no waiting).
+                let mut ready = Vec::new();
+                while let Some(m) = message.take() {
+                    let topic = match topics.get(m.topic()) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t: Arc<str> = Arc::from(m.topic());
+                            topics.insert(m.topic().to_owned(), t.clone());
+                            t
+                        }
+                    };
+                    tracker.lock().begin(&topic, m.partition(), m.offset());
+                    flow.started(&consumer);
+                    ready.push(Pending {
+                        topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        epoch,
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        key: m.key().map(<[u8]>::to_vec),
+                    });
+                    if ready.len() < GATHER_MAX && flow.accepting() {
+                        message = match consumer.recv().now_or_never() {
+                            Some(Ok(m)) => Some(m),
+                            Some(Err(error)) => {
+                                warn!(%error, "consume error");
+                                None
+                            }
+                            None => None,
+                        };
+                    }
+                }
+                stats.consumed.fetch_add(ready.len() as u64, Relaxed);
+                metrics::counter!("writer_records_consumed_total").increment(ready.len() as u64);
+                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
+                for group in batch::group(ready, &shared.args.input_topic, shared.args.batch_max_rows) {
+                    let shared = shared.clone();
+                    writes.push(Box::pin(async move { batch::write(&shared, group).await }));
+                }
             }
             _ = pause_tick.tick() => flow.tick(&consumer),
             _ = status.tick() => {
@@ -616,10 +661,12 @@ pub async fn run_until(
     tokio::pin!(drain_deadline);
     while flow.in_flight() > 0 && fatal.is_none() {
         tokio::select! {
-            Some((topic, partition, offset, epoch, outcome)) = writes.next(), if !writes.is_empty() => {
-                flow.finished(&consumer);
-                if let Ok(outcome) = outcome {
-                    completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome);
+            Some(group) = writes.next(), if !writes.is_empty() => {
+                for (topic, partition, offset, epoch, outcome) in group {
+                    flow.finished(&consumer);
+                    if let Ok(outcome) = outcome {
+                        completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome);
+                    }
                 }
             }
             _ = &mut drain_deadline => {
@@ -656,7 +703,7 @@ pub async fn run_until(
 }
 
 /// A record's coordinates, the epoch its write started in, and what became of it.
-type Written = (Arc<str>, i32, i64, u64, anyhow::Result<Outcome>);
+pub(crate) type Written = (Arc<str>, i32, i64, u64, anyhow::Result<Outcome>);
 
 /// Consumer settings: only committed records are read, so an aborted stream-reader
 /// transaction never reaches Cassandra.
@@ -722,7 +769,7 @@ fn decode(args: &WriterArgs, topic: &str, payload: &[u8]) -> Result<Input, Valid
     }
 }
 
-async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     payload: &[u8],
     key: Option<&[u8]>,
