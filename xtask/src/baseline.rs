@@ -461,12 +461,7 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     let log = out_dir.join("baseline.log");
     let spark_log = out_dir.join("spark.log");
     let _ = fs::remove_file(&log);
-    let mut env: Vec<(String, String)> = stack
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.push(("RUST_LOG".to_owned(), "warn".to_owned()));
+    let env = stack.env_with(&[("RUST_LOG", "warn")]);
 
     println!("baseline: ours draining a backlog of {backlog} records");
     let ours_drain =
@@ -674,12 +669,7 @@ async fn cql_cost(
         Send::SeedSingle,
     ] {
         let keyspace = format!("bench_cql_{}", out.len());
-        let env: Vec<(String, String)> = stack
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .chain([("CASSANDRA_KEYSPACE".to_owned(), keyspace.clone())])
-            .collect();
+        let env = stack.env_with(&[("CASSANDRA_KEYSPACE", &keyspace)]);
         let seed = matches!(send, Send::SeedSingle);
         if seed {
             seed_table(stack, &keyspace).await?;

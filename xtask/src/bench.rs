@@ -501,11 +501,7 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         "b_alerts_eos",
     ];
     kafka.ensure_topics(&topics, 3, 1).await?;
-    let mut env: Vec<(String, String)> = stack
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let mut env: Vec<(String, String)> = stack.env_with(&[]);
     env.extend([
         ("CASSANDRA_KEYSPACE".to_owned(), "bench".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),

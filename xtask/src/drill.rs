@@ -251,11 +251,7 @@ impl Names {
     }
 
     fn env(&self, stack: &Stack, delivery: Delivery) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = stack
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let mut env: Vec<(String, String)> = stack.env_with(&[]);
         for (k, v) in [
             ("PRODUCER_TOPIC", &self.raw),
             ("READER_INPUT_TOPIC", &self.raw),

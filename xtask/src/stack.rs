@@ -84,6 +84,19 @@ impl Stack {
         ]
     }
 
+    /// [`Stack::env`] with owned names, plus `extra`: a child process's environment.
+    pub fn env_with(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+            .collect()
+    }
+
     fn pid_file(&self, s: Server) -> PathBuf {
         self.dir.join(format!("{}.pid", s.name()))
     }

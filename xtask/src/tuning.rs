@@ -53,11 +53,7 @@ pub async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     fs::create_dir_all(&out_dir)?;
     let log = out_dir.join("tuning.log");
     let _ = fs::remove_file(&log);
-    let mut env: Vec<(String, String)> = stack
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let mut env: Vec<(String, String)> = stack.env_with(&[]);
     env.extend([
         ("CASSANDRA_KEYSPACE".to_owned(), "tuning".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
@@ -181,11 +177,7 @@ pub async fn transactions(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     fs::create_dir_all(&out_dir)?;
     let log = out_dir.join("transactions.log");
     let _ = fs::remove_file(&log);
-    let mut env: Vec<(String, String)> = stack
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let mut env: Vec<(String, String)> = stack.env_with(&[]);
     env.extend([
         ("RUST_LOG".to_owned(), "warn".to_owned()),
         ("METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
