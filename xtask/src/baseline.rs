@@ -95,7 +95,13 @@ impl Spark {
     }
 
     /// Starts the job on `topic` into `keyspace` and waits until its query runs.
-    fn start(&self, stack: &Stack, topic: &str, keyspace: &str, log: &Path) -> anyhow::Result<Job> {
+    async fn start(
+        &self,
+        stack: &Stack,
+        topic: &str,
+        keyspace: &str,
+        log: &Path,
+    ) -> anyhow::Result<Job> {
         let checkpoint = crate::target_dir()
             .join("bench/spark-checkpoint")
             .join(topic);
@@ -151,7 +157,7 @@ impl Spark {
                     log.display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(200));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(Job { child, checkpoint })
     }
@@ -405,7 +411,7 @@ async fn spark_run(
     let kafka = KafkaArgs::new(stack.kafka_addr());
     kafka.ensure_topics(&[topic], 3, 1).await?;
     seed_table(stack, keyspace).await?;
-    let mut job = spark.start(stack, topic, keyspace, logs.1)?;
+    let mut job = spark.start(stack, topic, keyspace, logs.1).await?;
     let servers = [Server::Kafka, Server::Cassandra].map(|s| stack.pid(s).unwrap_or(0));
     let before = (job.cpu_secs(), servers.map(process_cpu_secs));
     if let Load::Rate { rate, secs } = load {
