@@ -446,3 +446,69 @@ async fn the_writers_dead_letters_are_exactly_once_across_sigkills() {
         .collect();
     assert_eq!(rows, valid, "one row per valid record");
 }
+
+/// A revocation can abort a transaction right after its first output was sent, while the
+/// producer is still adding the partition to the transaction (which the coordinator refuses
+/// with CONCURRENT_TRANSACTIONS until the previous commit's markers are written). Aborting
+/// then must not fail: librdkafka would send EndTxn for a transaction the coordinator does not
+/// consider open, get INVALID_TXN_STATE and make the producer unusable (librdkafka #4849; a
+/// rebalance drill saw the stream-reader exit on it). Each round commits one record, then
+/// sends one and aborts at once; a `read_committed` reader sees exactly the committed ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_aborted_right_after_its_first_send_aborts_cleanly() {
+    use pipeline_runtime::transaction::Transaction;
+    use rdkafka::producer::FutureRecord;
+
+    const ROUNDS: usize = 80;
+    let topic = support::unique("abort_race");
+    support::fresh_topics(&[&topic]).await;
+    let kafka = support::kafka();
+    let txn = Transaction::create(
+        &kafka,
+        &support::unique("abort_race_txn"),
+        Duration::from_secs(30),
+    )
+    .expect("transactional producer");
+    let consumer: rdkafka::consumer::BaseConsumer = kafka
+        .config(&[("group.id", &support::unique("abort_race_group"))])
+        .expect("config")
+        .create()
+        .expect("consumer");
+    // Outputs go to every partition, one after the other, as a stage's outputs do: the
+    // producer adds partitions to the transaction in several requests.
+    let send = |payload: String, partition: i32| {
+        // Sent, not awaited (dropping the delivery future does not cancel the send): an
+        // abort purges what is not delivered yet.
+        drop(
+            txn.producer()
+                .send_result(
+                    FutureRecord::<(), _>::to(&topic)
+                        .payload(&payload)
+                        .partition(partition),
+                )
+                .expect("queued"),
+        );
+    };
+    for round in 0..ROUNDS {
+        txn.begin().expect("begin");
+        send(format!("committed {round}"), 0);
+        txn.commit(&consumer, &[])
+            .unwrap_or_else(|e| panic!("round {round}: commit: {e}"));
+        txn.begin().expect("begin");
+        for (i, partition) in (0..3).cycle().take(1 + round % 6).enumerate() {
+            send(format!("aborted {round}/{i}"), partition);
+            tokio::time::sleep(Duration::from_micros(300 * (round % 5) as u64)).await;
+        }
+        txn.abort()
+            .unwrap_or_else(|e| panic!("round {round}: abort right after a send: {e}"));
+    }
+    let seen: BTreeSet<String> = support::read_to_end(&topic, DEADLINE)
+        .into_iter()
+        .map(|r| String::from_utf8(r.payload).expect("utf-8"))
+        .collect();
+    let want: BTreeSet<String> = (0..ROUNDS).map(|r| format!("committed {r}")).collect();
+    assert_eq!(
+        seen, want,
+        "read_committed sees exactly the committed records"
+    );
+}

@@ -320,6 +320,28 @@ fn sigterm(p: &mut Proc) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A service the drill waits on has exited: [`wait_for`] fails at once instead of timing out.
+#[derive(Debug, thiserror::Error)]
+#[error("the {name} exited ({status}); see {log}")]
+struct Exited {
+    name: &'static str,
+    status: std::process::ExitStatus,
+    log: String,
+}
+
+/// Fails with [`Exited`] when `p` has exited.
+fn running(p: &mut Proc, log: &std::path::Path) -> anyhow::Result<()> {
+    match p.child.try_wait()? {
+        None => Ok(()),
+        Some(status) => Err(Exited {
+            name: p.name,
+            status,
+            log: log.display().to_string(),
+        }
+        .into()),
+    }
+}
+
 fn sigkill(p: &mut Proc) {
     let _ = p.child.kill();
     let _ = p.child.wait();
@@ -452,6 +474,7 @@ async fn wait_for(
         match done() {
             Ok(true) => return Ok(()),
             Ok(false) => {}
+            Err(e) if e.is::<Exited>() => return Err(e),
             Err(e) => last_error = Some(e),
         }
         if Instant::now() > end {
@@ -619,13 +642,19 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     wait_for(
         "the reader to commit everything",
         Duration::from_secs(300),
-        || Ok(progress(&kafka, &reader_group, &names.raw)?.1 == produced),
+        || {
+            running(&mut reader, &log)?;
+            Ok(progress(&kafka, &reader_group, &names.raw)?.1 == produced)
+        },
     )
     .await?;
     wait_for(
         "the writer to commit everything",
         Duration::from_secs(300),
-        || caught_up(&kafka, &writer_group, &names.valid),
+        || {
+            running(&mut writer, &log)?;
+            caught_up(&kafka, &writer_group, &names.valid)
+        },
     )
     .await?;
     let analytics = wait_for_analytics(&kafka, &names, &writer_group).await?;

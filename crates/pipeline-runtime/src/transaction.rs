@@ -26,7 +26,7 @@ use std::{
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{Consumer, ConsumerContext},
-    error::{KafkaError, KafkaResult},
+    error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     producer::{FutureProducer, Producer as _},
 };
 use tracing::{info, warn};
@@ -231,8 +231,18 @@ impl Transaction {
         if !self.is_open() {
             return Ok(());
         }
-        let result =
-            crate::run_blocking(|| retrying(|| self.0.producer.abort_transaction(self.0.timeout)));
+        let result = crate::run_blocking(|| {
+            // Deliver (or fail) what was sent first: an output just sent may still be adding
+            // its partition to the transaction, and an abort that overtakes it reaches a
+            // coordinator that holds no open transaction, answers INVALID_TXN_STATE, and
+            // librdkafka makes that fatal (librdkafka #4849; reproduced by
+            // `a_transaction_aborted_right_after_its_first_send_aborts_cleanly`). The abort
+            // discards the delivered outputs anyway.
+            if let Err(error) = self.0.producer.flush(self.0.timeout) {
+                warn!(%error, "flush before abort failed");
+            }
+            retrying(|| self.0.producer.abort_transaction(self.0.timeout))
+        });
         self.0.open.store(false, Ordering::Release);
         match result {
             Ok(()) => {
@@ -346,7 +356,18 @@ impl Rollback {
         }
         let sought = crate::run_blocking(|| consumer.seek_partitions(tpl, timeout))?;
         for e in sought.elements() {
-            e.error()?;
+            match e.error() {
+                // Assigned but not fetching yet (a rebalance in this poll): its fetch starts
+                // at the committed offset anyway. Being stopped: no longer ours.
+                Err(KafkaError::OffsetFetch(
+                    RDKafkaErrorCode::State | RDKafkaErrorCode::PreviousInProgress,
+                )) => info!(
+                    topic,
+                    partition = e.partition(),
+                    "partition not fetching; it starts from its committed offset"
+                ),
+                other => other?,
+            }
         }
         Ok(Self {
             partitions: committed,
