@@ -265,7 +265,7 @@ fn clap_env(cmd: &clap::Command) -> BTreeMap<String, Vec<String>> {
 /// The settings of a service binary (or of one of its subcommands).
 fn settings(target: &str, sub: Option<&str>) -> BTreeMap<String, Vec<String>> {
     let cmd = match target {
-        "producer" => producer::ProducerArgs::command(),
+        "producer" => producer::Cli::command(),
         "stream-reader" => stream_reader::ReaderArgs::command(),
         "cassandra-writer" => cassandra_writer::Cli::command(),
         other => panic!("{other} is not one of the services {SERVICES:?}"),

@@ -15,6 +15,7 @@ mod hostile;
 mod kafka;
 mod monitoring;
 mod observability;
+mod ops;
 mod producer;
 mod reader;
 mod security;

@@ -102,12 +102,23 @@ pub async fn session(keyspace: &str) -> Session {
     cassandra(keyspace).connect().await.expect("CQL session")
 }
 
+/// The `x-origin` header of a re-submitted record (`producer dlq redrive`, `producer replay`).
+fn origin_header(m: &impl rdkafka::Message) -> Option<String> {
+    use rdkafka::message::Headers as _;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == log_schema::headers::ORIGIN)
+        .and_then(|h| Some(String::from_utf8_lossy(h.value?).into_owned()))
+}
+
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Read {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
+    /// Its `x-origin` header, if any.
+    pub origin: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -141,6 +152,7 @@ pub fn read_topic(topic: &str, expected: usize, deadline: Duration) -> Vec<Read>
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().unwrap_or_default().to_vec(),
+                origin: origin_header(&m),
             }),
             Some(Err(e)) => panic!("consume error on {topic}: {e}"),
             None => {}
@@ -197,6 +209,7 @@ fn read_to_end_as(topic: &str, isolation: &str, deadline: Duration) -> Vec<Read>
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().unwrap_or_default().to_vec(),
+                origin: origin_header(&m),
             }),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);

@@ -46,6 +46,16 @@ pub struct SourceRef {
     pub offset: i64,
 }
 
+/// Marks a dead letter of a re-submitted record: which redrive (0 for a replayed copy), and the
+/// original coordinates (see [`crate::headers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    /// 1 for the first redrive of the original, and so on; 0 for a replayed copy.
+    pub attempt: u32,
+    /// Coordinates of the original record (the identity its `event_id` derives from).
+    pub origin: SourceRef,
+}
+
 /// A rejected record with the reason and the original bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -65,6 +75,9 @@ pub struct DeadLetter {
     /// When it was rejected.
     #[serde(with = "micros")]
     pub failed_at: DateTime<Utc>,
+    /// Set when the rejected record was re-submitted (a redrive or a replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<Redrive>,
 }
 
 impl DeadLetter {
@@ -108,7 +121,25 @@ impl DeadLetter {
                 offset: origin.offset,
             },
             failed_at,
+            redrive: None,
         }
+    }
+
+    /// The same dead letter marked as the result of a redrive.
+    pub fn redriven(mut self, redrive: Option<Redrive>) -> Self {
+        self.redrive = redrive;
+        self
+    }
+
+    /// Coordinates of the original record: where a redriven record first came from, else
+    /// [`DeadLetter::source`]. Redrives re-submit under this identity.
+    pub fn origin(&self) -> &SourceRef {
+        self.redrive.as_ref().map_or(&self.source, |r| &r.origin)
+    }
+
+    /// Which redrive produced this dead letter (0 for an original one).
+    pub fn attempt(&self) -> u32 {
+        self.redrive.as_ref().map_or(0, |r| r.attempt)
     }
 
     /// The same dead letter without its payload (`raw` empty, `raw_truncated` set when there

@@ -8,6 +8,7 @@
 //!   [`ErrorKind`];
 //! * [`ValidatedRecord`]: the payload of `ip_logs_validated`;
 //! * [`DeadLetter`]: the payload of `ip_logs_dlq`;
+//! * [`headers`]: the headers that give a re-submitted record its original identity;
 //! * [`WindowStats`] and [`Alert`]: the payloads of `ip_stats` and `ip_alerts`.
 //!
 //! Nothing here panics on input, whatever the bytes (property-tested).
@@ -16,11 +17,14 @@ mod analytics;
 mod dlq;
 mod enrich;
 mod error;
+pub mod headers;
 mod record;
 mod validate;
 
 pub use analytics::{ALERT_ID_NAMESPACE, Alert, AlertRule, WindowStats};
-pub use dlq::{DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, SourceRef};
+pub use dlq::{
+    DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, Redrive, SourceRef,
+};
 pub use enrich::{IpClass, service_name};
 pub use error::{ErrorKind, ValidationError};
 pub use record::{

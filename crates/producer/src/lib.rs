@@ -9,6 +9,7 @@
 
 pub mod generate;
 pub mod input;
+pub mod ops;
 
 use std::{
     sync::{
@@ -51,7 +52,29 @@ pub enum TimestampArg {
 
 /// Command line of the `producer` binary.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: produce logs).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Producer options (when no subcommand is given).
+    #[command(flatten)]
+    pub producer: ProducerArgs,
+}
+
+/// Operator subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Inspect (list, stats, show) and redrive the dead letters of `ip_logs_dlq`.
+    Dlq(ops::dlq::DlqArgs),
+    /// Re-submit a time window of `ip_logs` or `ip_logs_validated` under the records'
+    /// original identity (rows are rewritten, not duplicated); resumable.
+    Replay(ops::replay::ReplayArgs),
+}
+
+/// Options of the log producer.
+#[derive(Debug, Clone, Args)]
 pub struct ProducerArgs {
     /// Kafka connection.
     #[command(flatten)]

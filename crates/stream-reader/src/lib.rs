@@ -59,7 +59,10 @@ use std::{
 
 use anyhow::Context as _;
 use chrono::Utc;
-use log_schema::{DeadLetter, ErrorKind, Limits, Origin, ValidationError, validate};
+use log_schema::{
+    DeadLetter, ErrorKind, Limits, Origin, Redrive, SourceOffset, ValidationError, headers,
+    validate,
+};
 use pipeline_runtime::{
     failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
     kafka::{Backpressure, PipelineContext, SharedTracker, complete_and_store, final_commit},
@@ -70,6 +73,7 @@ use pipeline_runtime::{
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
+    message::Headers as _,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -178,16 +182,33 @@ struct Reader {
 
 impl Reader {
     /// Validates one record and sends its output.
-    fn on_message(&mut self, partition: i32, offset: i64, payload: &[u8], key: Option<&[u8]>) {
+    fn on_message(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        identity: Option<Redrive>,
+    ) {
         let topic = self.topics.input.clone();
         let origin = Origin {
             topic: &topic,
             partition,
             offset,
         };
+        // A re-submitted record (redrive, replay) takes the identity of its original.
+        let original = identity.as_ref().map_or(origin, |r| Origin {
+            topic: &r.origin.topic,
+            partition: r.origin.partition,
+            offset: r.origin.offset,
+        });
         let now = Utc::now();
-        let (out, kind) = match validate(payload, &origin, now, &self.limits) {
-            Ok(record) => {
+        let (out, kind) = match validate(payload, &original, now, &self.limits) {
+            Ok(mut record) => {
+                if original.topic != origin.topic {
+                    // The windows deduplicate by offsets of this topic only.
+                    record.source = Some(SourceOffset { partition, offset });
+                }
                 let out = Out {
                     topic: self.topics.validated.clone(),
                     key: Some(record.source_ip.to_string().into_bytes()),
@@ -197,7 +218,8 @@ impl Reader {
             }
             Err(error) => {
                 let dl =
-                    DeadLetter::new(&error, payload, &origin, now, self.args.dlq_max_raw_bytes);
+                    DeadLetter::new(&error, payload, &origin, now, self.args.dlq_max_raw_bytes)
+                        .redriven(identity);
                 let out = Out {
                     topic: self.topics.dlq.clone(),
                     key: key.map(<[u8]>::to_vec),
@@ -652,8 +674,9 @@ async fn validate_until(
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);
+                let identity = identity_of(&message);
                 drop(message);
-                reader.on_message(partition, offset, &payload, key.as_deref());
+                reader.on_message(partition, offset, &payload, key.as_deref(), identity);
             }
             _ = due.tick(), if reader.batch.is_some() => {
                 if let Some(batch) = &mut reader.batch {
@@ -704,6 +727,25 @@ async fn validate_until(
     match reader.fatal {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// The original identity a re-submitted record carries in its headers
+/// ([`log_schema::headers`]); malformed identity headers are reported and ignored (the record
+/// is then an ordinary one).
+fn identity_of(message: &impl Message) -> Option<Redrive> {
+    let headers = message.headers()?;
+    let value = |name: &str| headers.iter().find(|h| h.key == name).and_then(|h| h.value);
+    match headers::resubmitted(value(headers::ORIGIN), value(headers::REDRIVE_ATTEMPT)) {
+        Ok(identity) => identity,
+        Err(error) => {
+            static LOG: std::sync::LazyLock<LogLimiter> =
+                std::sync::LazyLock::new(|| LogLimiter::per_second(1));
+            if let Some(suppressed) = LOG.allow() {
+                warn!(%error, suppressed, "identity headers ignored");
+            }
+            None
+        }
     }
 }
 
