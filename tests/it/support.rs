@@ -609,6 +609,8 @@ pub fn producer_args(topic: &str, seed: u64, hosts: usize) -> producer::Producer
         duration_secs: None,
         input: None,
         follow: false,
+        format: producer::formats::InputFormat::SeedJson,
+        netfilter_deny_pattern: log_formats::DEFAULT_DENY_PREFIX.into(),
         max_line_bytes: 1024 * 1024,
         generator: producer::GeneratorArgs {
             seed,

@@ -7,6 +7,7 @@
 //! token-bucket limiter (governor). Every delivery report is counted; on shutdown the producer
 //! flushes with a timeout and the run fails if any record was not delivered.
 
+pub mod formats;
 pub mod generate;
 pub mod input;
 pub mod ops;
@@ -110,6 +111,16 @@ pub struct ProducerArgs {
     #[arg(long, env = "PRODUCER_FOLLOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub follow: bool,
 
+    /// Format of the --input lines: seed-json (sent byte for byte), aws-vpc-flow, zeek-conn,
+    /// suricata-eve, iptables, nftables, or auto (detected from the first line).
+    #[arg(long, env = "PRODUCER_FORMAT", value_enum, default_value_t = formats::InputFormat::SeedJson)]
+    pub format: formats::InputFormat,
+
+    /// With --format iptables|nftables: log prefixes matching this regular expression are
+    /// DENY, all others ALLOW.
+    #[arg(long, env = "PRODUCER_NETFILTER_DENY_PATTERN", default_value = log_formats::DEFAULT_DENY_PREFIX)]
+    pub netfilter_deny_pattern: String,
+
     /// Longest input line sent whole, in bytes; a longer line is sent as its first this many
     /// bytes and counted as truncated.
     #[arg(long, env = "PRODUCER_MAX_LINE_BYTES", default_value_t = 1024 * 1024)]
@@ -200,6 +211,8 @@ pub struct ProducerStats {
     pub lines_read: AtomicU64,
     /// Input lines longer than the bound, sent truncated (replay).
     pub lines_truncated: AtomicU64,
+    /// Input lines by what `--format` made of them (replay).
+    pub lines: formats::LineCounts,
 }
 
 /// How often a followed file is checked for new lines.
@@ -282,6 +295,10 @@ pub struct Summary {
     pub lines_read: u64,
     /// Lines sent truncated (replay).
     pub lines_truncated: u64,
+    /// Lines `--format` skipped: headers, NODATA, non-flow events (replay).
+    pub lines_skipped: u64,
+    /// Lines `--format` could not parse, sent as they are (replay).
+    pub lines_unparsed: u64,
 }
 
 /// Runs until the count, duration or input is exhausted, or SIGINT/SIGTERM. Fails if any record
@@ -333,6 +350,10 @@ pub async fn run_until(
             fatal: Arc::default(),
         })
         .context("cannot create the Kafka producer")?;
+    if args.input.is_none() && args.format != formats::InputFormat::SeedJson {
+        bail!("--format needs --input (the generator writes seed records)");
+    }
+    let mut decoder = formats::Decoder::new(args.format, &args.netfilter_deny_pattern)?;
     let mut source = match args.input.as_deref() {
         None => Source::Generate(Box::new(Generator::new(args.generator.config()))),
         Some(path) => Source::Replay(Box::new(input::Lines::open(
@@ -395,7 +416,7 @@ pub async fn run_until(
                     input::Next::End => break,
                     input::Next::Pending => {
                         // Following a file at its end: the token taken stays for the next line.
-                        tokens += 1;
+                        tokens += u32::from(limiter.is_some());
                         tokio::select! {
                             _ = tokio::time::sleep(FOLLOW_POLL) => continue,
                             _ = shutdown.cancelled() => break,
@@ -415,6 +436,11 @@ pub async fn run_until(
                             }
                         }
                     }
+                }
+                if decoder.decode(&mut buf, &stats.lines)? == formats::Decoded::Skip {
+                    // No record: the token taken stays for the next line.
+                    tokens += u32::from(limiter.is_some());
+                    continue;
                 }
                 source_ip_of(&buf)
             }
@@ -445,6 +471,8 @@ pub async fn run_until(
         failed: stats.failed.load(Relaxed),
         lines_read: stats.lines_read.load(Relaxed),
         lines_truncated: stats.lines_truncated.load(Relaxed),
+        lines_skipped: stats.lines.skipped.load(Relaxed),
+        lines_unparsed: stats.lines.unparsed.load(Relaxed),
     };
     info!(?summary, "producer stopped");
     server_stop.cancel();
@@ -460,6 +488,7 @@ pub async fn run_until(
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_histogram};
+    formats::describe_metrics();
     describe_counter!(
         "producer_records_sent_total",
         "Records handed to the Kafka client"
@@ -534,6 +563,8 @@ fn log_status(stats: &ProducerStats, started: Instant, last: &mut (Instant, u64)
         sent,
         delivered = stats.delivered.load(Relaxed),
         failed = stats.failed.load(Relaxed),
+        lines_skipped = stats.lines.skipped.load(Relaxed),
+        lines_unparsed = stats.lines.unparsed.load(Relaxed),
         rate_per_s = format!("{rate:.0}"),
         avg_per_s = format!("{avg:.0}"),
         "status"
