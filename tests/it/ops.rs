@@ -395,10 +395,13 @@ async fn replaying_an_hour_of_validated_records_restores_deleted_rows_and_twice_
         &writer_env(&t, &keyspace),
     );
     // Three hours of events, each hour written to Kafka in its own stretch of time.
+    // Whole hours, computed once: the deletion below must see the same hours.
+    let now = Utc::now();
     let hour = |ago: i64| {
-        (Utc::now() - TimeDelta::hours(ago))
+        (now - TimeDelta::hours(ago))
             .with_minute(0)
             .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
             .expect("hour")
     };
     let mut marks = Vec::new();
