@@ -10,6 +10,7 @@ mod cassandra;
 mod deploy;
 mod exact;
 mod exactly_once;
+mod formats;
 mod hardening;
 mod hostile;
 mod kafka;

@@ -56,19 +56,32 @@ fn time(text: &str, now: DateTime<Utc>) -> Result<(DateTime<Utc>, &str), ParseEr
 
 pub(crate) fn parse(line: &[u8], options: &Options) -> Result<Parsed, ParseError> {
     let text = std::str::from_utf8(line).map_err(|_| error(NAME, "not UTF-8"))?;
-    let (at, rest) = time(text.trim_start(), options.now)?;
+    // A syslog priority (`<6>`) may come first, as in lines forwarded over the network.
+    let text = text.trim_start();
+    let text = match text.strip_prefix('<').and_then(|t| t.split_once('>')) {
+        Some((pri, rest)) if !pri.is_empty() && pri.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => text,
+    };
+    let (at, rest) = time(text, options.now)?;
     let fields_at = rest
         .find("IN=")
         .ok_or_else(|| error(NAME, "no `IN=`: not a netfilter log line"))?;
     let head = &rest[..fields_at];
-    // The prefix: after `kernel:` and the optional `[uptime]`, up to `IN=`.
+    // The prefix: after `kernel:` and the optional `[uptime]`, up to `IN=` (a bracketed
+    // prefix such as `[WAN_IN-default-D]` is the prefix itself).
     let prefix = head
         .split_once("kernel:")
         .map_or(head, |(_, p)| p)
         .trim_start();
-    let prefix = match prefix.strip_prefix('[') {
-        Some(p) => p.split_once(']').map_or(p, |(_, p)| p),
-        None => prefix,
+    let prefix = match prefix.strip_prefix('[').and_then(|p| p.split_once(']')) {
+        Some((uptime, after))
+            if uptime
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b' ') =>
+        {
+            after
+        }
+        _ => prefix,
     }
     .trim();
     let mut src = None;
@@ -79,14 +92,16 @@ pub(crate) fn parse(line: &[u8], options: &Options) -> Result<Parsed, ParseError
         let Some((key, value)) = token.split_once('=') else {
             continue;
         };
-        match key {
-            "SRC" => src = Some(value),
-            "DST" => dst = Some(value),
-            "PROTO" => proto = Some(value),
-            "DPT" => dpt = Some(value),
-            "LEN" if len.is_none() => len = Some(value),
-            _ => {}
-        }
+        // The first of each: an ICMP error quotes the offending packet's fields after it.
+        let slot = match key {
+            "SRC" => &mut src,
+            "DST" => &mut dst,
+            "PROTO" => &mut proto,
+            "DPT" => &mut dpt,
+            "LEN" => &mut len,
+            _ => continue,
+        };
+        slot.get_or_insert(value);
     }
     let protocol = match proto.ok_or_else(|| error(NAME, "no `PROTO=`"))? {
         p if p.bytes().all(|b| b.is_ascii_digit()) => protocol_name(number(NAME, "PROTO", p)?),

@@ -3,7 +3,7 @@
 //!
 //! Mapping: `flow.start` (`netflow.start`; else the event's `timestamp`) → `timestamp`;
 //! `src_ip`/`dest_ip` → `source_ip`/`destination_ip`; `dest_port` → `port` (0 when absent,
-//! e.g. ICMP); `proto` → `protocol` (a number becomes its IANA keyword); `flow` events are
+//! e.g. ICMP); `proto` → `protocol` (a number, or digits as text, becomes its IANA keyword); `flow` events are
 //! bidirectional: `flow.bytes_toserver` → `bytes_sent`, `flow.bytes_toclient` →
 //! `bytes_received`; `netflow` events are one direction: `netflow.bytes` → `bytes_sent`, 0 →
 //! `bytes_received`. `flow.action` (IPS mode) `drop` → `DROP`, `reject` → `REJECT`, anything
@@ -64,6 +64,11 @@ pub(crate) fn parse(line: &[u8]) -> Result<Parsed, ParseError> {
             .ok_or_else(|| error(NAME, "`dest_port` is not a port"))?,
     };
     let protocol = match v.get("proto") {
+        // Netflow events may write the number as text (`"006"`).
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse::<u8>()
+            .map(protocol_name)
+            .map_err(|_| error(NAME, format!("`proto` {s:?} is not a protocol number")))?,
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n
             .as_u64()
