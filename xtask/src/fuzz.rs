@@ -1,4 +1,5 @@
-//! `cargo xtask fuzz`: the cargo-fuzz targets of `fuzz/` (the wire contract, `log-schema`).
+//! `cargo xtask fuzz`: the cargo-fuzz targets of `fuzz/` (the wire contract, `log-schema`, and the
+//! input formats, `log-formats`).
 //!
 //! cargo-fuzz needs nightly-only compiler flags (`-Zsanitizer=address`, coverage
 //! instrumentation). The project's toolchain is stable, so every `cargo fuzz` runs with

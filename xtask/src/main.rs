@@ -48,12 +48,13 @@ enum Cmd {
     },
     /// Start the stack and the whole pipeline; Ctrl-C stops everything.
     Up(up::UpArgs),
-    /// cargo-fuzz runs of the log-schema targets (installs cargo-fuzz if missing).
+    /// cargo-fuzz runs of the log-schema and log-formats targets (installs cargo-fuzz if
+    /// missing).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only this target (validate or dlq_roundtrip).
+        /// Only this target (validate, dlq_roundtrip or formats).
         #[arg(long)]
         target: Option<String>,
     },
