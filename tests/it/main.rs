@@ -11,6 +11,7 @@ mod deploy;
 mod exact;
 mod exactly_once;
 mod formats;
+mod geoip;
 mod hardening;
 mod hostile;
 mod kafka;

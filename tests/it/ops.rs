@@ -73,7 +73,7 @@ fn reader_env(t: &Topics, extra: &[(&'static str, String)]) -> Vec<(&'static str
     t.env(extra)
 }
 
-fn writer_env(t: &Topics, keyspace: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn writer_env(t: &Topics, keyspace: &str) -> Vec<(&'static str, String)> {
     vec![
         ("CASSANDRA_KEYSPACE", keyspace.to_owned()),
         ("WRITER_GROUP_ID", format!("{}_writer", t.group)),

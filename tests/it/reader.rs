@@ -93,6 +93,9 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         transaction_interval_ms: 100,
         transaction_max_records: 5_000,
         transaction_timeout_ms: 10_000,
+        geoip_city_db: None,
+        geoip_asn_db: None,
+        geoip_reload_interval_ms: 2_000,
     }
 }
 

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_window_caps.cql",
         cql: include_str!("../../../migrations/0003_window_caps.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_geoip.cql",
+        cql: include_str!("../../../migrations/0004_geoip.cql"),
+    },
 ];
 
 impl Migration {

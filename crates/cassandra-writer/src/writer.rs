@@ -180,8 +180,10 @@ pub fn insert_cql(keyspace: &str) -> String {
     format!(
         "INSERT INTO {keyspace}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
          protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
-         source_ip_class, destination_ip_class, service) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         source_ip_class, destination_ip_class, service, source_country, source_city, \
+         source_asn, source_as_org, destination_country, destination_city, destination_asn, \
+         destination_as_org) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 }
 
@@ -247,6 +249,8 @@ pub(crate) struct Statements {
     pub(crate) access_logs: PreparedStatement,
     stats_by_ip: PreparedStatement,
     top_talkers: PreparedStatement,
+    top_by_country: PreparedStatement,
+    top_by_asn: PreparedStatement,
     alerts_by_day: PreparedStatement,
     alerts_by_ip: PreparedStatement,
 }
@@ -271,6 +275,16 @@ impl Statements {
             top_talkers: prepare(format!(
                 "INSERT INTO {ks}.top_talkers_by_minute (window_start, events, source_ip, \
                  total_bytes, denied, distinct_ports, sources_capped) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            top_by_country: prepare(format!(
+                "INSERT INTO {ks}.top_talkers_by_country_minute (window_start, country, events, \
+                 source_ip, total_bytes, denied, asn, as_org) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            top_by_asn: prepare(format!(
+                "INSERT INTO {ks}.top_talkers_by_asn_minute (window_start, asn, events, \
+                 source_ip, total_bytes, denied, as_org, country) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             alerts_by_day: prepare(format!(
@@ -372,6 +386,8 @@ fn describe_metrics() {
         "access_logs",
         "ip_stats_by_ip",
         "top_talkers_by_minute",
+        "top_talkers_by_country_minute",
+        "top_talkers_by_asn_minute",
         "alerts_by_day",
         "alerts_by_ip",
     ] {
@@ -817,7 +833,33 @@ pub(crate) async fn handle(
                 w.distinct_ports,
                 w.sources_capped,
             );
-            let (a, b) = tokio::join!(
+            let geo = w.source_geo.clone().unwrap_or_default();
+            let asn = geo.asn.map(i64::from);
+            let by_country = geo.country.as_deref().map(|country| {
+                (
+                    w.window_start,
+                    country,
+                    w.events,
+                    w.source_ip.to_string(),
+                    total,
+                    w.denied,
+                    asn,
+                    geo.as_org.as_deref(),
+                )
+            });
+            let by_asn = asn.map(|asn| {
+                (
+                    w.window_start,
+                    asn,
+                    w.events,
+                    w.source_ip.to_string(),
+                    total,
+                    w.denied,
+                    geo.as_org.as_deref(),
+                    geo.country.as_deref(),
+                )
+            });
+            let (a, b, c, d) = tokio::join!(
                 execute(
                     shared,
                     &shared.statements.stats_by_ip,
@@ -830,8 +872,36 @@ pub(crate) async fn handle(
                     &top,
                     ("top_talkers_by_minute", source)
                 ),
+                async {
+                    match &by_country {
+                        Some(row) => {
+                            execute(
+                                shared,
+                                &shared.statements.top_by_country,
+                                row,
+                                ("top_talkers_by_country_minute", source),
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match &by_asn {
+                        Some(row) => {
+                            execute(
+                                shared,
+                                &shared.statements.top_by_asn,
+                                row,
+                                ("top_talkers_by_asn_minute", source),
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    }
+                },
             );
-            a.and(b)
+            a.and(b).and(c).and(d)
         }
         Input::Alert(a) => {
             let by_day = (
@@ -982,25 +1052,62 @@ async fn execute<V: SerializeRow + Sync>(
     }
 }
 
-/// The bound values of [`insert_cql`] for a record (`created_at` = now).
-pub fn access_log_row(r: &ValidatedRecord) -> impl SerializeRow + Sync + '_ {
-    (
-        r.source_ip.to_string(),
-        r.timestamp,
-        r.event_id,
-        r.destination_ip.to_string(),
-        i32::from(r.port),
-        r.protocol.as_str(),
-        r.bytes_sent,
-        r.bytes_received,
-        r.action.as_str(),
-        Utc::now(),
-        r.ingested_at,
-        r.total_bytes,
-        r.source_ip_class.as_str(),
-        r.destination_ip_class.as_str(),
-        r.service.as_deref(),
-    )
+/// The bound values of [`insert_cql`] for a record (`created_at` = now), by column name.
+#[derive(Debug, scylla::SerializeRow)]
+pub struct AccessLogRow<'a> {
+    source_ip: String,
+    timestamp: DateTime<Utc>,
+    event_id: uuid::Uuid,
+    destination_ip: String,
+    port: i32,
+    protocol: &'a str,
+    bytes_sent: i64,
+    bytes_received: i64,
+    action: &'a str,
+    created_at: DateTime<Utc>,
+    ingested_at: DateTime<Utc>,
+    total_bytes: i64,
+    source_ip_class: &'a str,
+    destination_ip_class: &'a str,
+    service: Option<&'a str>,
+    source_country: Option<&'a str>,
+    source_city: Option<&'a str>,
+    source_asn: Option<i64>,
+    source_as_org: Option<&'a str>,
+    destination_country: Option<&'a str>,
+    destination_city: Option<&'a str>,
+    destination_asn: Option<i64>,
+    destination_as_org: Option<&'a str>,
+}
+
+/// The row of `r` in `access_logs` (`created_at` = now).
+pub fn access_log_row(r: &ValidatedRecord) -> AccessLogRow<'_> {
+    let (s, d) = (r.source_geo.as_ref(), r.destination_geo.as_ref());
+    AccessLogRow {
+        source_ip: r.source_ip.to_string(),
+        timestamp: r.timestamp,
+        event_id: r.event_id,
+        destination_ip: r.destination_ip.to_string(),
+        port: i32::from(r.port),
+        protocol: r.protocol.as_str(),
+        bytes_sent: r.bytes_sent,
+        bytes_received: r.bytes_received,
+        action: r.action.as_str(),
+        created_at: Utc::now(),
+        ingested_at: r.ingested_at,
+        total_bytes: r.total_bytes,
+        source_ip_class: r.source_ip_class.as_str(),
+        destination_ip_class: r.destination_ip_class.as_str(),
+        service: r.service.as_deref(),
+        source_country: s.and_then(|g| g.country.as_deref()),
+        source_city: s.and_then(|g| g.city.as_deref()),
+        source_asn: s.and_then(|g| g.asn).map(i64::from),
+        source_as_org: s.and_then(|g| g.as_org.as_deref()),
+        destination_country: d.and_then(|g| g.country.as_deref()),
+        destination_city: d.and_then(|g| g.city.as_deref()),
+        destination_asn: d.and_then(|g| g.asn).map(i64::from),
+        destination_as_org: d.and_then(|g| g.as_org.as_deref()),
+    }
 }
 
 async fn write_log(

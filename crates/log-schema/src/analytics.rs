@@ -53,6 +53,10 @@ pub struct WindowStats {
     /// without a window were not counted, so the minute's top talkers may miss sources.
     #[serde(default)]
     pub sources_capped: bool,
+    /// Where the source address is (the stream-reader's MaxMind databases when the window
+    /// closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_geo: Option<crate::Geo>,
 }
 
 /// A security rule evaluated per closed window.

@@ -28,8 +28,8 @@ pub use dlq::{
 pub use enrich::{IpClass, service_name};
 pub use error::{ErrorKind, ValidationError};
 pub use record::{
-    Action, EventTime, RAW_FIELDS, RawLog, SourceOffset, TimestampStyle, ValidatedRecord, micros,
-    parse_timestamp,
+    Action, EventTime, Geo, RAW_FIELDS, RawLog, SourceOffset, TimestampStyle, ValidatedRecord,
+    micros, parse_timestamp,
 };
 pub use validate::{EVENT_ID_NAMESPACE, Limits, Origin, validate};
 

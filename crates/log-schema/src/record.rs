@@ -176,11 +176,43 @@ pub struct ValidatedRecord {
     /// When the stream-reader processed it.
     #[serde(with = "micros")]
     pub ingested_at: DateTime<Utc>,
+    /// Where the source address is (country, city, AS), from the stream-reader's MaxMind
+    /// databases; absent without databases or data for the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_geo: Option<Geo>,
+    /// Where the destination address is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_geo: Option<Geo>,
     /// Partition and offset of the raw record it came from (absent in records that other
     /// producers wrote to the validated topic). The analytics stage uses it to count each raw
     /// record once even when the at-least-once validation stage emitted it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceOffset>,
+}
+
+/// Where an address is, as the user's MaxMind databases (GeoLite2/GeoIP2 City or Country,
+/// ASN) say; each part absent when the database or its data is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Geo {
+    /// ISO 3166-1 alpha-2 country code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// City name (English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// Autonomous system number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Autonomous system organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_org: Option<String>,
+}
+
+impl Geo {
+    /// `None` when nothing is known.
+    pub fn non_empty(self) -> Option<Self> {
+        (self != Self::default()).then_some(self)
+    }
 }
 
 /// Coordinates of a raw record inside its topic.

@@ -199,6 +199,8 @@ pub fn validate(
         destination_ip_class: IpClass::of(destination_ip),
         service,
         ingested_at: now.trunc_subsecs(6),
+        source_geo: None,
+        destination_geo: None,
         source: Some(SourceOffset {
             partition: origin.partition,
             offset: origin.offset,

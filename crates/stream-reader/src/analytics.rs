@@ -142,6 +142,8 @@ struct Waiting {
 }
 
 struct Stage {
+    /// GeoIP / ASN enrichment of the window statistics' source address.
+    geo: Arc<crate::geoip::GeoIp>,
     input: Arc<str>,
     stats_topic: Arc<str>,
     alerts_topic: Arc<str>,
@@ -171,6 +173,7 @@ impl Stage {
         args: &ReaderArgs,
         context: PipelineContext,
         stats: Arc<ReaderStats>,
+        geo: Arc<crate::geoip::GeoIp>,
     ) -> anyhow::Result<Self> {
         let windows = Windows::new(WindowConfig {
             lateness: chrono::TimeDelta::seconds(args.allowed_lateness_secs as i64),
@@ -199,6 +202,7 @@ impl Stage {
             args.kafka
                 .consumer(&args.analytics_group_id, context, TRANSACTIONAL_CONSUMER)?;
         Ok(Self {
+            geo,
             input: Arc::from(args.validated_topic.as_str()),
             stats_topic: Arc::from(args.stats_topic.as_str()),
             alerts_topic: Arc::from(args.alerts_topic.as_str()),
@@ -349,7 +353,8 @@ impl Stage {
 
     /// Queues closed windows; their outputs count as in flight from now on.
     fn queue(&mut self, closed: Vec<Closed>) {
-        for c in closed {
+        for mut c in closed {
+            c.stats.source_geo = self.geo.lookup(c.stats.source_ip);
             for _ in 0..=c.alerts.len() {
                 self.flow.started(&self.consumer);
             }
@@ -632,11 +637,12 @@ pub(crate) async fn run_until(
     shutdown: CancellationToken,
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
+    geo: Arc<crate::geoip::GeoIp>,
 ) -> anyhow::Result<()> {
     let context = PipelineContext::new(readiness, stats.analytics_partitions.clone())
         .with_group_check("analytics-group")
         .with_partition_changes();
-    let mut stage = Stage::new(&args, context, stats)?;
+    let mut stage = Stage::new(&args, context, stats, geo)?;
     stage
         .consumer
         .subscribe(&[&args.validated_topic])

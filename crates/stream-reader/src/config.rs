@@ -153,6 +153,19 @@ pub struct ReaderArgs {
     /// stalled for longer is aborted by the coordinator and cannot commit it any more.
     #[arg(long, env = "READER_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
     pub transaction_timeout_ms: u64,
+
+    /// MaxMind City or Country database (GeoLite2/GeoIP2 `.mmdb`) for the country and city of
+    /// both addresses; absent or unset: no such enrichment, never an error.
+    #[arg(long, env = "GEOIP_CITY_DB")]
+    pub geoip_city_db: Option<std::path::PathBuf>,
+
+    /// MaxMind ASN database (GeoLite2 ASN `.mmdb`) for the AS number and organisation.
+    #[arg(long, env = "GEOIP_ASN_DB")]
+    pub geoip_asn_db: Option<std::path::PathBuf>,
+
+    /// How often the GeoIP files are checked for a change (then reloaded), in ms.
+    #[arg(long, env = "GEOIP_RELOAD_INTERVAL_MS", default_value_t = 2_000)]
+    pub geoip_reload_interval_ms: u64,
 }
 
 impl ReaderArgs {

@@ -81,6 +81,7 @@ use tracing::{info, warn};
 pub mod analytics;
 mod batch;
 mod config;
+pub mod geoip;
 mod outputs;
 pub mod reference;
 pub mod windows;
@@ -178,6 +179,8 @@ struct Reader {
     batch: Option<Batch>,
     /// Outputs acknowledged in the open transaction (their kinds), counted once it commits.
     uncommitted: Vec<Option<ErrorKind>>,
+    /// GeoIP / ASN enrichment.
+    geo: Arc<geoip::GeoIp>,
 }
 
 impl Reader {
@@ -209,6 +212,8 @@ impl Reader {
                     // The windows deduplicate by offsets of this topic only.
                     record.source = Some(SourceOffset { partition, offset });
                 }
+                record.source_geo = self.geo.lookup(record.source_ip);
+                record.destination_geo = self.geo.lookup(record.destination_ip);
                 let out = Out {
                     topic: self.topics.validated.clone(),
                     key: Some(record.source_ip.to_string().into_bytes()),
@@ -546,6 +551,7 @@ impl Reader {
         context: PipelineContext,
         readiness: observe::Readiness,
         stats: Arc<ReaderStats>,
+        geo: Arc<geoip::GeoIp>,
     ) -> anyhow::Result<Self> {
         let limits = Limits {
             max_record_bytes: args.max_record_bytes,
@@ -584,6 +590,7 @@ impl Reader {
             fatal: None,
             batch,
             uncommitted: Vec::new(),
+            geo,
         })
     }
 }
@@ -607,16 +614,26 @@ pub async fn run_until(
     let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
     describe_metrics();
     let stop = shutdown.child_token();
+    let geo = geoip::GeoIp::open(args.geoip_city_db.clone(), args.geoip_asn_db.clone());
+    geo.watch(
+        Duration::from_millis(args.geoip_reload_interval_ms),
+        stop.clone(),
+    );
     let analytics = args.analytics.then(|| {
-        let (args, stop, stats, readiness) =
-            (args.clone(), stop.clone(), stats.clone(), readiness.clone());
+        let (args, stop, stats, readiness, geo) = (
+            args.clone(),
+            stop.clone(),
+            stats.clone(),
+            readiness.clone(),
+            geo.clone(),
+        );
         tokio::spawn(async move {
-            let result = analytics::run_until(args, stop.clone(), stats, readiness).await;
+            let result = analytics::run_until(args, stop.clone(), stats, readiness, geo).await;
             stop.cancel();
             result
         })
     });
-    let validated = validate_until(args, stop.clone(), stats, readiness).await;
+    let validated = validate_until(args, stop.clone(), stats, readiness, geo).await;
     stop.cancel();
     let analysed = match analytics {
         Some(task) => task.await.context("analytics stage panicked")?,
@@ -634,9 +651,10 @@ async fn validate_until(
     shutdown: CancellationToken,
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
+    geo: Arc<geoip::GeoIp>,
 ) -> anyhow::Result<()> {
     let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
-    let mut reader = Reader::new(args, context, readiness, stats.clone())?;
+    let mut reader = Reader::new(args, context, readiness, stats.clone(), geo)?;
     reader
         .consumer
         .subscribe(&[&reader.args.input_topic])
@@ -834,7 +852,14 @@ mod tests {
         let readiness = observe::Readiness::default();
         let context = PipelineContext::new(readiness.clone(), Arc::default());
         let stats = Arc::new(ReaderStats::default());
-        let reader = Reader::new(args, context, readiness, stats.clone()).expect("reader");
+        let reader = Reader::new(
+            args,
+            context,
+            readiness,
+            stats.clone(),
+            geoip::GeoIp::open(None, None),
+        )
+        .expect("reader");
         (reader, stats)
     }
 

@@ -440,6 +440,7 @@ impl Windows {
                         last_seen: acc.last_seen,
                         distinct_capped: acc.distinct_capped,
                         sources_capped: minute.sources_capped,
+                        source_geo: None,
                     };
                     let alerts = AlertRule::ALL
                         .into_iter()

@@ -1,0 +1,177 @@
+//! GeoIP / ASN enrichment from MaxMind-format databases the user supplies (`GEOIP_CITY_DB`: a
+//! GeoLite2/GeoIP2 City or Country database; `GEOIP_ASN_DB`: a GeoLite2 ASN database).
+//!
+//! Each database is read into memory and checked for a change (modification time and size)
+//! every `GEOIP_RELOAD_INTERVAL_MS`; a changed file is loaded again and replaces the old one
+//! for the records that follow, without a restart. A database that is not configured, absent
+//! or unreadable means no enrichment from it, never an error: a warning says why, the old
+//! database (if any) stays in use, and the file is tried again at the next check.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use log_schema::Geo;
+use maxminddb::Reader;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The fields read from a City or Country database.
+#[derive(Deserialize)]
+struct CityRecord<'a> {
+    #[serde(borrow)]
+    country: Option<Country<'a>>,
+    #[serde(borrow)]
+    city: Option<City<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Country<'a> {
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct City<'a> {
+    #[serde(borrow)]
+    names: Option<Names<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Names<'a> {
+    en: Option<&'a str>,
+}
+
+/// The fields read from an ASN database.
+#[derive(Deserialize)]
+struct AsnRecord<'a> {
+    autonomous_system_number: Option<u32>,
+    autonomous_system_organization: Option<&'a str>,
+}
+
+/// One database file and what was loaded from it.
+#[derive(Debug)]
+struct Database {
+    name: &'static str,
+    path: Option<PathBuf>,
+    loaded: RwLock<Option<Arc<Reader<Vec<u8>>>>>,
+    /// (modification time, size) of the file as last seen, to notice a change.
+    seen: Mutex<Option<(SystemTime, u64)>>,
+}
+
+impl Database {
+    fn new(name: &'static str, path: Option<PathBuf>) -> Self {
+        let db = Self {
+            name,
+            path,
+            loaded: RwLock::new(None),
+            seen: Mutex::new(None),
+        };
+        db.reload_if_changed();
+        db
+    }
+
+    fn current(&self) -> Option<Arc<Reader<Vec<u8>>>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Loads the file again if its modification time or size changed since the last look.
+    fn reload_if_changed(&self) {
+        let Some(path) = &self.path else { return };
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if stamp == *seen {
+            return;
+        }
+        *seen = stamp;
+        if stamp.is_none() {
+            warn!(db = self.name, path = %path.display(), "GeoIP database absent: no enrichment from it until it appears");
+            return;
+        }
+        match Reader::open_readfile(path) {
+            Ok(reader) => {
+                info!(db = self.name, path = %path.display(), kind = %reader.metadata.database_type, "GeoIP database loaded");
+                *self.loaded.write().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::new(reader));
+            }
+            Err(error) => {
+                warn!(db = self.name, path = %path.display(), %error, "GeoIP database unreadable; keeping the previous one");
+            }
+        }
+    }
+}
+
+/// The enrichment databases.
+#[derive(Debug)]
+pub struct GeoIp {
+    city: Database,
+    asn: Database,
+}
+
+impl GeoIp {
+    /// Opens what is configured (absent paths: no enrichment).
+    pub fn open(city: Option<PathBuf>, asn: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(Self {
+            city: Database::new("city", city),
+            asn: Database::new("asn", asn),
+        })
+    }
+
+    /// True when a database is configured.
+    pub fn configured(&self) -> bool {
+        self.city.path.is_some() || self.asn.path.is_some()
+    }
+
+    /// What the databases say about `ip`; `None` when they say nothing.
+    pub fn lookup(&self, ip: IpAddr) -> Option<Geo> {
+        let mut geo = Geo::default();
+        if let Some(db) = self.city.current()
+            && let Ok(Some(r)) = db.lookup::<CityRecord<'_>>(ip)
+        {
+            geo.country = r.country.and_then(|c| c.iso_code).map(str::to_owned);
+            geo.city = r
+                .city
+                .and_then(|c| c.names)
+                .and_then(|n| n.en)
+                .map(str::to_owned);
+        }
+        if let Some(db) = self.asn.current()
+            && let Ok(Some(r)) = db.lookup::<AsnRecord<'_>>(ip)
+        {
+            geo.asn = r.autonomous_system_number;
+            geo.as_org = r.autonomous_system_organization.map(str::to_owned);
+        }
+        geo.non_empty()
+    }
+
+    /// Checks both files for a change every `interval` until `stop`.
+    pub fn watch(self: &Arc<Self>, interval: Duration, stop: CancellationToken) {
+        if !self.configured() {
+            return;
+        }
+        let geo = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let geo = geo.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    geo.city.reload_if_changed();
+                    geo.asn.reload_if_changed();
+                })
+                .await;
+            }
+        });
+    }
+}
