@@ -6,11 +6,19 @@
 //! for the records that follow, without a restart. A database that is not configured, absent
 //! or unreadable means no enrichment from it, never an error: a warning says why, the old
 //! database (if any) stays in use, and the file is tried again at the next check.
+//!
+//! Lookups are cached per address (up to [`CACHE_ENTRIES`], emptied when full and whenever a
+//! database is reloaded): access logs repeat their addresses, and a lookup that decodes a City
+//! record costs about as much as parsing and validating the record itself (BENCHMARKS.md).
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -52,11 +60,16 @@ struct AsnRecord<'a> {
     autonomous_system_organization: Option<&'a str>,
 }
 
+/// Addresses whose enrichment is remembered.
+pub const CACHE_ENTRIES: usize = 65_536;
+
 /// One database file and what was loaded from it.
 #[derive(Debug)]
 struct Database {
     name: &'static str,
     path: Option<PathBuf>,
+    /// Bumped at every load, to invalidate cached lookups.
+    generation: AtomicU64,
     loaded: RwLock<Option<Arc<Reader<Vec<u8>>>>>,
     /// (modification time, size) of the file as last seen, to notice a change.
     seen: Mutex<Option<(SystemTime, u64)>>,
@@ -67,6 +80,7 @@ impl Database {
         let db = Self {
             name,
             path,
+            generation: AtomicU64::new(0),
             loaded: RwLock::new(None),
             seen: Mutex::new(None),
         };
@@ -101,6 +115,7 @@ impl Database {
                 info!(db = self.name, path = %path.display(), kind = %reader.metadata.database_type, "GeoIP database loaded");
                 *self.loaded.write().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::new(reader));
+                self.generation.fetch_add(1, Ordering::Release);
             }
             Err(error) => {
                 warn!(db = self.name, path = %path.display(), %error, "GeoIP database unreadable; keeping the previous one");
@@ -114,6 +129,14 @@ impl Database {
 pub struct GeoIp {
     city: Database,
     asn: Database,
+    cache: Mutex<Cache>,
+}
+
+/// Lookups of the databases' current generations.
+#[derive(Debug, Default)]
+struct Cache {
+    generations: (u64, u64),
+    entries: HashMap<IpAddr, Option<Geo>>,
 }
 
 impl GeoIp {
@@ -122,6 +145,7 @@ impl GeoIp {
         Arc::new(Self {
             city: Database::new("city", city),
             asn: Database::new("asn", asn),
+            cache: Mutex::default(),
         })
     }
 
@@ -130,8 +154,29 @@ impl GeoIp {
         self.city.path.is_some() || self.asn.path.is_some()
     }
 
-    /// What the databases say about `ip`; `None` when they say nothing.
+    /// What the databases say about `ip`; `None` when they say nothing (cached).
     pub fn lookup(&self, ip: IpAddr) -> Option<Geo> {
+        if !self.configured() {
+            return None;
+        }
+        let generations = (
+            self.city.generation.load(Ordering::Acquire),
+            self.asn.generation.load(Ordering::Acquire),
+        );
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.generations != generations || cache.entries.len() >= CACHE_ENTRIES {
+            cache.entries.clear();
+            cache.generations = generations;
+        }
+        cache
+            .entries
+            .entry(ip)
+            .or_insert_with(|| self.lookup_uncached(ip))
+            .clone()
+    }
+
+    /// What the databases say about `ip`, read from them.
+    pub fn lookup_uncached(&self, ip: IpAddr) -> Option<Geo> {
         let mut geo = Geo::default();
         if let Some(db) = self.city.current()
             && let Ok(Some(r)) = db.lookup::<CityRecord<'_>>(ip)
