@@ -67,8 +67,7 @@ async fn replay(topic: &str, path: &std::path::Path, format: InputFormat) -> pro
 async fn each_format_gives_its_expected_records_and_dead_letters_what_it_cannot_parse() {
     let t = reader::topics("formats").await;
     let _reader = support::spawn_service("stream-reader", &t.group, &t.env(&[]));
-    let dir = std::env::temp_dir().join(support::unique("formats"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::scratch_dir("formats");
     // Timestamps of BSD syslog lines have no year: the netfilter samples are checked with a
     // fixed "now" in log-formats' own tests; here the formats whose lines carry full times.
     let cases = [
@@ -154,8 +153,7 @@ async fn each_format_gives_its_expected_records_and_dead_letters_what_it_cannot_
 async fn a_followed_zeek_log_is_read_through_its_rotation() {
     let topic = support::unique("it_follow_zeek");
     support::fresh_topics(&[&topic]).await;
-    let dir = std::env::temp_dir().join(support::unique("follow_zeek"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::scratch_dir("follow_zeek");
     let path = dir.join("conn.log");
     let text = std::fs::read_to_string(sample("zeek-conn.log")).expect("sample");
     let header: Vec<&str> = text

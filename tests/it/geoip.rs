@@ -55,18 +55,37 @@ fn validated(topic: &str) -> Vec<ValidatedRecord> {
         .collect()
 }
 
-/// The geo columns of `access_logs` rows of `ip`, by port.
-async fn row_geo(
-    keyspace: &str,
-    ip: &str,
-) -> Vec<(
+/// A row's port and geo columns: source country, city, AS; destination country, city.
+type GeoRow = (
     i32,
     Option<String>,
     Option<String>,
     Option<i64>,
     Option<String>,
     Option<String>,
-)> {
+);
+
+/// The geo columns of a row, borrowed for comparison.
+fn columns(
+    r: &GeoRow,
+) -> (
+    Option<&str>,
+    Option<&str>,
+    Option<i64>,
+    Option<&str>,
+    Option<&str>,
+) {
+    (
+        r.1.as_deref(),
+        r.2.as_deref(),
+        r.3,
+        r.4.as_deref(),
+        r.5.as_deref(),
+    )
+}
+
+/// The geo columns of `access_logs` rows of `ip`, by port.
+async fn row_geo(keyspace: &str, ip: &str) -> Vec<GeoRow> {
     let session = support::session(keyspace).await;
     let select = session
         .prepare(format!(
@@ -92,8 +111,7 @@ async fn row_geo(
 async fn known_addresses_are_enriched_everywhere_and_a_new_database_takes_over_without_a_restart() {
     let t = reader::topics("geoip").await;
     let keyspace = support::fresh_keyspace().await;
-    let dir = std::env::temp_dir().join(support::unique("geoip"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::scratch_dir("geoip");
     let (city, asn) = (dir.join("city.mmdb"), dir.join("asn.mmdb"));
     install("GeoLite2-City-Test.mmdb", &city);
     // No ASN database yet: no AS enrichment, and no error.
@@ -294,13 +312,7 @@ async fn known_addresses_are_enriched_everywhere_and_a_new_database_takes_over_w
     assert_eq!(before.len(), 5);
     for r in before {
         assert_eq!(
-            (
-                r.1.as_deref(),
-                r.2.as_deref(),
-                r.3,
-                r.4.as_deref(),
-                r.5.as_deref()
-            ),
+            columns(r),
             (
                 Some("GB"),
                 Some("London"),
@@ -314,16 +326,7 @@ async fn known_addresses_are_enriched_everywhere_and_a_new_database_takes_over_w
     let after: Vec<_> = rows.iter().filter(|r| r.0 == 80).collect();
     assert_eq!(after.len(), 3);
     for r in after {
-        assert_eq!(
-            (
-                r.1.as_deref(),
-                r.2.as_deref(),
-                r.3,
-                r.4.as_deref(),
-                r.5.as_deref()
-            ),
-            (None, None, Some(1221), Some("GB"), None)
-        );
+        assert_eq!(columns(r), (None, None, Some(1221), Some("GB"), None));
     }
     let _ = std::fs::remove_dir_all(dir);
 }

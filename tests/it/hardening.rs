@@ -185,8 +185,7 @@ async fn replay_sends_every_line_byte_for_byte_from_plain_and_gzip_files() {
         .iter()
         .flat_map(|l| [l.as_slice(), b"\n"].concat())
         .collect();
-    let dir = std::env::temp_dir().join(support::unique("replay_bytes"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::scratch_dir("replay_bytes");
     let plain = dir.join("access.log");
     std::fs::write(&plain, &content).expect("write");
     let gz = dir.join("access.log.gz");
@@ -237,8 +236,7 @@ async fn replay_sends_every_line_byte_for_byte_from_plain_and_gzip_files() {
 async fn follow_sends_appended_lines_through_rotation_and_truncation() {
     let topic = support::unique("it_follow");
     support::fresh_topics(&[&topic]).await;
-    let dir = std::env::temp_dir().join(support::unique("follow"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::scratch_dir("follow");
     let path = dir.join("access.log");
     let append = |lines: &[&str]| {
         let mut f = std::fs::OpenOptions::new()

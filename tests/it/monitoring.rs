@@ -109,8 +109,7 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
         ],
     );
 
-    let dir = std::env::temp_dir().join(support::unique("prometheus"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = support::scratch_dir("prometheus");
     let config = local_config(&[
         ("producer", pp),
         ("stream-reader", rp),

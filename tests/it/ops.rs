@@ -42,6 +42,24 @@ fn ok(args: &[&str]) -> String {
     stdout
 }
 
+/// `producer dlq redrive --kind too_large` of `dlq` with `extra` flags: its JSON report.
+fn redrive(dlq: &str, extra: &[&str]) -> Value {
+    let args = [
+        &[
+            "dlq",
+            "redrive",
+            "--dlq-topic",
+            dlq,
+            "--kind",
+            "too_large",
+            "--json",
+        ][..],
+        extra,
+    ]
+    .concat();
+    json(&ok(&args)).remove(0)
+}
+
 fn json(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -298,28 +316,11 @@ async fn redrive_after_fixing_a_rule_writes_each_record_once_and_twice_changes_n
 
     // The rule is fixed: the default limit.
     let _reader = support::spawn_service("stream-reader", &t.group, &reader_env(&t, &[]));
-    let dry = &json(&ok(&[
-        "dlq",
-        "redrive",
-        "--dlq-topic",
-        &t.dlq,
-        "--kind",
-        "too_large",
-        "--dry-run",
-        "--json",
-    ]))[0];
+    let dry = redrive(&t.dlq, &["--dry-run"]);
     assert_eq!(dry["redrive"], 50);
     assert_eq!(dry["delivered"], 0);
     assert_eq!(support::topic_size(&t.input), 80, "a dry run sends nothing");
-    let first = &json(&ok(&[
-        "dlq",
-        "redrive",
-        "--dlq-topic",
-        &t.dlq,
-        "--kind",
-        "too_large",
-        "--json",
-    ]))[0];
+    let first = redrive(&t.dlq, &[]);
     assert_eq!(first["per_destination"][&t.input], 50, "{first}");
     assert_eq!(first["delivered"], 50);
     support::wait_until(
@@ -354,15 +355,7 @@ async fn redrive_after_fixing_a_rule_writes_each_record_once_and_twice_changes_n
 
     // Redrive the same selection again: the written records are re-submitted and rewrite
     // their rows; the ones that failed otherwise are left out.
-    let second = &json(&ok(&[
-        "dlq",
-        "redrive",
-        "--dlq-topic",
-        &t.dlq,
-        "--kind",
-        "too_large",
-        "--json",
-    ]))[0];
+    let second = redrive(&t.dlq, &[]);
     assert_eq!(second["redrive"], 40, "{second}");
     assert_eq!(second["superseded"], 10, "{second}");
     support::wait_until(DEADLINE, "the reader to commit the second redrive", || {

@@ -257,6 +257,13 @@ pub async fn produce(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
     }
 }
 
+/// A fresh empty directory under the system's temporary directory.
+pub fn scratch_dir(prefix: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
 /// Polls `condition` every 100 ms until it holds; panics with `what` after `deadline`.
 pub async fn wait_until<F: FnMut() -> bool>(deadline: Duration, what: &str, mut condition: F) {
     let end = Instant::now() + deadline;
