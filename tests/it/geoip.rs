@@ -65,16 +65,17 @@ type GeoRow = (
     Option<String>,
 );
 
-/// The geo columns of a row, borrowed for comparison.
-fn columns(
-    r: &GeoRow,
-) -> (
-    Option<&str>,
-    Option<&str>,
+/// A row's geo columns, borrowed for comparison.
+type GeoColumns<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
     Option<i64>,
-    Option<&str>,
-    Option<&str>,
-) {
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// The geo columns of a row.
+fn columns(r: &GeoRow) -> GeoColumns<'_> {
     (
         r.1.as_deref(),
         r.2.as_deref(),
