@@ -1069,16 +1069,20 @@ pub struct AccessLogRow<'a> {
     total_bytes: i64,
     source_ip_class: &'a str,
     destination_ip_class: &'a str,
-    service: Option<&'a str>,
-    source_country: Option<&'a str>,
-    source_city: Option<&'a str>,
-    source_asn: Option<i64>,
-    source_as_org: Option<&'a str>,
-    destination_country: Option<&'a str>,
-    destination_city: Option<&'a str>,
-    destination_asn: Option<i64>,
-    destination_as_org: Option<&'a str>,
+    service: Unset<&'a str>,
+    source_country: Unset<&'a str>,
+    source_city: Unset<&'a str>,
+    source_asn: Unset<i64>,
+    source_as_org: Unset<&'a str>,
+    destination_country: Unset<&'a str>,
+    destination_city: Unset<&'a str>,
+    destination_asn: Unset<i64>,
+    destination_as_org: Unset<&'a str>,
 }
+
+/// An absent value is left unset, not bound to null: a null would write a tombstone per
+/// absent cell (nine per row without GeoIP databases).
+type Unset<T> = scylla::value::MaybeUnset<T>;
 
 /// The row of `r` in `access_logs` (`created_at` = now).
 pub fn access_log_row(r: &ValidatedRecord) -> AccessLogRow<'_> {
@@ -1098,15 +1102,15 @@ pub fn access_log_row(r: &ValidatedRecord) -> AccessLogRow<'_> {
         total_bytes: r.total_bytes,
         source_ip_class: r.source_ip_class.as_str(),
         destination_ip_class: r.destination_ip_class.as_str(),
-        service: r.service.as_deref(),
-        source_country: s.and_then(|g| g.country.as_deref()),
-        source_city: s.and_then(|g| g.city.as_deref()),
-        source_asn: s.and_then(|g| g.asn).map(i64::from),
-        source_as_org: s.and_then(|g| g.as_org.as_deref()),
-        destination_country: d.and_then(|g| g.country.as_deref()),
-        destination_city: d.and_then(|g| g.city.as_deref()),
-        destination_asn: d.and_then(|g| g.asn).map(i64::from),
-        destination_as_org: d.and_then(|g| g.as_org.as_deref()),
+        service: Unset::from_option(r.service.as_deref()),
+        source_country: Unset::from_option(s.and_then(|g| g.country.as_deref())),
+        source_city: Unset::from_option(s.and_then(|g| g.city.as_deref())),
+        source_asn: Unset::from_option(s.and_then(|g| g.asn).map(i64::from)),
+        source_as_org: Unset::from_option(s.and_then(|g| g.as_org.as_deref())),
+        destination_country: Unset::from_option(d.and_then(|g| g.country.as_deref())),
+        destination_city: Unset::from_option(d.and_then(|g| g.city.as_deref())),
+        destination_asn: Unset::from_option(d.and_then(|g| g.asn).map(i64::from)),
+        destination_as_org: Unset::from_option(d.and_then(|g| g.as_org.as_deref())),
     }
 }
 
