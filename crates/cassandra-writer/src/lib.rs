@@ -1,11 +1,15 @@
 //! cassandra-writer: persists validated IP logs into Cassandra, and owns the schema
 //! (`cassandra-writer migrate`).
 //!
-//! See [`writer`] for the consume loop and its delivery guarantee.
+//! See [`writer`] for the consume loop and its delivery guarantee; [`config`] is its command
+//! line, [`rows`] what it writes, [`metrics`] what it reports.
 
 mod batch;
 mod committer;
+pub mod config;
+pub mod metrics;
 pub mod migrate;
+pub mod rows;
 pub mod writer;
 
 use clap::{Parser, Subcommand};

@@ -35,21 +35,17 @@ use std::{
 };
 
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use chrono::{DateTime, Utc};
-use clap::Args;
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use log_schema::{
     Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
 };
 use pipeline_runtime::{
-    cassandra::CassandraArgs,
     failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
-    kafka::{
-        Backpressure, KafkaArgs, OffsetTracker, PipelineContext, complete_and_store, final_commit,
-    },
+    kafka::{Backpressure, OffsetTracker, PipelineContext, complete_and_store, final_commit},
     observe, shutdown,
-    telemetry::{LogLimiter, TelemetryArgs},
+    telemetry::LogLimiter,
     transaction::{Delivery, Rollback, Transaction, TxnError},
 };
 use rdkafka::{
@@ -69,123 +65,16 @@ use tracing::{info, warn};
 use crate::{
     batch::{self, Pending},
     committer::{Committer, Deferred},
+    metrics::{describe_metrics, error_kind},
+    rows::Statements,
+};
+pub use crate::{
+    config::WriterArgs,
+    rows::{AccessLogRow, access_log_row, insert_cql},
 };
 
 /// Most records taken from the consumer's buffer at once, to be grouped into batches.
 const GATHER_MAX: usize = 256;
-
-/// Options of the writer.
-#[derive(Debug, Clone, Args)]
-pub struct WriterArgs {
-    /// Kafka connection.
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
-    /// Cassandra connection.
-    #[command(flatten)]
-    pub cassandra: CassandraArgs,
-
-    /// Logging.
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
-
-    /// Consumer group id.
-    #[arg(long, env = "WRITER_GROUP_ID", default_value = "cassandra-writer")]
-    pub group_id: String,
-
-    /// Topic of validated records to persist.
-    #[arg(long, env = "WRITER_INPUT_TOPIC", default_value = log_schema::topics::VALIDATED)]
-    pub input_topic: String,
-
-    /// Topic of per-IP window statistics (persisted to ip_stats_by_ip and top_talkers_by_minute).
-    #[arg(long, env = "WRITER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
-    pub stats_topic: String,
-
-    /// Topic of alerts (persisted to alerts_by_day and alerts_by_ip).
-    #[arg(long, env = "WRITER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
-    pub alerts_topic: String,
-
-    /// Dead-letter topic for rows Cassandra rejects and records that cannot be decoded.
-    #[arg(long, env = "WRITER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
-    pub dlq_topic: String,
-
-    /// Most `access_logs` rows of one source IP written as one single-partition unlogged batch,
-    /// from the records the consumer already has buffered (nothing waits to fill a batch);
-    /// 1 writes every row on its own.
-    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 8)]
-    pub batch_max_rows: usize,
-
-    /// Most writes in flight at once; beyond it the partitions are paused.
-    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 512)]
-    pub max_in_flight: usize,
-
-    /// Attempts per write before giving up on it (0 = retry without limit). A write that runs out
-    /// of attempts stops the writer without committing past it, so nothing is lost either way.
-    #[arg(long, env = "WRITER_RETRY_MAX_ATTEMPTS", default_value_t = 0)]
-    pub retry_max_attempts: usize,
-
-    /// First retry delay, in milliseconds (doubles each attempt, with jitter).
-    #[arg(long, env = "WRITER_RETRY_MIN_DELAY_MS", default_value_t = 100)]
-    pub retry_min_delay_ms: u64,
-
-    /// Largest retry delay, in milliseconds.
-    #[arg(long, env = "WRITER_RETRY_MAX_DELAY_MS", default_value_t = 10_000)]
-    pub retry_max_delay_ms: u64,
-
-    /// Seconds between status lines.
-    #[arg(long, env = "WRITER_STATUS_INTERVAL_SECS", default_value_t = 5)]
-    pub status_interval_secs: u64,
-
-    /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
-    pub metrics_addr: std::net::SocketAddr,
-
-    /// Delivery guarantee of the writer's dead letters: `at-least-once`, or `exactly-once`
-    /// (committed with the input offsets in Kafka transactions). Rows are idempotent either way.
-    #[arg(long, env = "WRITER_DELIVERY", value_enum, default_value_t = Delivery::AtLeastOnce)]
-    pub delivery: Delivery,
-
-    /// Transactional id of this instance in exactly-once mode (`-writer` is appended); empty:
-    /// `<WRITER_GROUP_ID>@<hostname>:<pid>`. Unique per running instance; if stable across
-    /// restarts, a restart aborts at once what the crashed instance left open.
-    #[arg(long, env = "WRITER_TRANSACTIONAL_ID", default_value = "")]
-    pub transactional_id: String,
-
-    /// Interval between offset commits in exactly-once mode (each a transaction with the dead
-    /// letters below the committed offsets), in ms.
-    #[arg(long, env = "WRITER_TRANSACTION_INTERVAL_MS", default_value_t = 1_000)]
-    pub transaction_interval_ms: u64,
-
-    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), in ms.
-    #[arg(long, env = "WRITER_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
-    pub transaction_timeout_ms: u64,
-}
-
-impl WriterArgs {
-    fn backoff(&self) -> ExponentialBuilder {
-        let b = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(self.retry_min_delay_ms))
-            .with_max_delay(Duration::from_millis(self.retry_max_delay_ms))
-            .with_jitter();
-        if self.retry_max_attempts == 0 {
-            b.without_max_times()
-        } else {
-            b.with_max_times(self.retry_max_attempts)
-        }
-    }
-}
-
-/// The statement the writer binds every row to (keyspace from config, values bound).
-pub fn insert_cql(keyspace: &str) -> String {
-    format!(
-        "INSERT INTO {keyspace}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
-         protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
-         source_ip_class, destination_ip_class, service, source_country, source_city, \
-         source_asn, source_as_org, destination_country, destination_city, destination_asn, \
-         destination_as_org) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-}
 
 /// Running totals, shared by the write tasks and the status line.
 #[derive(Debug, Default)]
@@ -244,63 +133,6 @@ pub(crate) enum Outcome {
     DeadLettered(Option<Deferred>),
 }
 
-/// The prepared writes.
-pub(crate) struct Statements {
-    pub(crate) access_logs: PreparedStatement,
-    stats_by_ip: PreparedStatement,
-    top_talkers: PreparedStatement,
-    top_by_country: PreparedStatement,
-    top_by_asn: PreparedStatement,
-    alerts_by_day: PreparedStatement,
-    alerts_by_ip: PreparedStatement,
-}
-
-impl Statements {
-    async fn prepare(session: &Session, ks: &str) -> anyhow::Result<Self> {
-        let prepare = |cql: String| async move {
-            session
-                .prepare(cql.clone())
-                .await
-                .with_context(|| format!("prepare {cql}"))
-        };
-        Ok(Self {
-            access_logs: prepare(insert_cql(ks)).await?,
-            stats_by_ip: prepare(format!(
-                "INSERT INTO {ks}.ip_stats_by_ip (source_ip, day, window_start, window_end, events, \
-                 bytes_sent, bytes_received, distinct_ports, distinct_destinations, denied, \
-                 first_seen, last_seen, distinct_capped, sources_capped) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
-            top_talkers: prepare(format!(
-                "INSERT INTO {ks}.top_talkers_by_minute (window_start, events, source_ip, \
-                 total_bytes, denied, distinct_ports, sources_capped) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
-            top_by_country: prepare(format!(
-                "INSERT INTO {ks}.top_talkers_by_country_minute (window_start, country, events, \
-                 source_ip, total_bytes, denied, asn, as_org) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
-            top_by_asn: prepare(format!(
-                "INSERT INTO {ks}.top_talkers_by_asn_minute (window_start, asn, events, \
-                 source_ip, total_bytes, denied, as_org, country) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
-            alerts_by_day: prepare(format!(
-                "INSERT INTO {ks}.alerts_by_day (day, window_start, alert_id, rule, source_ip, \
-                 window_end, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
-            alerts_by_ip: prepare(format!(
-                "INSERT INTO {ks}.alerts_by_ip (source_ip, window_start, alert_id, rule, \
-                 window_end, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
-        })
-    }
-}
-
 pub(crate) struct Shared {
     pub(crate) session: Session,
     pub(crate) statements: Statements,
@@ -340,104 +172,6 @@ async fn probe_cassandra(
                 readiness.set("cassandra", state);
             }
         }
-    }
-}
-
-/// Registers every metric with help text and zero values.
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "writer_records_consumed_total",
-        "Records consumed from the validated, stats and alerts topics"
-    );
-    describe_counter!("writer_rows_written_total", "Rows written, by table");
-    describe_counter!(
-        "writer_batches_total",
-        "Single-partition unlogged batches of access_logs rows applied"
-    );
-    describe_counter!(
-        "writer_batch_fallbacks_total",
-        "Batches that failed and were written row by row instead"
-    );
-    describe_counter!(
-        "writer_write_retries_total",
-        "Write attempts that failed and were retried"
-    );
-    describe_counter!("writer_write_errors_total", "Failed write attempts by kind");
-    describe_counter!(
-        "writer_dead_letters_total",
-        "Records sent to the dead-letter topic by kind"
-    );
-    describe_histogram!(
-        "writer_write_latency_seconds",
-        metrics::Unit::Seconds,
-        "Write latency per row (a batch's time for each of its rows), retries included"
-    );
-    describe_histogram!(
-        "writer_e2e_latency_seconds",
-        metrics::Unit::Seconds,
-        "Event timestamp to row written"
-    );
-    describe_gauge!(
-        "writer_in_flight",
-        "Records consumed whose row is not written yet"
-    );
-    for table in [
-        "access_logs",
-        "ip_stats_by_ip",
-        "top_talkers_by_minute",
-        "top_talkers_by_country_minute",
-        "top_talkers_by_asn_minute",
-        "alerts_by_day",
-        "alerts_by_ip",
-    ] {
-        metrics::counter!("writer_rows_written_total", "table" => table).absolute(0);
-    }
-    for name in [
-        "writer_records_consumed_total",
-        "writer_batches_total",
-        "writer_batch_fallbacks_total",
-        "writer_write_retries_total",
-    ] {
-        metrics::counter!(name).absolute(0);
-    }
-    for kind in [
-        "timeout",
-        "unavailable",
-        "overloaded",
-        "connection",
-        "rejected",
-        "unauthorized",
-        "other",
-    ] {
-        metrics::counter!("writer_write_errors_total", "kind" => kind).absolute(0);
-    }
-    for kind in ["write_rejected", "malformed_json", "invalid_type"] {
-        metrics::counter!("writer_dead_letters_total", "kind" => kind).absolute(0);
-    }
-}
-
-/// Low-cardinality kind of a failed write attempt.
-fn error_kind(e: &ExecutionError) -> &'static str {
-    if is_rejection(e) {
-        return "rejected";
-    }
-    if is_refusal(e) {
-        return "unauthorized";
-    }
-    match e {
-        ExecutionError::RequestTimeout(_) => "timeout",
-        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => "connection",
-        ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(_)) => {
-            "connection"
-        }
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => match db {
-            DbError::Unavailable { .. } => "unavailable",
-            DbError::Overloaded | DbError::RateLimitReached { .. } => "overloaded",
-            DbError::ReadTimeout { .. } | DbError::WriteTimeout { .. } => "timeout",
-            _ => "other",
-        },
-        _ => "other",
     }
 }
 
@@ -1049,68 +783,6 @@ async fn execute<V: SerializeRow + Sync>(
             Err(WriteError::Refused(table, Box::new(e)))
         }
         Err(e) => Err(WriteError::GaveUp(Box::new(e))),
-    }
-}
-
-/// The bound values of [`insert_cql`] for a record (`created_at` = now), by column name.
-#[derive(Debug, scylla::SerializeRow)]
-pub struct AccessLogRow<'a> {
-    source_ip: String,
-    timestamp: DateTime<Utc>,
-    event_id: uuid::Uuid,
-    destination_ip: String,
-    port: i32,
-    protocol: &'a str,
-    bytes_sent: i64,
-    bytes_received: i64,
-    action: &'a str,
-    created_at: DateTime<Utc>,
-    ingested_at: DateTime<Utc>,
-    total_bytes: i64,
-    source_ip_class: &'a str,
-    destination_ip_class: &'a str,
-    service: Unset<&'a str>,
-    source_country: Unset<&'a str>,
-    source_city: Unset<&'a str>,
-    source_asn: Unset<i64>,
-    source_as_org: Unset<&'a str>,
-    destination_country: Unset<&'a str>,
-    destination_city: Unset<&'a str>,
-    destination_asn: Unset<i64>,
-    destination_as_org: Unset<&'a str>,
-}
-
-/// An absent value is left unset, not bound to null: a null would write a tombstone per
-/// absent cell (nine per row without GeoIP databases).
-type Unset<T> = scylla::value::MaybeUnset<T>;
-
-/// The row of `r` in `access_logs` (`created_at` = now).
-pub fn access_log_row(r: &ValidatedRecord) -> AccessLogRow<'_> {
-    let (s, d) = (r.source_geo.as_ref(), r.destination_geo.as_ref());
-    AccessLogRow {
-        source_ip: r.source_ip.to_string(),
-        timestamp: r.timestamp,
-        event_id: r.event_id,
-        destination_ip: r.destination_ip.to_string(),
-        port: i32::from(r.port),
-        protocol: r.protocol.as_str(),
-        bytes_sent: r.bytes_sent,
-        bytes_received: r.bytes_received,
-        action: r.action.as_str(),
-        created_at: Utc::now(),
-        ingested_at: r.ingested_at,
-        total_bytes: r.total_bytes,
-        source_ip_class: r.source_ip_class.as_str(),
-        destination_ip_class: r.destination_ip_class.as_str(),
-        service: Unset::from_option(r.service.as_deref()),
-        source_country: Unset::from_option(s.and_then(|g| g.country.as_deref())),
-        source_city: Unset::from_option(s.and_then(|g| g.city.as_deref())),
-        source_asn: Unset::from_option(s.and_then(|g| g.asn).map(i64::from)),
-        source_as_org: Unset::from_option(s.and_then(|g| g.as_org.as_deref())),
-        destination_country: Unset::from_option(d.and_then(|g| g.country.as_deref())),
-        destination_city: Unset::from_option(d.and_then(|g| g.city.as_deref())),
-        destination_asn: Unset::from_option(d.and_then(|g| g.asn).map(i64::from)),
-        destination_as_org: Unset::from_option(d.and_then(|g| g.as_org.as_deref())),
     }
 }
 

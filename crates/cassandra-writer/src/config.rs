@@ -1,0 +1,110 @@
+//! The writer's command line.
+
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use clap::Args;
+use pipeline_runtime::{
+    cassandra::CassandraArgs, kafka::KafkaArgs, telemetry::TelemetryArgs, transaction::Delivery,
+};
+
+/// Options of the writer.
+#[derive(Debug, Clone, Args)]
+pub struct WriterArgs {
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Cassandra connection.
+    #[command(flatten)]
+    pub cassandra: CassandraArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    /// Consumer group id.
+    #[arg(long, env = "WRITER_GROUP_ID", default_value = "cassandra-writer")]
+    pub group_id: String,
+
+    /// Topic of validated records to persist.
+    #[arg(long, env = "WRITER_INPUT_TOPIC", default_value = log_schema::topics::VALIDATED)]
+    pub input_topic: String,
+
+    /// Topic of per-IP window statistics (persisted to ip_stats_by_ip and top_talkers_by_minute).
+    #[arg(long, env = "WRITER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
+    pub stats_topic: String,
+
+    /// Topic of alerts (persisted to alerts_by_day and alerts_by_ip).
+    #[arg(long, env = "WRITER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
+    pub alerts_topic: String,
+
+    /// Dead-letter topic for rows Cassandra rejects and records that cannot be decoded.
+    #[arg(long, env = "WRITER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
+    pub dlq_topic: String,
+
+    /// Most `access_logs` rows of one source IP written as one single-partition unlogged batch,
+    /// from the records the consumer already has buffered (nothing waits to fill a batch);
+    /// 1 writes every row on its own.
+    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 8)]
+    pub batch_max_rows: usize,
+
+    /// Most writes in flight at once; beyond it the partitions are paused.
+    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
+    /// Attempts per write before giving up on it (0 = retry without limit). A write that runs out
+    /// of attempts stops the writer without committing past it, so nothing is lost either way.
+    #[arg(long, env = "WRITER_RETRY_MAX_ATTEMPTS", default_value_t = 0)]
+    pub retry_max_attempts: usize,
+
+    /// First retry delay, in milliseconds (doubles each attempt, with jitter).
+    #[arg(long, env = "WRITER_RETRY_MIN_DELAY_MS", default_value_t = 100)]
+    pub retry_min_delay_ms: u64,
+
+    /// Largest retry delay, in milliseconds.
+    #[arg(long, env = "WRITER_RETRY_MAX_DELAY_MS", default_value_t = 10_000)]
+    pub retry_max_delay_ms: u64,
+
+    /// Seconds between status lines.
+    #[arg(long, env = "WRITER_STATUS_INTERVAL_SECS", default_value_t = 5)]
+    pub status_interval_secs: u64,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Delivery guarantee of the writer's dead letters: `at-least-once`, or `exactly-once`
+    /// (committed with the input offsets in Kafka transactions). Rows are idempotent either way.
+    #[arg(long, env = "WRITER_DELIVERY", value_enum, default_value_t = Delivery::AtLeastOnce)]
+    pub delivery: Delivery,
+
+    /// Transactional id of this instance in exactly-once mode (`-writer` is appended); empty:
+    /// `<WRITER_GROUP_ID>@<hostname>:<pid>`. Unique per running instance; if stable across
+    /// restarts, a restart aborts at once what the crashed instance left open.
+    #[arg(long, env = "WRITER_TRANSACTIONAL_ID", default_value = "")]
+    pub transactional_id: String,
+
+    /// Interval between offset commits in exactly-once mode (each a transaction with the dead
+    /// letters below the committed offsets), in ms.
+    #[arg(long, env = "WRITER_TRANSACTION_INTERVAL_MS", default_value_t = 1_000)]
+    pub transaction_interval_ms: u64,
+
+    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), in ms.
+    #[arg(long, env = "WRITER_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub transaction_timeout_ms: u64,
+}
+
+impl WriterArgs {
+    pub(crate) fn backoff(&self) -> ExponentialBuilder {
+        let b = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.retry_min_delay_ms))
+            .with_max_delay(Duration::from_millis(self.retry_max_delay_ms))
+            .with_jitter();
+        if self.retry_max_attempts == 0 {
+            b.without_max_times()
+        } else {
+            b.with_max_times(self.retry_max_attempts)
+        }
+    }
+}
