@@ -39,12 +39,23 @@ async fn writer_startup_check_names_migrate_when_schema_is_missing() {
     );
 }
 
+/// The writer's columns of `access_logs` without the GeoIP ones (which stay unset), for rows
+/// built by hand.
+fn insert_without_geo(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
+         protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
+         source_ip_class, destination_ip_class, service) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+}
+
 #[tokio::test]
 async fn access_logs_write_read_and_the_seed_queries_verbatim() {
     let keyspace = support::fresh_keyspace().await;
     let session = support::session(&keyspace).await;
     let insert = session
-        .prepare(cassandra_writer::writer::insert_cql(&keyspace))
+        .prepare(insert_without_geo(&keyspace))
         .await
         .expect("prepare insert");
     let t0 = Utc
@@ -186,7 +197,7 @@ async fn rows_expire_with_the_tables_default_ttl() {
         .await
         .expect("short TTL");
     let insert = session
-        .prepare(cassandra_writer::writer::insert_cql(&keyspace))
+        .prepare(insert_without_geo(&keyspace))
         .await
         .expect("prepare insert");
     session
@@ -247,7 +258,7 @@ async fn the_seed_queries_verbatim_through_cqlsh() {
     let keyspace = support::fresh_keyspace().await;
     let session = support::session(&keyspace).await;
     let insert = session
-        .prepare(cassandra_writer::writer::insert_cql(&keyspace))
+        .prepare(insert_without_geo(&keyspace))
         .await
         .expect("prepare insert");
     let t0 = Utc::now() - chrono::Duration::hours(1);
