@@ -1,0 +1,71 @@
+//! The validation stage's metrics and status line.
+
+use std::{sync::atomic::Ordering::Relaxed, time::Instant};
+
+use log_schema::ErrorKind;
+use tracing::info;
+
+use crate::ReaderStats;
+
+/// Registers every metric of the validation stage with its help text and zero values, so
+/// dashboards show all series from the start.
+pub(crate) fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "reader_records_consumed_total",
+        "Records consumed from the input topic"
+    );
+    describe_counter!(
+        "reader_records_out_total",
+        "Records acknowledged on an output topic, by output"
+    );
+    describe_counter!("reader_invalid_records_total", "Dead letters by error kind");
+    describe_counter!(
+        "reader_produce_retries_total",
+        "Output produce attempts that failed and were retried"
+    );
+    describe_histogram!(
+        "reader_produce_latency_seconds",
+        metrics::Unit::Seconds,
+        "Output produce latency until acknowledged, retries included"
+    );
+    describe_gauge!(
+        "reader_in_flight",
+        "Records consumed whose output is not acknowledged yet"
+    );
+    describe_counter!(
+        "reader_outputs_rejected_total",
+        "Outputs Kafka refused for good, dead-lettered instead"
+    );
+    metrics::counter!("reader_outputs_rejected_total").absolute(0);
+    metrics::counter!("reader_records_consumed_total").absolute(0);
+    for output in ["validated", "dlq"] {
+        metrics::counter!("reader_records_out_total", "output" => output).absolute(0);
+    }
+    metrics::counter!("reader_produce_retries_total").absolute(0);
+    for kind in ErrorKind::ALL {
+        if kind != ErrorKind::WriteRejected {
+            metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str()).absolute(0);
+        }
+    }
+    crate::analytics::describe_metrics();
+    pipeline_runtime::transaction::describe_metrics();
+}
+
+pub(crate) fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) {
+    let consumed = stats.consumed.load(Relaxed);
+    let rate = (consumed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+    *last = (Instant::now(), consumed);
+    info!(
+        consumed,
+        valid = stats.valid.load(Relaxed),
+        invalid = stats.invalid.load(Relaxed),
+        invalid_by_kind = %stats.by_kind_summary(),
+        retries = stats.retries.load(Relaxed),
+        windows_closed = stats.windows_closed.load(Relaxed),
+        alerts = stats.alerts.load(Relaxed),
+        in_flight,
+        records_per_s = format!("{rate:.0}"),
+        "status"
+    );
+}
