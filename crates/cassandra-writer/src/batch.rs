@@ -19,6 +19,9 @@ use chrono::Utc;
 use log_schema::{Origin, ValidatedRecord};
 use scylla::statement::batch::{Batch, BatchType};
 
+use crate::metrics::{
+    BATCH_FALLBACKS, BATCHES, E2E_LATENCY_SECONDS, ROWS_WRITTEN, WRITE_LATENCY_SECONDS,
+};
 use crate::writer::{Outcome, Shared, Written, access_log_row, handle};
 
 /// A consumed record waiting for its write.
@@ -109,13 +112,13 @@ async fn write_rows(shared: &Shared, rows: &[ValidatedRecord]) -> bool {
     }
     let values: Vec<_> = rows.iter().map(access_log_row).collect();
     if let Err(error) = shared.session.batch(&batch, values).await {
-        metrics::counter!("writer_batch_fallbacks_total").increment(1);
+        metrics::counter!(BATCH_FALLBACKS).increment(1);
         tracing::debug!(%error, rows = rows.len(), "batch failed; writing its rows one by one");
         return false;
     }
     let n = rows.len() as u64;
-    metrics::counter!("writer_rows_written_total", "table" => "access_logs").increment(n);
-    metrics::counter!("writer_batches_total").increment(1);
+    metrics::counter!(ROWS_WRITTEN, "table" => "access_logs").increment(n);
+    metrics::counter!(BATCHES).increment(1);
     let stats = &shared.stats;
     stats
         .written
@@ -127,10 +130,10 @@ async fn write_rows(shared: &Shared, rows: &[ValidatedRecord]) -> bool {
     let took = started.elapsed();
     let now = Utc::now();
     for r in rows {
-        metrics::histogram!("writer_write_latency_seconds").record(took.as_secs_f64());
+        metrics::histogram!(WRITE_LATENCY_SECONDS).record(took.as_secs_f64());
         stats.record_latency(took);
         let e2e = (now - r.timestamp).to_std().unwrap_or_default();
-        metrics::histogram!("writer_e2e_latency_seconds").record(e2e.as_secs_f64());
+        metrics::histogram!(E2E_LATENCY_SECONDS).record(e2e.as_secs_f64());
     }
     true
 }

@@ -5,45 +5,61 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 
 use crate::writer::{is_refusal, is_rejection};
 
+// Metric names, each defined once; help texts and labels are registered below.
+/// `writer_batch_fallbacks_total`.
+pub const BATCH_FALLBACKS: &str = "writer_batch_fallbacks_total";
+/// `writer_batches_total`.
+pub const BATCHES: &str = "writer_batches_total";
+/// `writer_dead_letters_total`.
+pub const DEAD_LETTERS: &str = "writer_dead_letters_total";
+/// `writer_e2e_latency_seconds`.
+pub const E2E_LATENCY_SECONDS: &str = "writer_e2e_latency_seconds";
+/// `writer_in_flight`.
+pub const IN_FLIGHT: &str = "writer_in_flight";
+/// `writer_records_consumed_total`.
+pub const RECORDS_CONSUMED: &str = "writer_records_consumed_total";
+/// `writer_rows_written_total`.
+pub const ROWS_WRITTEN: &str = "writer_rows_written_total";
+/// `writer_write_errors_total`.
+pub const WRITE_ERRORS: &str = "writer_write_errors_total";
+/// `writer_write_latency_seconds`.
+pub const WRITE_LATENCY_SECONDS: &str = "writer_write_latency_seconds";
+/// `writer_write_retries_total`.
+pub const WRITE_RETRIES: &str = "writer_write_retries_total";
+
 /// Registers every metric with help text and zero values.
 pub(crate) fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
-        "writer_records_consumed_total",
+        RECORDS_CONSUMED,
         "Records consumed from the validated, stats and alerts topics"
     );
-    describe_counter!("writer_rows_written_total", "Rows written, by table");
+    describe_counter!(ROWS_WRITTEN, "Rows written, by table");
     describe_counter!(
-        "writer_batches_total",
+        BATCHES,
         "Single-partition unlogged batches of access_logs rows applied"
     );
     describe_counter!(
-        "writer_batch_fallbacks_total",
+        BATCH_FALLBACKS,
         "Batches that failed and were written row by row instead"
     );
+    describe_counter!(WRITE_RETRIES, "Write attempts that failed and were retried");
+    describe_counter!(WRITE_ERRORS, "Failed write attempts by kind");
     describe_counter!(
-        "writer_write_retries_total",
-        "Write attempts that failed and were retried"
-    );
-    describe_counter!("writer_write_errors_total", "Failed write attempts by kind");
-    describe_counter!(
-        "writer_dead_letters_total",
+        DEAD_LETTERS,
         "Records sent to the dead-letter topic by kind"
     );
     describe_histogram!(
-        "writer_write_latency_seconds",
+        WRITE_LATENCY_SECONDS,
         metrics::Unit::Seconds,
         "Write latency per row (a batch's time for each of its rows), retries included"
     );
     describe_histogram!(
-        "writer_e2e_latency_seconds",
+        E2E_LATENCY_SECONDS,
         metrics::Unit::Seconds,
         "Event timestamp to row written"
     );
-    describe_gauge!(
-        "writer_in_flight",
-        "Records consumed whose row is not written yet"
-    );
+    describe_gauge!(IN_FLIGHT, "Records consumed whose row is not written yet");
     for table in [
         "access_logs",
         "ip_stats_by_ip",
@@ -53,14 +69,9 @@ pub(crate) fn describe_metrics() {
         "alerts_by_day",
         "alerts_by_ip",
     ] {
-        metrics::counter!("writer_rows_written_total", "table" => table).absolute(0);
+        metrics::counter!(ROWS_WRITTEN, "table" => table).absolute(0);
     }
-    for name in [
-        "writer_records_consumed_total",
-        "writer_batches_total",
-        "writer_batch_fallbacks_total",
-        "writer_write_retries_total",
-    ] {
+    for name in [RECORDS_CONSUMED, BATCHES, BATCH_FALLBACKS, WRITE_RETRIES] {
         metrics::counter!(name).absolute(0);
     }
     for kind in [
@@ -72,10 +83,10 @@ pub(crate) fn describe_metrics() {
         "unauthorized",
         "other",
     ] {
-        metrics::counter!("writer_write_errors_total", "kind" => kind).absolute(0);
+        metrics::counter!(WRITE_ERRORS, "kind" => kind).absolute(0);
     }
     for kind in ["write_rejected", "malformed_json", "invalid_type"] {
-        metrics::counter!("writer_dead_letters_total", "kind" => kind).absolute(0);
+        metrics::counter!(DEAD_LETTERS, "kind" => kind).absolute(0);
     }
 }
 

@@ -62,6 +62,10 @@ use scylla::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::metrics::{
+    DEAD_LETTERS, E2E_LATENCY_SECONDS, IN_FLIGHT, RECORDS_CONSUMED, ROWS_WRITTEN, WRITE_ERRORS,
+    WRITE_LATENCY_SECONDS, WRITE_RETRIES,
+};
 use crate::{
     batch::{self, Pending},
     committer::{Committer, Deferred},
@@ -301,7 +305,7 @@ pub async fn run_until(
                         Ok(outcome) => completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome),
                     }
                 }
-                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
+                metrics::gauge!(IN_FLIGHT).set(flow.in_flight() as f64);
                 if fatal.is_some() {
                     break;
                 }
@@ -377,8 +381,8 @@ pub async fn run_until(
                     }
                 }
                 stats.consumed.fetch_add(ready.len() as u64, Relaxed);
-                metrics::counter!("writer_records_consumed_total").increment(ready.len() as u64);
-                metrics::gauge!("writer_in_flight").set(flow.in_flight() as f64);
+                metrics::counter!(RECORDS_CONSUMED).increment(ready.len() as u64);
+                metrics::gauge!(IN_FLIGHT).set(flow.in_flight() as f64);
                 for group in batch::group(ready, &shared.args.input_topic, shared.args.batch_max_rows) {
                     let shared = shared.clone();
                     writes.push(Box::pin(async move { batch::write(&shared, group).await }));
@@ -497,7 +501,7 @@ fn commit<C: rdkafka::consumer::ConsumerContext>(
 ) -> Result<(), TxnError> {
     for kind in committer.commit(consumer, &shared.args.dlq_topic)? {
         shared.stats.dead_lettered.fetch_add(1, Relaxed);
-        metrics::counter!("writer_dead_letters_total", "kind" => kind.as_str()).increment(1);
+        metrics::counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
     }
     Ok(())
 }
@@ -749,8 +753,8 @@ async fn execute<V: SerializeRow + Sync>(
         .when(|e| !is_rejection(e) && !is_refusal(e))
         .notify(|error, delay| {
             shared.stats.retries.fetch_add(1, Relaxed);
-            metrics::counter!("writer_write_retries_total").increment(1);
-            metrics::counter!("writer_write_errors_total", "kind" => error_kind(error)).increment(1);
+            metrics::counter!(WRITE_RETRIES).increment(1);
+            metrics::counter!(WRITE_ERRORS, "kind" => error_kind(error)).increment(1);
             failures += 1;
             if failures >= 3 {
                 shared.stalls().failing(
@@ -768,18 +772,17 @@ async fn execute<V: SerializeRow + Sync>(
     }
     match result {
         Ok(_) => {
-            metrics::counter!("writer_rows_written_total", "table" => table).increment(1);
-            metrics::histogram!("writer_write_latency_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(ROWS_WRITTEN, "table" => table).increment(1);
+            metrics::histogram!(WRITE_LATENCY_SECONDS).record(started.elapsed().as_secs_f64());
             shared.stats.record_latency(started.elapsed());
             Ok(())
         }
         Err(e) if is_rejection(&e) => {
-            metrics::counter!("writer_write_errors_total", "kind" => "rejected").increment(1);
+            metrics::counter!(WRITE_ERRORS, "kind" => "rejected").increment(1);
             Err(WriteError::Rejected(e.to_string()))
         }
         Err(e) if is_refusal(&e) => {
-            metrics::counter!("writer_write_errors_total", "kind" => "unauthorized").increment(1);
+            metrics::counter!(WRITE_ERRORS, "kind" => "unauthorized").increment(1);
             Err(WriteError::Refused(table, Box::new(e)))
         }
         Err(e) => Err(WriteError::GaveUp(Box::new(e))),
@@ -801,7 +804,7 @@ async fn write_log(
     .await?;
     shared.stats.written.fetch_add(1, Relaxed);
     let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
-    metrics::histogram!("writer_e2e_latency_seconds").record(e2e.as_secs_f64());
+    metrics::histogram!(E2E_LATENCY_SECONDS).record(e2e.as_secs_f64());
     Ok(())
 }
 
@@ -854,7 +857,7 @@ async fn dead_letter(
             },
         )?;
     shared.stats.dead_lettered.fetch_add(1, Relaxed);
-    metrics::counter!("writer_dead_letters_total", "kind" => error.kind.as_str()).increment(1);
+    metrics::counter!(DEAD_LETTERS, "kind" => error.kind.as_str()).increment(1);
     Ok(None)
 }
 

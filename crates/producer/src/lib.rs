@@ -10,6 +10,7 @@
 pub mod formats;
 pub mod generate;
 pub mod input;
+mod metrics_names;
 pub mod ops;
 
 use std::{
@@ -262,15 +263,15 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, sent_at_us: usize) {
         let latency = self.epoch.elapsed().as_micros() as f64 - sent_at_us as f64;
-        metrics::histogram!("producer_produce_latency_seconds").record(latency.max(0.0) / 1e6);
+        metrics::histogram!(metrics_names::PRODUCE_LATENCY_SECONDS).record(latency.max(0.0) / 1e6);
         match result {
             Ok(_) => {
                 self.stats.delivered.fetch_add(1, Relaxed);
-                metrics::counter!("producer_records_delivered_total").increment(1);
+                metrics::counter!(metrics_names::RECORDS_DELIVERED).increment(1);
             }
             Err((error, message)) => {
                 self.failed(error, message.topic(), ReportedAt::Delivery);
-                metrics::counter!("producer_delivery_failures_total").increment(1);
+                metrics::counter!(metrics_names::DELIVERY_FAILURES).increment(1);
                 let failed = self.stats.failed.fetch_add(1, Relaxed);
                 // One line per failure would flood the log during an outage: log the first
                 // ones, then every 10,000th; the count is exact in the status line.
@@ -332,7 +333,7 @@ pub async fn run_until(
     readiness.declare("kafka", "no broker connection yet");
     let server_stop = shutdown.child_token();
     let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
-    describe_metrics();
+    metrics_names::describe_metrics();
     let epoch = Instant::now();
     let producer: ThreadedProducer<Deliveries> = args
         .kafka
@@ -426,7 +427,7 @@ pub async fn run_until(
                         stats.lines_read.fetch_add(1, Relaxed);
                         if truncated {
                             let n = stats.lines_truncated.fetch_add(1, Relaxed);
-                            metrics::counter!("producer_lines_truncated_total").increment(1);
+                            metrics::counter!(metrics_names::LINES_TRUNCATED).increment(1);
                             if n < 10 || n.is_multiple_of(10_000) {
                                 warn!(
                                     max_line_bytes = args.max_line_bytes,
@@ -448,7 +449,7 @@ pub async fn run_until(
         let sent_at_us = epoch.elapsed().as_micros() as usize;
         send(&producer, &args.topic, key.as_deref(), &buf, sent_at_us).await;
         stats.sent.fetch_add(1, Relaxed);
-        metrics::counter!("producer_records_sent_total").increment(1);
+        metrics::counter!(metrics_names::RECORDS_SENT).increment(1);
 
         if Instant::now() >= next_status {
             next_status += status_every;
@@ -486,40 +487,6 @@ pub async fn run_until(
     Ok(summary)
 }
 
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_histogram};
-    formats::describe_metrics();
-    describe_counter!(
-        "producer_records_sent_total",
-        "Records handed to the Kafka client"
-    );
-    describe_counter!(
-        "producer_records_delivered_total",
-        "Records acknowledged by the broker"
-    );
-    describe_counter!(
-        "producer_delivery_failures_total",
-        "Records that could not be delivered"
-    );
-    describe_histogram!(
-        "producer_produce_latency_seconds",
-        metrics::Unit::Seconds,
-        "Send to broker acknowledgement"
-    );
-    describe_counter!(
-        "producer_lines_truncated_total",
-        "Replayed input lines longer than the bound, sent truncated"
-    );
-    for name in [
-        "producer_records_sent_total",
-        "producer_records_delivered_total",
-        "producer_delivery_failures_total",
-        "producer_lines_truncated_total",
-    ] {
-        metrics::counter!(name).absolute(0);
-    }
-}
-
 /// Hands one record to the client, waiting while its queue is full.
 async fn send(
     producer: &ThreadedProducer<Deliveries>,
@@ -547,7 +514,7 @@ async fn send(
                 producer.context().failed(&error, topic, ReportedAt::Send);
                 warn!(%error, "record rejected by the client");
                 producer.context().stats.failed.fetch_add(1, Relaxed);
-                metrics::counter!("producer_delivery_failures_total").increment(1);
+                metrics::counter!(metrics_names::DELIVERY_FAILURES).increment(1);
                 return;
             }
         }

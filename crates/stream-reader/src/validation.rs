@@ -27,6 +27,10 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::metrics::{
+    IN_FLIGHT, INVALID_RECORDS, OUTPUTS_REJECTED, PRODUCE_LATENCY_SECONDS, PRODUCE_RETRIES,
+    RECORDS_CONSUMED, RECORDS_OUT,
+};
 use crate::{
     ReaderArgs, ReaderStats, TRANSACTIONAL_CONSUMER,
     batch::{self, Batch},
@@ -125,7 +129,7 @@ impl Reader {
             }
         };
         self.stats.consumed.fetch_add(1, Relaxed);
-        metrics::counter!("reader_records_consumed_total").increment(1);
+        metrics::counter!(RECORDS_CONSUMED).increment(1);
         let owner = Owner {
             partition,
             offset,
@@ -143,7 +147,7 @@ impl Reader {
             None => self.tracker.lock().begin(&topic, partition, offset),
         }
         self.flow.started(&self.consumer);
-        metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
+        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
         match refused {
             // Kafka refused this record's output for good in an aborted transaction: send
             // what the at-least-once mode would have sent after the refusals.
@@ -220,7 +224,7 @@ impl Reader {
     /// The dead letter that replaces an output Kafka refused for good, or the refused topic
     /// when there is none (a dead letter already without payload).
     fn rejection(&self, out: Out, owner: Owner, reason: String) -> Result<(Out, Owner), Arc<str>> {
-        metrics::counter!("reader_outputs_rejected_total").increment(1);
+        metrics::counter!(OUTPUTS_REJECTED).increment(1);
         if let Some(suppressed) = self.retry_log.allow() {
             warn!(topic = %out.topic, reason, suppressed, "output refused for good; dead-lettering it");
         }
@@ -279,7 +283,7 @@ impl Reader {
     /// third attempt on, its partition is reported as stalled.
     fn retry(&mut self, error: &dyn std::fmt::Display, out: Out, owner: Owner, attempt: u32) {
         self.stats.retries.fetch_add(1, Relaxed);
-        metrics::counter!("reader_produce_retries_total").increment(1);
+        metrics::counter!(PRODUCE_RETRIES).increment(1);
         if attempt >= 2 {
             self.stalls.failing(
                 format!("{}/{}", self.topics.input, owner.partition),
@@ -308,7 +312,7 @@ impl Reader {
         } = landed;
         match report {
             Ok(Ok(_)) => {
-                metrics::histogram!("reader_produce_latency_seconds")
+                metrics::histogram!(PRODUCE_LATENCY_SECONDS)
                     .record(sent_at.elapsed().as_secs_f64());
                 if !self.stalls.is_clear() {
                     self.stalls
@@ -336,7 +340,7 @@ impl Reader {
     /// offset when its contiguous acknowledged progress advanced.
     fn on_done(&mut self, owner: Owner) {
         self.flow.finished(&self.consumer);
-        metrics::gauge!("reader_in_flight").set(self.flow.in_flight() as f64);
+        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
         if self.batch.is_some() {
             self.uncommitted.push(owner.kind);
             return;
@@ -355,13 +359,12 @@ impl Reader {
     fn count_output(&self, kind: Option<ErrorKind>) {
         match kind {
             None => {
-                metrics::counter!("reader_records_out_total", "output" => "validated").increment(1);
+                metrics::counter!(RECORDS_OUT, "output" => "validated").increment(1);
                 self.stats.valid.fetch_add(1, Relaxed);
             }
             Some(kind) => {
-                metrics::counter!("reader_records_out_total", "output" => "dlq").increment(1);
-                metrics::counter!("reader_invalid_records_total", "kind" => kind.as_str())
-                    .increment(1);
+                metrics::counter!(RECORDS_OUT, "output" => "dlq").increment(1);
+                metrics::counter!(INVALID_RECORDS, "kind" => kind.as_str()).increment(1);
                 self.stats.count_invalid(kind);
                 self.stats.invalid.fetch_add(1, Relaxed);
             }

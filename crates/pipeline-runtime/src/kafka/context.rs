@@ -19,6 +19,11 @@ use tracing::{info, warn};
 
 use super::{Checkpoints, SharedTracker, commit_checkpoints};
 
+/// Gauge: records behind the partition's end, per topic and partition.
+pub const CONSUMER_LAG: &str = "kafka_consumer_lag";
+/// Gauge: partitions assigned, per topic.
+pub const ASSIGNED_PARTITIONS: &str = "kafka_assigned_partitions";
+
 /// Consumer context of the pipeline's consume loops: logs rebalances and, on revoke, forgets
 /// the revoked partitions' in-flight records and synchronously commits what was stored (only
 /// acknowledged work is ever stored), so the next owner resumes exactly after it.
@@ -55,11 +60,11 @@ impl PipelineContext {
         readiness.declare("kafka", "no broker connection yet");
         readiness.declare("group", "not in the consumer group yet");
         metrics::describe_gauge!(
-            "kafka_consumer_lag",
+            CONSUMER_LAG,
             "High watermark minus consumer position, per partition"
         );
         metrics::describe_gauge!(
-            "kafka_assigned_partitions",
+            ASSIGNED_PARTITIONS,
             "Partitions assigned to this service's consumers, per topic"
         );
         Self {
@@ -164,7 +169,7 @@ impl ClientContext for PipelineContext {
                     (lag, std::time::Instant::now()),
                 );
                 metrics::gauge!(
-                    "kafka_consumer_lag",
+                    CONSUMER_LAG,
                     "topic" => topic.clone(),
                     "partition" => partition.to_string()
                 )
@@ -253,7 +258,7 @@ impl PipelineContext {
             *per_topic.entry(e.topic().to_owned()).or_default() += 1;
         }
         for (topic, n) in per_topic {
-            metrics::gauge!("kafka_assigned_partitions", "topic" => topic).set(n as f64);
+            metrics::gauge!(ASSIGNED_PARTITIONS, "topic" => topic).set(n as f64);
         }
     }
 }
