@@ -1,0 +1,349 @@
+use std::collections::BTreeMap;
+
+use log_schema::{Limits, Origin, SourceOffset, validate};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+
+use super::*;
+
+fn record(at: DateTime<Utc>, ip: &str, port: u16, action: &str, source: i64) -> ValidatedRecord {
+    let json = format!(
+        r#"{{"timestamp":"{}","source_ip":"{ip}","destination_ip":"10.0.0.{}","port":{port},"protocol":"TCP","bytes_sent":10,"bytes_received":20,"action":"{action}"}}"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        port % 7
+    );
+    let origin = Origin {
+        topic: "t",
+        partition: 0,
+        offset: source,
+    };
+    validate(json.as_bytes(), &origin, Utc::now(), &Limits::default()).expect("valid")
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("time").to_utc()
+}
+
+fn config() -> WindowConfig {
+    WindowConfig {
+        lateness: TimeDelta::seconds(30),
+        idle: Duration::from_secs(3600),
+        thresholds: Thresholds {
+            port_scan: 3,
+            flood: 4,
+            deny_burst: 2,
+        },
+        max_windows_per_minute: 1_000,
+        max_distinct_per_minute: 10_000,
+    }
+}
+
+#[test]
+fn windows_close_on_the_watermark_with_exact_totals_and_alerts() {
+    let mut w = Windows::new(config());
+    let mut closed = Vec::new();
+    let events = [
+        ("2025-12-28T10:00:01Z", "10.0.0.1", 22, "ALLOW"),
+        ("2025-12-28T10:00:02Z", "10.0.0.1", 23, "DENY"),
+        ("2025-12-28T10:00:59Z", "10.0.0.1", 24, "DROP"),
+        ("2025-12-28T10:00:30Z", "10.0.0.2", 80, "ALLOW"),
+        // Watermark 10:00:35 - lateness: nothing closes yet.
+        ("2025-12-28T10:01:05Z", "10.0.0.1", 22, "ALLOW"),
+        // Within lateness: still counted in 10:00.
+        ("2025-12-28T10:00:40Z", "10.0.0.2", 81, "ALLOW"),
+        // Watermark 10:01:00: the 10:00 windows close.
+        ("2025-12-28T10:01:30Z", "10.0.0.1", 22, "ALLOW"),
+        // Late: 10:00 is closed.
+        ("2025-12-28T10:00:50Z", "10.0.0.1", 25, "ALLOW"),
+    ];
+    let mut late = 0;
+    for (i, (t, ip, port, action)) in events.iter().enumerate() {
+        let r = record(at(t), ip, *port, action, i as i64);
+        let (o, c) = w.observe(0, i as i64 + 100, &r);
+        late += usize::from(o == Observed::Late);
+        closed.extend(c);
+    }
+    assert_eq!(late, 1);
+    assert_eq!(closed.len(), 2);
+    let by_ip: BTreeMap<String, &Closed> = closed
+        .iter()
+        .map(|c| (c.stats.source_ip.to_string(), c))
+        .collect();
+    let a = &by_ip["10.0.0.1"].stats;
+    assert_eq!(
+        (
+            a.events,
+            a.distinct_ports,
+            a.denied,
+            a.bytes_sent,
+            a.bytes_received
+        ),
+        (3, 3, 2, 30, 60)
+    );
+    assert_eq!(a.window_start.to_rfc3339(), "2025-12-28T10:00:00+00:00");
+    assert_eq!(a.first_seen.to_rfc3339(), "2025-12-28T10:00:01+00:00");
+    assert_eq!(a.last_seen.to_rfc3339(), "2025-12-28T10:00:59+00:00");
+    assert!(!a.distinct_capped && !a.sources_capped);
+    let rules: Vec<AlertRule> = by_ip["10.0.0.1"].alerts.iter().map(|a| a.rule).collect();
+    assert_eq!(rules, vec![AlertRule::PortScan, AlertRule::DenyBurst]);
+    assert!(by_ip["10.0.0.2"].alerts.is_empty());
+    assert_eq!(by_ip["10.0.0.2"].stats.events, 2);
+    assert_eq!(w.open_windows(), 1, "10:01 is still open");
+    assert_eq!(
+        w.checkpoint(0).map(|c| c.0),
+        Some(100),
+        "closed but unacknowledged windows hold the commit"
+    );
+    for c in &closed {
+        w.emitted(0, c.emission);
+    }
+    assert_eq!(
+        w.checkpoint(0).map(|c| c.0),
+        Some(104),
+        "10:01's first offset"
+    );
+}
+
+#[test]
+fn quiet_partitions_advance_event_time_by_the_quiet_time() {
+    let mut w = Windows::new(WindowConfig {
+        idle: Duration::ZERO,
+        lateness: TimeDelta::zero(),
+        ..config()
+    });
+    let r = record(at("2025-12-28T10:00:59.999Z"), "10.0.0.1", 22, "ALLOW", 0);
+    let (_, c) = w.observe(1, 5, &r);
+    assert!(c.is_empty());
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(
+        w.tick(|_, _| false).0.is_empty(),
+        "not caught up: nothing closes"
+    );
+    let (closed, stepped) = w.tick(|_, _| true);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(stepped, vec![1]);
+    assert_eq!(closed[0].stats.events, 1);
+    assert_eq!(w.open_windows(), 0);
+}
+
+#[test]
+fn caps_flag_the_affected_windows_and_count_nothing_silently() {
+    let mut w = Windows::new(WindowConfig {
+        max_windows_per_minute: 2,
+        max_distinct_per_minute: 5,
+        ..config()
+    });
+    let t = at("2025-12-28T10:00:01Z");
+    let mut observed = Vec::new();
+    for (i, (ip, port)) in [
+        ("10.0.0.1", 1),
+        ("10.0.0.2", 1),
+        ("10.0.0.3", 1),
+        ("10.0.0.1", 2),
+        ("10.0.0.1", 3),
+        ("10.0.0.1", 4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        observed.push(
+            w.observe(0, i as i64, &record(t, ip, port, "ALLOW", i as i64))
+                .0,
+        );
+    }
+    assert_eq!(
+        observed[2],
+        Observed::Uncounted,
+        "a third source in a 2-window minute"
+    );
+    let (_, closed) = w.observe(
+        0,
+        9,
+        &record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", 9),
+    );
+    assert_eq!(closed.len(), 2);
+    assert!(closed.iter().all(|c| c.stats.sources_capped));
+    let first = &closed[0].stats;
+    assert_eq!(
+        first.events, 4,
+        "counted even when its distinct values are not"
+    );
+    assert!(
+        first.distinct_capped,
+        "budget 5: 2 + 2 tracked, then 1 more"
+    );
+    assert_eq!(first.distinct_ports + first.distinct_destinations, 3);
+    assert!(!closed[1].stats.distinct_capped);
+}
+
+#[test]
+fn alert_ids_are_deterministic() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut w = Windows::new(config());
+        for (i, port) in [1, 2, 3].into_iter().enumerate() {
+            let r = record(
+                at("2025-12-28T10:00:01Z"),
+                "10.0.0.9",
+                port,
+                "ALLOW",
+                i as i64,
+            );
+            w.observe(0, i as i64, &r);
+        }
+        let r = record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", 9);
+        let closed = w.observe(0, 9, &r).1;
+        ids.push(closed[0].alerts[0].alert_id);
+    }
+    assert_eq!(ids[0], ids[1]);
+}
+
+/// One partition's records: disorder beyond the lateness, duplicates of the validation
+/// stage (a raw partition replayed), several raw partitions and minutes.
+fn stream(rng: &mut StdRng, n: usize) -> Vec<ValidatedRecord> {
+    let base = at("2025-12-28T10:00:00Z");
+    let mut out: Vec<ValidatedRecord> = Vec::new();
+    let mut next = [0i64; 3];
+    let mut i = 0;
+    while out.len() < n {
+        if rng.random_bool(0.03) && !out.is_empty() {
+            // The validation stage restarts: the last few records of a raw partition again.
+            let k = rng.random_range(1..=out.len().min(20));
+            let again: Vec<ValidatedRecord> = out[out.len() - k..].to_vec();
+            out.extend(again);
+            continue;
+        }
+        let p = rng.random_range(0..3);
+        let jitter = if rng.random_bool(0.05) {
+            rng.random_range(-90..0)
+        } else {
+            rng.random_range(-5..5)
+        };
+        let t = base + TimeDelta::milliseconds(i * 700) + TimeDelta::seconds(jitter);
+        let ip = format!("10.0.0.{}", rng.random_range(1..6));
+        let action = if rng.random_bool(0.3) {
+            "DENY"
+        } else {
+            "ALLOW"
+        };
+        let mut r = record(t, &ip, rng.random_range(1..40), action, 0);
+        r.source = Some(SourceOffset {
+            partition: p,
+            offset: next[p as usize],
+        });
+        next[p as usize] += 1;
+        out.push(r);
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn crashes_at_any_point_emit_exactly_the_uninterrupted_windows() {
+    for seed in 0..40 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let records = stream(&mut rng, 600);
+        let want = crate::reference::reference(
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (0, i as i64, r.clone())),
+            TimeDelta::seconds(30),
+        );
+        assert!(want.windows.len() > 10, "seed {seed}: enough windows");
+        assert!(
+            want.late > 0 && want.duplicates > 0,
+            "seed {seed}: late events and duplicates"
+        );
+        let mut emitted: BTreeMap<(IpAddr, DateTime<Utc>), WindowStats> = BTreeMap::new();
+        let mut w = Windows::new(config());
+        w.assign(0, None, "").expect("fresh");
+        let mut committed: (Option<i64>, String) = (None, String::new());
+        let mut unacked: Vec<Closed> = Vec::new();
+        let mut offset = 0i64;
+        let mut crashes = 0;
+        while (offset as usize) < records.len() {
+            let (_, closed) = w.observe(0, offset, &records[offset as usize]);
+            for c in closed {
+                let key = (c.stats.source_ip, c.stats.window_start);
+                if let Some(previous) = emitted.insert(key, c.stats.clone()) {
+                    assert_eq!(
+                        previous, c.stats,
+                        "seed {seed}: {key:?} emitted twice, differently"
+                    );
+                }
+                unacked.push(c);
+            }
+            offset += 1;
+            // Acknowledgements arrive late and in any order.
+            while !unacked.is_empty() && rng.random_bool(0.5) {
+                let c = unacked.swap_remove(rng.random_range(0..unacked.len()));
+                w.emitted(0, c.emission);
+            }
+            if rng.random_bool(0.2) {
+                let (o, m) = w.checkpoint(0).expect("position");
+                committed = (Some(o), m);
+            }
+            if rng.random_bool(0.02) {
+                // Crash: unacknowledged outputs may or may not have landed; restart from the
+                // last commit.
+                crashes += 1;
+                unacked.clear();
+                w = Windows::new(config());
+                w.assign(0, committed.0, &committed.1).expect("checkpoint");
+                offset = committed.0.unwrap_or(0);
+            }
+        }
+        assert!(crashes > 3, "seed {seed}: crashes {crashes}");
+        let differing = want.differences(&emitted);
+        assert!(
+            differing.is_empty(),
+            "seed {seed}: (window, reference events, emitted events): {:?}",
+            &differing[..differing.len().min(3)]
+        );
+    }
+}
+
+#[test]
+fn an_idle_step_replays_at_the_same_position() {
+    let mut w = Windows::new(WindowConfig {
+        idle: Duration::ZERO,
+        lateness: TimeDelta::zero(),
+        ..config()
+    });
+    w.assign(0, Some(0), "").expect("fresh");
+    w.observe(
+        0,
+        0,
+        &record(at("2025-12-28T10:00:59.999Z"), "10.0.0.1", 1, "ALLOW", 0),
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    let (closed, _) = w.tick(|_, _| true);
+    assert_eq!(closed.len(), 1);
+    let (offset, metadata) = w.checkpoint(0).expect("checkpoint");
+    assert_eq!(offset, 0, "not acknowledged yet");
+    // Crash before the acknowledgement; the next record is late in the original run.
+    let late = record(at("2025-12-28T10:00:59.000Z"), "10.0.0.1", 2, "ALLOW", 1);
+    assert_eq!(w.observe(0, 1, &late).0, Observed::Late);
+    let mut again = Windows::new(config());
+    let replayed = again.assign(0, Some(offset), &metadata).expect("restored");
+    assert!(replayed.is_empty());
+    let (_, c) = again.observe(
+        0,
+        0,
+        &record(at("2025-12-28T10:00:59.999Z"), "10.0.0.1", 1, "ALLOW", 0),
+    );
+    assert_eq!(
+        c.len(),
+        1,
+        "the step applies once the replay reaches its position"
+    );
+    assert_eq!(c[0].stats.events, 1);
+    assert_eq!(again.observe(0, 1, &late).0, Observed::Late, "late again");
+}
+
+#[test]
+fn a_checkpoint_that_is_not_ours_is_an_error_and_a_fresh_start() {
+    let mut w = Windows::new(config());
+    assert!(w.assign(0, Some(5), "something else").is_err());
+    assert_eq!(w.checkpoint(0).map(|c| c.0), Some(5));
+}
