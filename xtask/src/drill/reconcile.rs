@@ -1,0 +1,242 @@
+//! The reconciliation after a drill: records, dead letters, rows and analytics against what was
+//! produced and the reference model.
+
+use super::*;
+
+pub(super) async fn reconcile(
+    stack: &Stack,
+    names: &Names,
+    drill: Drill,
+    records: u64,
+    faults: usize,
+    recover_max: Duration,
+    started: Instant,
+) -> anyhow::Result<Outcome> {
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let input = read_all(&kafka, &names.raw)?;
+    if input.len() as u64 != records {
+        bail!(
+            "{} records on {} but {records} produced",
+            input.len(),
+            names.raw
+        );
+    }
+    // Generated payloads carry microsecond timestamps and random addresses: a repeated payload
+    // is a duplicate the producer wrote.
+    let distinct_payloads: BTreeSet<&[u8]> = input.iter().map(|(_, _, p)| p.as_slice()).collect();
+    // What the contract says each input must become.
+    let mut want_valid: BTreeMap<Uuid, String> = BTreeMap::new();
+    let mut want_invalid: BTreeSet<(i32, i64)> = BTreeSet::new();
+    for (p, o, payload) in &input {
+        let origin = Origin {
+            topic: &names.raw,
+            partition: *p,
+            offset: *o,
+        };
+        match validate(payload, &origin, Utc::now(), &Limits::default()) {
+            Ok(r) => {
+                want_valid.insert(r.event_id, r.source_ip.to_string());
+            }
+            Err(_) => {
+                want_invalid.insert((*p, *o));
+            }
+        }
+    }
+    // Every dead letter, the writer's (`write_rejected`, sourced from the validated topic) too.
+    let dead_letters: Vec<DeadLetter> = read_all(&kafka, &names.dlq)?
+        .iter()
+        .filter_map(|(_, _, payload)| DeadLetter::from_json(payload).ok())
+        .collect();
+    let validated_records: Vec<ValidatedRecord> = read_all(&kafka, &names.valid)?
+        .iter()
+        .filter_map(|(_, _, payload)| ValidatedRecord::from_json(payload).ok())
+        .collect();
+    let topic_duplicates = TopicDuplicates {
+        validated: repeats(
+            validated_records
+                .iter()
+                .map(|r| r.source.map(|s| (s.partition, s.offset))),
+        ),
+        dlq: repeats(
+            dead_letters
+                .iter()
+                .map(|d| (d.source.topic.as_str(), d.source.partition, d.source.offset)),
+        ),
+        ..TopicDuplicates::default()
+    };
+    let dlq: BTreeSet<(i32, i64)> = dead_letters
+        .iter()
+        .filter(|d| d.source.topic == names.raw)
+        .map(|d| (d.source.partition, d.source.offset))
+        .collect();
+    let validated: BTreeSet<Uuid> = validated_records.iter().map(|r| r.event_id).collect();
+
+    // Cassandra: every row of every source IP.
+    let cql = CassandraArgs::new(stack.cql_addr(), &names.keyspace);
+    let session = cql.connect().await?;
+    let stmt = session
+        .prepare(format!(
+            "SELECT event_id FROM {}.access_logs WHERE source_ip = ?",
+            names.keyspace
+        ))
+        .await?;
+    let ips: BTreeSet<&String> = want_valid.values().collect();
+    let mut rows: Vec<Uuid> = Vec::new();
+    for ip in ips {
+        let mut pages = session
+            .execute_iter(stmt.clone(), (ip,))
+            .await?
+            .rows_stream::<(Uuid,)>()?;
+        while let Some(row) = pages.next().await {
+            rows.push(row?.0);
+        }
+    }
+    let distinct: BTreeSet<Uuid> = rows.iter().copied().collect();
+    let want_ids: BTreeSet<Uuid> = want_valid.keys().copied().collect();
+    let lost = want_ids.difference(&distinct).count();
+    Ok(Outcome {
+        drill,
+        records,
+        valid: want_valid.len(),
+        invalid: want_invalid.len(),
+        faults,
+        producer_failed: 0,
+        input_duplicates: input.len() - distinct_payloads.len(),
+        lost,
+        duplicated: rows.len() - distinct.len() + distinct.difference(&want_ids).count(),
+        dlq_exact: dlq == want_invalid && validated == want_ids,
+        windows: 0,
+        windows_wrong: 0,
+        window_rows_wrong: 0,
+        recover_max,
+        elapsed: started.elapsed(),
+        delivery: Delivery::AtLeastOnce,
+        topic_duplicates,
+    })
+}
+
+/// Waits until the analytics stage emitted every window the reference model closes over the
+/// (complete) validated topic and the writer committed the statistics; returns the reference.
+pub(super) async fn wait_for_analytics(
+    kafka: &KafkaArgs,
+    names: &Names,
+    writer_group: &str,
+) -> anyhow::Result<stream_reader::reference::Reference> {
+    let validated = read_all(kafka, &names.valid)?;
+    let reference = stream_reader::reference::reference(
+        validated
+            .into_iter()
+            .filter_map(|(p, o, payload)| Some((p, o, ValidatedRecord::from_json(&payload).ok()?))),
+        LATENESS,
+    );
+    wait_for(
+        "the analytics stage to emit every window",
+        Duration::from_secs(300),
+        || {
+            let emitted: BTreeSet<_> = read_all(kafka, &names.stats)?
+                .iter()
+                .filter_map(|(_, _, p)| WindowStats::from_json(p).ok())
+                .map(|s| (s.source_ip, s.window_start))
+                .collect();
+            Ok(reference.windows.keys().all(|k| emitted.contains(k)))
+        },
+    )
+    .await?;
+    wait_for(
+        "the writer to commit the statistics",
+        Duration::from_secs(300),
+        || caught_up(kafka, writer_group, &names.stats),
+    )
+    .await?;
+    Ok(reference)
+}
+
+/// Compares the stats topic and the two statistics tables with the reference.
+pub(super) async fn reconcile_analytics(
+    stack: &Stack,
+    names: &Names,
+    reference: &stream_reader::reference::Reference,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let horizon = reference.windows.keys().map(|k| k.1).max();
+    let mut emitted: BTreeMap<(std::net::IpAddr, chrono::DateTime<Utc>), WindowStats> =
+        BTreeMap::new();
+    let mut wrong = 0;
+    let mut windows = Vec::new();
+    for (_, _, payload) in read_all(&kafka, &names.stats)? {
+        let s = WindowStats::from_json(&payload)?;
+        windows.push((s.source_ip, s.window_start));
+        if Some(s.window_start) > horizon {
+            continue; // the closing records' own minute
+        }
+        if let Some(previous) = emitted.insert((s.source_ip, s.window_start), s.clone())
+            && previous != s
+        {
+            wrong += 1;
+        }
+    }
+    wrong += reference.differences(&emitted).len();
+    outcome.topic_duplicates.stats = repeats(windows);
+    let mut alert_ids = Vec::new();
+    for (_, _, payload) in read_all(&kafka, &names.alerts)? {
+        alert_ids.push(log_schema::Alert::from_json(&payload)?.alert_id);
+    }
+    outcome.topic_duplicates.alerts = repeats(alert_ids);
+
+    let session = CassandraArgs::new(stack.cql_addr(), &names.keyspace)
+        .connect()
+        .await?;
+    let ks = &names.keyspace;
+    let by_ip = session
+        .prepare(format!(
+            "SELECT window_start, events FROM {ks}.ip_stats_by_ip WHERE source_ip = ? AND day = ?"
+        ))
+        .await?;
+    let talkers = session
+        .prepare(format!(
+            "SELECT source_ip, events FROM {ks}.top_talkers_by_minute WHERE window_start = ?"
+        ))
+        .await?;
+    let mut stored: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = BTreeMap::new();
+    let ip_days: BTreeSet<(String, chrono::NaiveDate)> = reference
+        .windows
+        .keys()
+        .map(|(ip, m)| (ip.to_string(), m.date_naive()))
+        .collect();
+    for (ip, day) in ip_days {
+        let mut pages = session
+            .execute_iter(by_ip.clone(), (&ip, day))
+            .await?
+            .rows_stream::<(chrono::DateTime<Utc>, i64)>()?;
+        while let Some(row) = pages.next().await {
+            let (m, events) = row?;
+            stored.entry((ip.clone(), m)).or_default().push(events);
+        }
+    }
+    let minutes: BTreeSet<chrono::DateTime<Utc>> = reference.windows.keys().map(|k| k.1).collect();
+    let mut top: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = BTreeMap::new();
+    for m in minutes {
+        let mut pages = session
+            .execute_iter(talkers.clone(), (m,))
+            .await?
+            .rows_stream::<(String, i64)>()?;
+        while let Some(row) = pages.next().await {
+            let (ip, events) = row?;
+            top.entry((ip, m)).or_default().push(events);
+        }
+    }
+    let want: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = reference
+        .windows
+        .iter()
+        .map(|((ip, m), w)| ((ip.to_string(), *m), vec![w.events]))
+        .collect();
+    let differs = |got: &BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>>| {
+        want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count()
+            + got.keys().filter(|k| !want.contains_key(*k)).count()
+    };
+    outcome.windows = reference.windows.len();
+    outcome.windows_wrong = wrong;
+    outcome.window_rows_wrong = differs(&stored) + differs(&top);
+    Ok(())
+}
