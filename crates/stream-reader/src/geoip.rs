@@ -1,8 +1,8 @@
 //! GeoIP / ASN enrichment from MaxMind-format databases the user supplies (`GEOIP_CITY_DB`: a
 //! GeoLite2/GeoIP2 City or Country database; `GEOIP_ASN_DB`: a GeoLite2 ASN database).
 //!
-//! Each database is read into memory and checked for a change (modification time and size)
-//! every `GEOIP_RELOAD_INTERVAL_MS`; a changed file is loaded again and replaces the old one
+//! Each database is read into memory and checked for a change (modification time, size and
+//! inode) every `GEOIP_RELOAD_INTERVAL_MS`; a changed file is loaded again and replaces the old one
 //! for the records that follow, without a restart. A database that is not configured, absent
 //! or unreadable means no enrichment from it, never an error: a warning says why, the old
 //! database (if any) stays in use, and the file is tried again at the next check.
@@ -71,8 +71,8 @@ struct Database {
     /// Bumped at every load, to invalidate cached lookups.
     generation: AtomicU64,
     loaded: RwLock<Option<Arc<Reader<Vec<u8>>>>>,
-    /// (modification time, size) of the file as last seen, to notice a change.
-    seen: Mutex<Option<(SystemTime, u64)>>,
+    /// (modification time, size, inode) of the file as last seen, to notice a change.
+    seen: Mutex<Option<(SystemTime, u64, u64)>>,
 }
 
 impl Database {
@@ -95,12 +95,22 @@ impl Database {
             .clone()
     }
 
-    /// Loads the file again if its modification time or size changed since the last look.
+    /// Loads the file again if its modification time, size or inode changed since the last look.
     fn reload_if_changed(&self) {
         let Some(path) = &self.path else { return };
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let stamp = std::fs::metadata(path).ok().map(|m| {
+            // The inode too: a file renamed over the old one with the same size and time
+            // (`cp -p`) is still a change.
+            #[cfg(unix)]
+            let inode = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let inode = 0;
+            (
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.len(),
+                inode,
+            )
+        });
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if stamp == *seen {
             return;
