@@ -148,7 +148,10 @@ pub async fn run_until(
     let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
     metrics::describe_metrics();
     let stop = shutdown.child_token();
-    let geo = geoip::GeoIp::open(args.geoip_city_db.clone(), args.geoip_asn_db.clone());
+    // Reading the databases (tens of MB) is file I/O: off the runtime's workers.
+    let geo = pipeline_runtime::run_blocking(|| {
+        geoip::GeoIp::open(args.geoip_city_db.clone(), args.geoip_asn_db.clone())
+    });
     geo.watch(
         Duration::from_millis(args.geoip_reload_interval_ms),
         stop.clone(),

@@ -148,11 +148,6 @@ impl Bounded {
         })
     }
 
-    /// Each partition's span, as opened.
-    pub fn spans(&self) -> &BTreeMap<i32, Span> {
-        &self.spans
-    }
-
     /// Records in the spans (an upper bound: aborted records and transaction markers take
     /// offsets too).
     pub fn len(&self) -> u64 {
