@@ -512,3 +512,63 @@ async fn a_transaction_aborted_right_after_its_first_send_aborts_cleanly() {
         "read_committed sees exactly the committed records"
     );
 }
+
+/// A transactional call that never returns (librdkafka #5456: `send_offsets_to_transaction`
+/// waits forever for a group coordinator that went away) is recovered by replacing the
+/// producer. The replacement's initialisation must fence the old producer and abort the
+/// transaction it left open: its delivered output never becomes visible, a late commit of the
+/// old producer fails, and the new producer commits normally.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_producer_fences_the_old_one_and_aborts_its_transaction() {
+    use pipeline_runtime::transaction::Transaction;
+    use rdkafka::producer::{FutureRecord, Producer as _};
+
+    let topic = support::unique("replace");
+    support::fresh_topics(&[&topic]).await;
+    let kafka = support::kafka();
+    let txn = Transaction::create(
+        &kafka,
+        &support::unique("replace_txn"),
+        Duration::from_secs(10),
+    )
+    .expect("transactional producer");
+    let consumer: rdkafka::consumer::BaseConsumer = kafka
+        .config(&[("group.id", &support::unique("replace_group"))])
+        .expect("config")
+        .create()
+        .expect("consumer");
+    let old = txn.producer();
+    txn.begin().expect("begin");
+    old.send(
+        FutureRecord::<(), _>::to(&topic).payload("left open"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("delivered in the open transaction");
+
+    txn.replace().expect("replaced");
+    assert!(!txn.is_open(), "the replacement has no transaction open");
+    let late = tokio::task::spawn_blocking(move || old.commit_transaction(Duration::from_secs(10)))
+        .await
+        .expect("joined");
+    assert!(late.is_err(), "the old producer is fenced: {late:?}");
+
+    txn.begin().expect("begin on the replacement");
+    txn.producer()
+        .send(
+            FutureRecord::<(), _>::to(&topic).payload("committed"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    txn.commit(&consumer, &[]).expect("commit");
+    let seen: Vec<String> = support::read_to_end(&topic, DEADLINE)
+        .into_iter()
+        .map(|r| String::from_utf8(r.payload).expect("utf-8"))
+        .collect();
+    assert_eq!(
+        seen,
+        ["committed"],
+        "read_committed sees only the replacement's transaction"
+    );
+}

@@ -22,7 +22,10 @@ use scylla::statement::batch::{Batch, BatchType};
 use crate::metrics::{
     BATCH_FALLBACKS, BATCHES, E2E_LATENCY_SECONDS, ROWS_WRITTEN, WRITE_LATENCY_SECONDS,
 };
-use crate::writer::{Outcome, Shared, Written, access_log_row, handle};
+use crate::{
+    rows::access_log_row,
+    write::{Outcome, Shared, Written, handle},
+};
 
 /// A consumed record waiting for its write.
 pub(crate) struct Pending {

@@ -138,7 +138,7 @@ impl Committer {
             // The delivery is part of the transaction: commit fails (and aborts) if it fails.
             if let Err((error, _)) = self.transaction.producer().send_result(record) {
                 self.transaction.abort()?;
-                return Err(TxnError::Aborted(error));
+                return Err(TxnError::Aborted(error.into()));
             }
             kinds.push(d.kind);
         }

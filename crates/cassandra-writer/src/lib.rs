@@ -7,9 +7,11 @@
 mod batch;
 mod committer;
 pub mod config;
+mod execute;
 pub mod metrics;
 pub mod migrate;
 pub mod rows;
+mod write;
 pub mod writer;
 
 use clap::{Parser, Subcommand};

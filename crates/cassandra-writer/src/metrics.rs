@@ -1,9 +1,14 @@
 //! The writer's metrics: registration with help texts, and the low-cardinality kind of a
 //! failed write.
 
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 
-use crate::writer::{is_refusal, is_rejection};
+use crate::execute::{is_refusal, is_rejection};
 
 // Metric names, each defined once; help texts and labels are registered below.
 /// `writer_batch_fallbacks_total`.
@@ -111,5 +116,55 @@ pub(crate) fn error_kind(e: &ExecutionError) -> &'static str {
             _ => "other",
         },
         _ => "other",
+    }
+}
+
+/// Running totals, shared by the write tasks and the status line.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Records consumed.
+    pub consumed: AtomicU64,
+    /// Rows written.
+    pub written: AtomicU64,
+    /// Of those, rows written in single-partition batches of more than one row.
+    pub batched: AtomicU64,
+    /// Write attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Partitions currently assigned to this instance.
+    pub assigned_partitions: Arc<std::sync::atomic::AtomicUsize>,
+    latencies: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl WriterStats {
+    pub(crate) fn record_latency(&self, d: Duration) {
+        let mut h = self
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let h = h.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds")
+        });
+        let _ = h.record(d.as_micros().clamp(1, 60_000_000) as u64);
+    }
+
+    /// p50 and p99 write latency in ms since the last call, and resets.
+    pub(crate) fn take_percentiles(&self) -> (f64, f64) {
+        let mut h = self
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match h.as_mut() {
+            Some(h) if !h.is_empty() => {
+                let r = (
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                );
+                h.reset();
+                r
+            }
+            _ => (0.0, 0.0),
+        }
     }
 }

@@ -122,7 +122,7 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
     error
         .chain()
         .find_map(|e| e.downcast_ref::<ExecutionError>())
-        .is_some_and(|e| !crate::writer::is_rejection(e))
+        .is_some_and(|e| !crate::execute::is_rejection(e))
 }
 
 async fn applied(

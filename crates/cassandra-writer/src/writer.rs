@@ -1,4 +1,4 @@
-//! The consume → write loop.
+//! The consume → write stage ([`pipeline_runtime::stage`] drives it).
 //!
 //! **Delivery guarantee: effectively exactly-once.** Every record of `ip_logs_validated` becomes
 //! exactly one row of `access_logs`: the row key contains the record's deterministic `event_id`,
@@ -27,134 +27,47 @@
 //! [`OffsetTracker`]: pipeline_runtime::kafka::OffsetTracker
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use backon::Retryable;
-use chrono::{DateTime, Utc};
+use backon::Retryable as _;
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
-use log_schema::{
-    Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
-};
 use pipeline_runtime::{
-    failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
-    kafka::{Backpressure, OffsetTracker, PipelineContext, complete_and_store, final_commit},
+    failure::Stalls,
+    kafka::{
+        Backpressure, OffsetTracker, PipelineContext, SharedTracker, complete_and_store,
+        final_commit,
+    },
     observe, shutdown,
+    stage::{self, Loop, SharedConsumer, Stage},
     telemetry::LogLimiter,
-    transaction::{Delivery, Rollback, Transaction, TxnError},
+    transaction::{Delivery, OutputProducer, Rollback, Transaction, TxnError},
 };
 use rdkafka::{
-    Message,
-    consumer::Consumer,
-    producer::{FutureProducer, FutureRecord, Producer},
+    Message as _, consumer::Consumer as _, message::BorrowedMessage, producer::Producer as _,
 };
-use scylla::{
-    client::session::Session,
-    errors::{DbError, ExecutionError, RequestAttemptError},
-    serialize::row::SerializeRow,
-    statement::prepared::PreparedStatement,
-};
+use scylla::statement::prepared::PreparedStatement;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::metrics::{
-    DEAD_LETTERS, E2E_LATENCY_SECONDS, IN_FLIGHT, RECORDS_CONSUMED, ROWS_WRITTEN, WRITE_ERRORS,
-    WRITE_LATENCY_SECONDS, WRITE_RETRIES,
-};
 use crate::{
     batch::{self, Pending},
-    committer::{Committer, Deferred},
-    metrics::{describe_metrics, error_kind},
+    committer::Committer,
+    metrics::{DEAD_LETTERS, IN_FLIGHT, RECORDS_CONSUMED, describe_metrics},
     rows::Statements,
+    write::{Outcome, Shared, Written},
 };
 pub use crate::{
     config::WriterArgs,
+    metrics::WriterStats,
     rows::{AccessLogRow, access_log_row, insert_cql},
 };
 
 /// Most records taken from the consumer's buffer at once, to be grouped into batches.
 const GATHER_MAX: usize = 256;
-
-/// Running totals, shared by the write tasks and the status line.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Records consumed.
-    pub consumed: AtomicU64,
-    /// Rows written.
-    pub written: AtomicU64,
-    /// Of those, rows written in single-partition batches of more than one row.
-    pub batched: AtomicU64,
-    /// Write attempts that failed and were retried.
-    pub retries: AtomicU64,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: AtomicU64,
-    /// Partitions currently assigned to this instance.
-    pub assigned_partitions: Arc<std::sync::atomic::AtomicUsize>,
-    latencies: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
-}
-
-impl WriterStats {
-    pub(crate) fn record_latency(&self, d: Duration) {
-        let mut h = self
-            .latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let h = h.get_or_insert_with(|| {
-            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds")
-        });
-        let _ = h.record(d.as_micros().clamp(1, 60_000_000) as u64);
-    }
-
-    /// p50 and p99 write latency in ms since the last call, and resets.
-    fn take_percentiles(&self) -> (f64, f64) {
-        let mut h = self
-            .latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match h.as_mut() {
-            Some(h) if !h.is_empty() => {
-                let r = (
-                    h.value_at_quantile(0.5) as f64 / 1000.0,
-                    h.value_at_quantile(0.99) as f64 / 1000.0,
-                );
-                h.reset();
-                r
-            }
-            _ => (0.0, 0.0),
-        }
-    }
-}
-
-/// What became of one record.
-pub(crate) enum Outcome {
-    Written,
-    /// Dead-lettered: produced already, or (exactly-once) waiting for its transaction.
-    DeadLettered(Option<Deferred>),
-}
-
-pub(crate) struct Shared {
-    pub(crate) session: Session,
-    pub(crate) statements: Statements,
-    producer: FutureProducer,
-    args: WriterArgs,
-    pub(crate) stats: Arc<WriterStats>,
-    logs: LogLimiter,
-    /// Partitions whose writes keep failing (`/readyz`).
-    stalls: std::sync::Mutex<Stalls>,
-}
-
-impl Shared {
-    fn stalls(&self) -> std::sync::MutexGuard<'_, Stalls> {
-        self.stalls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 /// Readiness of Cassandra, independent of traffic: a cheap read every 2 s.
 async fn probe_cassandra(
@@ -215,8 +128,13 @@ pub async fn run_until(
         .await?;
     readiness.set("schema", Ok(()));
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
-    let (producer, mut committer, context, extra) = match args.delivery {
-        Delivery::AtLeastOnce => (args.kafka.producer(&[])?, None, context, READ_COMMITTED),
+    let (producer, committer, context, extra) = match args.delivery {
+        Delivery::AtLeastOnce => (
+            OutputProducer::Plain(args.kafka.producer(&[])?),
+            None,
+            context,
+            READ_COMMITTED,
+        ),
         Delivery::ExactlyOnce => {
             let transaction = Transaction::create(
                 &args.kafka,
@@ -232,7 +150,7 @@ pub async fn run_until(
                 .with_transaction(transaction.clone());
             let changes = context.changes.clone().unwrap_or_default();
             (
-                transaction.producer().clone(),
+                OutputProducer::Transactional(transaction.clone()),
                 Some(Committer::new(transaction, changes)),
                 context,
                 TRANSACTIONAL,
@@ -250,8 +168,6 @@ pub async fn run_until(
         "cassandra-writer started"
     );
 
-    let mut flow = Backpressure::new(args.max_in_flight);
-    let status_every = Duration::from_secs(args.status_interval_secs.max(1));
     let probe = session
         .prepare(format!(
             "SELECT version FROM {}.schema_migrations LIMIT 1",
@@ -259,6 +175,20 @@ pub async fn run_until(
         ))
         .await
         .context("prepare the health probe")?;
+    let timers = Loop {
+        tick: match args.delivery {
+            Delivery::ExactlyOnce => Duration::from_millis(args.transaction_interval_ms.max(1)),
+            Delivery::AtLeastOnce => Duration::from_secs(1),
+        },
+        status: Duration::from_secs(args.status_interval_secs.max(1)),
+        drain: Duration::from_secs(30),
+    };
+    let max_in_flight = args.max_in_flight;
+    let input_topics = [
+        args.input_topic.clone(),
+        args.stats_topic.clone(),
+        args.alerts_topic.clone(),
+    ];
     let shared = Arc::new(Shared {
         session,
         statements,
@@ -274,190 +204,230 @@ pub async fn run_until(
         readiness,
         server_stop.clone(),
     ));
-    // Records being written, polled by this loop (no task per record: fewer wake-ups).
-    let mut writes: FuturesUnordered<BoxFuture<'static, Vec<Written>>> = FuturesUnordered::new();
-    let mut topics: std::collections::HashMap<String, Arc<str>> = Default::default();
-    let mut status = tokio::time::interval(status_every);
-    let mut pause_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last = (Instant::now(), 0u64);
-    let mut fatal: Option<anyhow::Error> = None;
-    let mut commit_tick = tokio::time::interval(Duration::from_millis(
-        shared.args.transaction_interval_ms.max(1),
-    ));
-    let input_topics = [
-        shared.args.input_topic.clone(),
-        shared.args.stats_topic.clone(),
-        shared.args.alerts_topic.clone(),
-    ];
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Some(group) = writes.next(), if !writes.is_empty() => {
-                for (topic, partition, offset, epoch, outcome) in group {
-                    flow.finished(&consumer);
-                    match outcome {
-                        Err(error) if fatal.is_none() => {
-                            fatal = Some(error.context(format!("record {topic}/{partition}/{offset}")));
-                        }
-                        Err(_) => {}
-                        Ok(outcome) => completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome),
-                    }
-                }
-                metrics::gauge!(IN_FLIGHT).set(flow.in_flight() as f64);
-                if fatal.is_some() {
-                    break;
-                }
-            }
-            _ = commit_tick.tick(), if committer.is_some() => {
-                if let Some(c) = &mut committer
-                    && let Err(error) = commit(c, &consumer, &shared)
-                {
-                    match error {
-                        TxnError::Aborted(error) => {
-                            warn!(%error, "transaction aborted; rolling back to the committed offsets");
-                            writes = FuturesUnordered::new();
-                            *tracker.lock() = OffsetTracker::default();
-                            flow.reset(&consumer);
-                            c.reset();
-                            for topic in &input_topics {
-                                if let Err(error) = Rollback::rewind(&consumer, topic, Duration::from_secs(30)) {
-                                    fatal = Some(anyhow::anyhow!("cannot return to the committed offsets of `{topic}`: {error}"));
-                                }
-                            }
-                        }
-                        TxnError::Fenced(error) => {
-                            fatal = Some(anyhow::anyhow!("transactional producer fenced (another instance with the same WRITER_TRANSACTIONAL_ID, or the transaction outlived WRITER_TRANSACTION_TIMEOUT_MS): {error}"));
-                        }
-                    }
-                    if fatal.is_some() {
-                        break;
-                    }
-                }
-            }
-            message = consumer.recv(), if flow.accepting() => {
-                let mut message = match message {
-                    Ok(m) => Some(m),
-                    Err(error) => {
-                        warn!(%error, "consume error");
-                        continue;
-                    }
-                };
-                let epoch = committer.as_mut().map_or(0, |c| {
-                    c.take_changes();
-                    c.epoch()
-                });
-                // This record and those the consumer already has buffered (no waiting).
-                let mut ready = Vec::new();
-                while let Some(m) = message.take() {
-                    let topic = match topics.get(m.topic()) {
-                        Some(t) => t.clone(),
-                        None => {
-                            let t: Arc<str> = Arc::from(m.topic());
-                            topics.insert(m.topic().to_owned(), t.clone());
-                            t
-                        }
-                    };
-                    tracker.lock().begin(&topic, m.partition(), m.offset());
-                    flow.started(&consumer);
-                    ready.push(Pending {
-                        topic,
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        epoch,
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        key: m.key().map(<[u8]>::to_vec),
-                    });
-                    if ready.len() < GATHER_MAX && flow.accepting() {
-                        message = match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => Some(m),
-                            Some(Err(error)) => {
-                                warn!(%error, "consume error");
-                                None
-                            }
-                            None => None,
-                        };
-                    }
-                }
-                stats.consumed.fetch_add(ready.len() as u64, Relaxed);
-                metrics::counter!(RECORDS_CONSUMED).increment(ready.len() as u64);
-                metrics::gauge!(IN_FLIGHT).set(flow.in_flight() as f64);
-                for group in batch::group(ready, &shared.args.input_topic, shared.args.batch_max_rows) {
-                    let shared = shared.clone();
-                    writes.push(Box::pin(async move { batch::write(&shared, group).await }));
-                }
-            }
-            _ = pause_tick.tick() => flow.tick(&consumer),
-            _ = status.tick() => {
-                let written = stats.written.load(Relaxed);
-                let elapsed = last.0.elapsed().as_secs_f64().max(1e-3);
-                let rate = (written - last.1) as f64 / elapsed;
-                last = (Instant::now(), written);
-                let (p50, p99) = stats.take_percentiles();
-                info!(
-                    consumed = stats.consumed.load(Relaxed),
-                    written,
-                    retries = stats.retries.load(Relaxed),
-                    dead_lettered = stats.dead_lettered.load(Relaxed),
-                    in_flight = flow.in_flight(),
-                    rows_per_s = format!("{rate:.0}"),
-                    write_p50_ms = format!("{p50:.2}"),
-                    write_p99_ms = format!("{p99:.2}"),
-                    "status"
-                );
-            }
-        }
-    }
-
-    // Drain what is in flight (bounded by the retry policy), then commit what is written.
-    let drain_deadline = tokio::time::sleep(Duration::from_secs(30));
-    tokio::pin!(drain_deadline);
-    while flow.in_flight() > 0 && fatal.is_none() {
-        tokio::select! {
-            Some(group) = writes.next(), if !writes.is_empty() => {
-                for (topic, partition, offset, epoch, outcome) in group {
-                    flow.finished(&consumer);
-                    if let Ok(outcome) = outcome {
-                        completed(&tracker, &consumer, committer.as_mut(), (topic, partition, offset), epoch, outcome);
-                    }
-                }
-            }
-            _ = &mut drain_deadline => {
-                warn!(in_flight = flow.in_flight(), "drain timed out; uncommitted records will be redelivered");
-                break;
-            }
-        }
-    }
-    match &mut committer {
-        Some(c) if fatal.is_none() => {
-            if let Err(error) = commit(c, &consumer, &shared) {
-                warn!(%error, "final transaction failed; uncommitted records will be redelivered");
-            }
-        }
-        Some(c) => {
-            if let Err(error) = c.abort() {
-                warn!(%error, "abort on shutdown failed");
-            }
-        }
-        None => final_commit(&consumer),
-    }
-    let _ = pipeline_runtime::run_blocking(|| shared.producer.flush(Duration::from_secs(10)));
-    info!(
-        written = stats.written.load(Relaxed),
-        dead_lettered = stats.dead_lettered.load(Relaxed),
-        "cassandra-writer stopped"
-    );
+    let mut writer = Writer {
+        consumer: Arc::new(consumer),
+        tracker,
+        committer,
+        flow: Backpressure::new(max_in_flight),
+        shared,
+        writes: FuturesUnordered::new(),
+        topics: HashMap::new(),
+        input_topics,
+        fatal: None,
+        last_status: (Instant::now(), 0),
+    };
+    let result = stage::run(&mut writer, timers, &shutdown).await;
     server_stop.cancel();
     let _ = server.await;
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(()),
+    result
+}
+
+/// The writer's state between records.
+struct Writer {
+    consumer: SharedConsumer,
+    tracker: SharedTracker,
+    /// The transactional bookkeeping in exactly-once mode.
+    committer: Option<Committer>,
+    flow: Backpressure,
+    shared: Arc<Shared>,
+    /// Records being written, polled by the loop (no task per record: fewer wake-ups).
+    writes: FuturesUnordered<BoxFuture<'static, Vec<Written>>>,
+    /// Interned topic names.
+    topics: HashMap<String, Arc<str>>,
+    input_topics: [String; 3],
+    fatal: Option<anyhow::Error>,
+    /// When the status line was last logged, and the rows written then.
+    last_status: (Instant, u64),
+}
+
+impl Writer {
+    fn topic(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.topics.get(name) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(name);
+        self.topics.insert(name.to_owned(), t.clone());
+        t
+    }
+
+    /// Starts tracking one consumed record.
+    fn take(&mut self, m: &BorrowedMessage<'_>, epoch: u64, ready: &mut Vec<Pending>) {
+        let topic = self.topic(m.topic());
+        self.tracker.lock().begin(&topic, m.partition(), m.offset());
+        self.flow.started(&self.consumer);
+        ready.push(Pending {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            epoch,
+            payload: m.payload().unwrap_or_default().to_vec(),
+            key: m.key().map(<[u8]>::to_vec),
+        });
+    }
+
+    /// One exactly-once commit; after an abort, returns to the committed offsets.
+    fn commit(&mut self) {
+        let Some(c) = &mut self.committer else { return };
+        match commit(c, &*self.consumer, &self.shared) {
+            Ok(()) => {}
+            Err(TxnError::Aborted(error)) => {
+                warn!(%error, "transaction aborted; rolling back to the committed offsets");
+                self.writes = FuturesUnordered::new();
+                *self.tracker.lock() = OffsetTracker::default();
+                self.flow.reset(&self.consumer);
+                c.reset();
+                for topic in &self.input_topics {
+                    if let Err(error) =
+                        Rollback::rewind(&*self.consumer, topic, Duration::from_secs(30))
+                    {
+                        self.fatal = Some(anyhow::anyhow!(
+                            "cannot return to the committed offsets of `{topic}`: {error}"
+                        ));
+                    }
+                }
+            }
+            Err(TxnError::Fenced(error)) => {
+                self.fatal = Some(anyhow::anyhow!(
+                    "transactional producer fenced (another instance with the same WRITER_TRANSACTIONAL_ID, or the transaction outlived WRITER_TRANSACTION_TIMEOUT_MS): {error}"
+                ));
+            }
+        }
     }
 }
 
-/// A record's coordinates, the epoch its write started in, and what became of it.
-pub(crate) type Written = (Arc<str>, i32, i64, u64, anyhow::Result<Outcome>);
+impl Stage for Writer {
+    type Event = Vec<Written>;
+
+    fn consumer(&self) -> SharedConsumer {
+        self.consumer.clone()
+    }
+
+    async fn next_event(&mut self) -> Vec<Written> {
+        if self.writes.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        self.writes.next().await.unwrap_or_default()
+    }
+
+    fn on_event(&mut self, group: Vec<Written>) {
+        for (topic, partition, offset, epoch, outcome) in group {
+            self.flow.finished(&self.consumer);
+            match outcome {
+                Err(error) if self.fatal.is_none() => {
+                    self.fatal =
+                        Some(error.context(format!("record {topic}/{partition}/{offset}")));
+                }
+                Err(_) => {}
+                Ok(outcome) => completed(
+                    &self.tracker,
+                    &self.consumer,
+                    self.committer.as_mut(),
+                    (topic, partition, offset),
+                    epoch,
+                    outcome,
+                ),
+            }
+        }
+        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
+    }
+
+    fn accepting(&self) -> bool {
+        self.flow.accepting()
+    }
+
+    /// Takes this record and those the consumer already has buffered (no waiting), and
+    /// writes them in single-partition batches.
+    fn on_record(&mut self, first: &BorrowedMessage<'_>) {
+        let epoch = self.committer.as_mut().map_or(0, |c| {
+            c.take_changes();
+            c.epoch()
+        });
+        let consumer = self.consumer.clone();
+        let mut ready = Vec::new();
+        self.take(first, epoch, &mut ready);
+        while ready.len() < GATHER_MAX && self.flow.accepting() {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => self.take(&m, epoch, &mut ready),
+                Some(Err(error)) => {
+                    warn!(%error, "consume error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        let stats = &self.shared.stats;
+        stats.consumed.fetch_add(ready.len() as u64, Relaxed);
+        metrics::counter!(RECORDS_CONSUMED).increment(ready.len() as u64);
+        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
+        let args = &self.shared.args;
+        for group in batch::group(ready, &args.input_topic, args.batch_max_rows) {
+            let shared = self.shared.clone();
+            self.writes
+                .push(Box::pin(async move { batch::write(&shared, group).await }));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.flow.tick(&self.consumer);
+        self.commit();
+    }
+
+    fn settle(&mut self) {}
+
+    fn log_status(&mut self) {
+        let stats = &self.shared.stats;
+        let written = stats.written.load(Relaxed);
+        let elapsed = self.last_status.0.elapsed().as_secs_f64().max(1e-3);
+        let rate = (written - self.last_status.1) as f64 / elapsed;
+        self.last_status = (Instant::now(), written);
+        let (p50, p99) = stats.take_percentiles();
+        info!(
+            consumed = stats.consumed.load(Relaxed),
+            written,
+            retries = stats.retries.load(Relaxed),
+            dead_lettered = stats.dead_lettered.load(Relaxed),
+            in_flight = self.flow.in_flight(),
+            rows_per_s = format!("{rate:.0}"),
+            write_p50_ms = format!("{p50:.2}"),
+            write_p99_ms = format!("{p99:.2}"),
+            "status"
+        );
+    }
+
+    fn failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
+    /// Writes in flight finish (bounded by the retry policy) unless the writer failed.
+    fn draining(&self) -> bool {
+        self.flow.in_flight() > 0 && self.fatal.is_none()
+    }
+
+    /// Commits what is written; after a failure, aborts the open transaction.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        match &mut self.committer {
+            Some(_) if self.fatal.is_none() => {
+                self.commit();
+            }
+            Some(c) => {
+                if let Err(error) = c.abort() {
+                    warn!(%error, "abort on shutdown failed");
+                }
+            }
+            None => final_commit(&self.consumer),
+        }
+        let _ = pipeline_runtime::run_blocking(|| {
+            self.shared.producer.get().flush(Duration::from_secs(10))
+        });
+        let stats = &self.shared.stats;
+        info!(
+            written = stats.written.load(Relaxed),
+            dead_lettered = stats.dead_lettered.load(Relaxed),
+            "cassandra-writer stopped"
+        );
+        self.fatal.take().map_or(Ok(()), Err)
+    }
+}
 
 /// Consumer settings: only committed records are read, so an aborted stream-reader
 /// transaction never reaches Cassandra.
@@ -504,363 +474,4 @@ fn commit<C: rdkafka::consumer::ConsumerContext>(
         metrics::counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
     }
     Ok(())
-}
-
-/// A decoded record of one of the writer's input topics.
-enum Input {
-    Log(Box<ValidatedRecord>),
-    Stats(Box<WindowStats>),
-    Alert(Box<Alert>),
-}
-
-fn decode(args: &WriterArgs, topic: &str, payload: &[u8]) -> Result<Input, ValidationError> {
-    if topic == args.stats_topic {
-        WindowStats::from_json(payload).map(|s| Input::Stats(Box::new(s)))
-    } else if topic == args.alerts_topic {
-        Alert::from_json(payload).map(|a| Input::Alert(Box::new(a)))
-    } else {
-        ValidatedRecord::from_json(payload).map(|r| Input::Log(Box::new(r)))
-    }
-}
-
-pub(crate) async fn handle(
-    shared: &Shared,
-    payload: &[u8],
-    key: Option<&[u8]>,
-    origin: &Origin<'_>,
-) -> anyhow::Result<Outcome> {
-    let input = match decode(&shared.args, origin.topic, payload) {
-        Ok(input) => input,
-        Err(error) => {
-            if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "cannot decode record");
-            }
-            let deferred = dead_letter(shared, &error, payload, key, origin).await?;
-            return Ok(Outcome::DeadLettered(deferred));
-        }
-    };
-    // Named (`topic/partition`) only when its writes stall: no allocation per record.
-    let source = (origin.topic, origin.partition);
-    let result = match &input {
-        Input::Log(r) => write_log(shared, r, source).await,
-        Input::Stats(w) => {
-            let day = w.window_start.date_naive();
-            let by_ip = (
-                w.source_ip.to_string(),
-                day,
-                w.window_start,
-                w.window_end,
-                w.events,
-                w.bytes_sent,
-                w.bytes_received,
-                w.distinct_ports,
-                w.distinct_destinations,
-                w.denied,
-                w.first_seen,
-                w.last_seen,
-                w.distinct_capped,
-                w.sources_capped,
-            );
-            let total = w.bytes_sent.saturating_add(w.bytes_received);
-            let top = (
-                w.window_start,
-                w.events,
-                w.source_ip.to_string(),
-                total,
-                w.denied,
-                w.distinct_ports,
-                w.sources_capped,
-            );
-            let geo = w.source_geo.clone().unwrap_or_default();
-            let asn = geo.asn.map(i64::from);
-            let by_country = geo.country.as_deref().map(|country| {
-                (
-                    w.window_start,
-                    country,
-                    w.events,
-                    w.source_ip.to_string(),
-                    total,
-                    w.denied,
-                    asn,
-                    geo.as_org.as_deref(),
-                )
-            });
-            let by_asn = asn.map(|asn| {
-                (
-                    w.window_start,
-                    asn,
-                    w.events,
-                    w.source_ip.to_string(),
-                    total,
-                    w.denied,
-                    geo.as_org.as_deref(),
-                    geo.country.as_deref(),
-                )
-            });
-            let (a, b, c, d) = tokio::join!(
-                execute(
-                    shared,
-                    &shared.statements.stats_by_ip,
-                    &by_ip,
-                    ("ip_stats_by_ip", source)
-                ),
-                execute(
-                    shared,
-                    &shared.statements.top_talkers,
-                    &top,
-                    ("top_talkers_by_minute", source)
-                ),
-                async {
-                    match &by_country {
-                        Some(row) => {
-                            execute(
-                                shared,
-                                &shared.statements.top_by_country,
-                                row,
-                                ("top_talkers_by_country_minute", source),
-                            )
-                            .await
-                        }
-                        None => Ok(()),
-                    }
-                },
-                async {
-                    match &by_asn {
-                        Some(row) => {
-                            execute(
-                                shared,
-                                &shared.statements.top_by_asn,
-                                row,
-                                ("top_talkers_by_asn_minute", source),
-                            )
-                            .await
-                        }
-                        None => Ok(()),
-                    }
-                },
-            );
-            a.and(b).and(c).and(d)
-        }
-        Input::Alert(a) => {
-            let by_day = (
-                a.window_start.date_naive(),
-                a.window_start,
-                a.alert_id,
-                a.rule.as_str(),
-                a.source_ip.to_string(),
-                a.window_end,
-                a.value,
-                a.threshold,
-                a.summary.as_str(),
-            );
-            let by_ip = (
-                a.source_ip.to_string(),
-                a.window_start,
-                a.alert_id,
-                a.rule.as_str(),
-                a.window_end,
-                a.value,
-                a.threshold,
-                a.summary.as_str(),
-            );
-            let (x, y) = tokio::join!(
-                execute(
-                    shared,
-                    &shared.statements.alerts_by_day,
-                    &by_day,
-                    ("alerts_by_day", source)
-                ),
-                execute(
-                    shared,
-                    &shared.statements.alerts_by_ip,
-                    &by_ip,
-                    ("alerts_by_ip", source)
-                ),
-            );
-            x.and(y)
-        }
-    };
-    match result {
-        Ok(()) => Ok(Outcome::Written),
-        Err(WriteError::Rejected(message)) => {
-            let error = ValidationError::write_rejected(message);
-            if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "row rejected by Cassandra");
-            }
-            let deferred = dead_letter(shared, &error, payload, key, origin).await?;
-            Ok(Outcome::DeadLettered(deferred))
-        }
-        Err(WriteError::GaveUp(e)) => {
-            Err(anyhow::Error::new(*e).context("write failed after all retries"))
-        }
-        Err(WriteError::Refused(table, e)) => Err(anyhow::Error::new(*e).context(format!(
-            "Cassandra refuses this user's writes to `{}.{table}`: grant MODIFY on the keyspace \
-             or fix CASSANDRA_USERNAME / CASSANDRA_PASSWORD",
-            shared.args.cassandra.keyspace
-        ))),
-    }
-}
-
-enum WriteError {
-    Rejected(String),
-    GaveUp(Box<ExecutionError>),
-    /// No write of this user can succeed (authorization): the service stops.
-    Refused(&'static str, Box<ExecutionError>),
-}
-
-/// True for errors that concern the writer's identity, not the row: no retry helps.
-pub(crate) fn is_refusal(e: &ExecutionError) -> bool {
-    matches!(
-        e,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
-            DbError::Unauthorized | DbError::AuthenticationError,
-            _
-        ))
-    )
-}
-
-/// True for errors that concern the row itself and will never succeed on retry.
-pub(crate) fn is_rejection(e: &ExecutionError) -> bool {
-    match e {
-        ExecutionError::BadQuery(_) => true,
-        ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(_)) => true,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
-            db,
-            DbError::Invalid
-                | DbError::SyntaxError
-                | DbError::FunctionFailure { .. }
-                | DbError::AlreadyExists { .. }
-                | DbError::ConfigError
-        ),
-        _ => false,
-    }
-}
-
-/// Executes one prepared write into `table` for a record of `source` (topic, partition),
-/// retrying retryable failures per the backoff policy; from the third failed attempt on, the
-/// source partition is reported as stalled until a write of it succeeds.
-async fn execute<V: SerializeRow + Sync>(
-    shared: &Shared,
-    statement: &PreparedStatement,
-    values: &V,
-    (table, (topic, partition)): (&'static str, (&str, i32)),
-) -> Result<(), WriteError> {
-    let started = Instant::now();
-    let attempt = || async { shared.session.execute_unpaged(statement, values).await };
-    let mut failures = 0u32;
-    let result = attempt
-        .retry(shared.args.backoff())
-        .when(|e| !is_rejection(e) && !is_refusal(e))
-        .notify(|error, delay| {
-            shared.stats.retries.fetch_add(1, Relaxed);
-            metrics::counter!(WRITE_RETRIES).increment(1);
-            metrics::counter!(WRITE_ERRORS, "kind" => error_kind(error)).increment(1);
-            failures += 1;
-            if failures >= 3 {
-                shared.stalls().failing(
-                    format!("{topic}/{partition}"),
-                    format!("writes to `{table}` failing ({failures} attempts): {error}"),
-                );
-            }
-            if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, table, retry_in_ms = delay.as_millis() as u64, suppressed, "write failed, retrying");
-            }
-        })
-        .await;
-    if failures >= 3 {
-        shared.stalls().recovered(&format!("{topic}/{partition}"));
-    }
-    match result {
-        Ok(_) => {
-            metrics::counter!(ROWS_WRITTEN, "table" => table).increment(1);
-            metrics::histogram!(WRITE_LATENCY_SECONDS).record(started.elapsed().as_secs_f64());
-            shared.stats.record_latency(started.elapsed());
-            Ok(())
-        }
-        Err(e) if is_rejection(&e) => {
-            metrics::counter!(WRITE_ERRORS, "kind" => "rejected").increment(1);
-            Err(WriteError::Rejected(e.to_string()))
-        }
-        Err(e) if is_refusal(&e) => {
-            metrics::counter!(WRITE_ERRORS, "kind" => "unauthorized").increment(1);
-            Err(WriteError::Refused(table, Box::new(e)))
-        }
-        Err(e) => Err(WriteError::GaveUp(Box::new(e))),
-    }
-}
-
-async fn write_log(
-    shared: &Shared,
-    r: &ValidatedRecord,
-    source: (&str, i32),
-) -> Result<(), WriteError> {
-    let values = access_log_row(r);
-    execute(
-        shared,
-        &shared.statements.access_logs,
-        &values,
-        ("access_logs", source),
-    )
-    .await?;
-    shared.stats.written.fetch_add(1, Relaxed);
-    let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
-    metrics::histogram!(E2E_LATENCY_SECONDS).record(e2e.as_secs_f64());
-    Ok(())
-}
-
-async fn dead_letter(
-    shared: &Shared,
-    error: &ValidationError,
-    payload: &[u8],
-    key: Option<&[u8]>,
-    origin: &Origin<'_>,
-) -> anyhow::Result<Option<Deferred>> {
-    let envelope =
-        DeadLetter::new(error, payload, origin, failed_at(), DEFAULT_MAX_RAW_BYTES).to_json();
-    if shared.args.delivery == Delivery::ExactlyOnce {
-        return Ok(Some(Deferred {
-            envelope,
-            key: key.map(<[u8]>::to_vec),
-            kind: error.kind,
-        }));
-    }
-    let send = || async {
-        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.args.dlq_topic).payload(&envelope);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        shared
-            .producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-    };
-    let topic = &shared.args.dlq_topic;
-    let retriable = |e: &rdkafka::error::KafkaError| {
-        classify_produce(e, topic, ReportedAt::Delivery) == ProduceFailure::Retriable
-    };
-    send.retry(shared.args.backoff())
-        .when(retriable)
-        .notify(|error, _| {
-            if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, suppressed, "dead-letter produce failed, retrying");
-            }
-        })
-        .await
-        .map_err(
-            |e| match classify_produce(&e, topic, ReportedAt::Delivery) {
-                ProduceFailure::Record(reason) | ProduceFailure::Environment(reason) => {
-                    anyhow::anyhow!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC): {reason}")
-                }
-                ProduceFailure::Retriable => anyhow::Error::new(e)
-                    .context(format!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC)")),
-            },
-        )?;
-    shared.stats.dead_lettered.fetch_add(1, Relaxed);
-    metrics::counter!(DEAD_LETTERS, "kind" => error.kind.as_str()).increment(1);
-    Ok(None)
-}
-
-fn failed_at() -> DateTime<Utc> {
-    Utc::now()
 }

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod observe;
 pub mod secret;
 pub mod shutdown;
+pub mod stage;
 pub mod telemetry;
 pub mod transaction;
 

@@ -17,15 +17,15 @@
 use std::{
     fmt,
     sync::{
-        Arc,
+        Arc, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdkafka::{
     Offset, TopicPartitionList,
-    consumer::{Consumer, ConsumerContext},
+    consumer::{Consumer, ConsumerContext, ConsumerGroupMetadata},
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     producer::{FutureProducer, Producer as _},
 };
@@ -68,10 +68,26 @@ pub fn transactional_id(explicit: &str, group: &str, stage: &str) -> String {
 pub enum TxnError {
     /// The transaction was aborted: nothing of it is visible; the loop must roll its state
     /// back to the committed offsets and may continue.
-    Aborted(KafkaError),
+    Aborted(Cause),
     /// The producer cannot continue: fenced by a newer instance with the same
     /// `transactional.id`, or a fatal producer error.
-    Fenced(KafkaError),
+    Fenced(Cause),
+}
+
+/// What made a transactional operation fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// What librdkafka reported.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The call did not return in time; its producer was replaced ([`Transaction::commit`]).
+    #[error(
+        "transactional call `{0}` did not return within {1:?} (librdkafka #5456); its producer was replaced"
+    )]
+    Wedged(&'static str, Duration),
+    /// No replacement producer could be created or initialised.
+    #[error("cannot replace a wedged transactional producer: {0}")]
+    Replacement(String),
 }
 
 impl fmt::Display for TxnError {
@@ -89,7 +105,10 @@ impl std::error::Error for TxnError {}
 pub type Offsets = [(String, i32, i64, String)];
 
 struct Inner {
-    producer: FutureProducer,
+    /// The current producer: replaced when a transactional call of the old one wedged.
+    producer: RwLock<FutureProducer>,
+    /// How to build a replacement (`None` for a producer handed to [`Transaction::init`]).
+    factory: Option<(crate::kafka::KafkaArgs, Vec<(String, String)>)>,
     id: String,
     open: AtomicBool,
     rolled_back: AtomicBool,
@@ -114,10 +133,20 @@ impl Transaction {
     /// Initialises transactions of `producer` (created with a `transactional.id`): fences
     /// older producers with the same id and aborts what they left open. Blocks up to `timeout`.
     pub fn init(producer: FutureProducer, id: &str, timeout: Duration) -> KafkaResult<Self> {
-        crate::run_blocking(|| producer.init_transactions(timeout))?;
+        Self::init_with(producer, None, id, timeout)
+    }
+
+    fn init_with(
+        producer: FutureProducer,
+        factory: Option<(crate::kafka::KafkaArgs, Vec<(String, String)>)>,
+        id: &str,
+        timeout: Duration,
+    ) -> KafkaResult<Self> {
+        crate::run_blocking(|| producer.init_transactions(timeout.max(INIT_TIMEOUT)))?;
         info!(transactional_id = id, "transactions initialised");
         Ok(Self(Arc::new(Inner {
-            producer,
+            producer: RwLock::new(producer),
+            factory,
             id: id.to_owned(),
             open: AtomicBool::new(false),
             rolled_back: AtomicBool::new(false),
@@ -134,19 +163,28 @@ impl Transaction {
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let timeout_ms = timeout.as_millis().to_string();
-        let producer = args.producer(&[
+        let settings: Vec<(String, String)> = [
             ("transactional.id", id),
             ("transaction.timeout.ms", &timeout_ms),
             // librdkafka requires a message timeout no longer than the transaction's.
             ("message.timeout.ms", &timeout_ms),
-        ])?;
-        Self::init(producer, id, timeout.max(Duration::from_secs(30)))
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let producer = build(args, &settings)?;
+        Self::init_with(producer, Some((args.clone(), settings)), id, timeout)
             .with_context(|| format!("cannot initialise transactions (transactional id `{id}`)"))
     }
 
-    /// The transactional producer (outputs are sent with it while a transaction is open).
-    pub fn producer(&self) -> &FutureProducer {
-        &self.0.producer
+    /// The transactional producer (outputs are sent with it while a transaction is open); the
+    /// replacement after a wedged call ([`Transaction::commit`]) from then on.
+    pub fn producer(&self) -> FutureProducer {
+        self.0
+            .producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The `transactional.id`.
@@ -164,7 +202,7 @@ impl Transaction {
         if self.is_open() {
             return Ok(());
         }
-        self.0.producer.begin_transaction().map_err(classify)?;
+        self.producer().begin_transaction().map_err(classify)?;
         self.0.open.store(true, Ordering::Release);
         Ok(())
     }
@@ -180,7 +218,12 @@ impl Transaction {
         if !self.is_open() {
             return Ok(());
         }
-        let result = crate::run_blocking(|| self.send_offsets_and_commit(consumer, offsets));
+        let result = self.offsets_for(consumer, offsets).and_then(|offsets| {
+            let timeout = self.0.timeout;
+            self.guarded("commit", move |producer| {
+                send_offsets_and_commit(producer, offsets, timeout)
+            })
+        });
         match result {
             Ok(()) => {
                 self.0.open.store(false, Ordering::Release);
@@ -195,34 +238,102 @@ impl Transaction {
         }
     }
 
-    fn send_offsets_and_commit<C: ConsumerContext>(
+    /// The offsets as a partition list with the consumer's group metadata (none if empty).
+    fn offsets_for<C: ConsumerContext>(
         &self,
         consumer: &impl Consumer<C>,
         offsets: &Offsets,
-    ) -> Result<(), TxnError> {
-        if !offsets.is_empty() {
-            let metadata = consumer.group_metadata().ok_or_else(|| {
-                TxnError::Aborted(KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::UnknownMemberId,
-                ))
-            })?;
-            let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-            for (topic, partition, offset, meta) in offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                    .map_err(TxnError::Aborted)?;
-                if !meta.is_empty()
-                    && let Some(mut e) = tpl.find_partition(topic, *partition)
-                {
-                    e.set_metadata(meta);
-                }
-            }
-            retrying(|| {
-                self.0
-                    .producer
-                    .send_offsets_to_transaction(&tpl, &metadata, self.0.timeout)
-            })?;
+    ) -> Result<Option<(TopicPartitionList, ConsumerGroupMetadata)>, TxnError> {
+        if offsets.is_empty() {
+            return Ok(None);
         }
-        retrying(|| self.0.producer.commit_transaction(self.0.timeout))
+        let aborted = |e: KafkaError| TxnError::Aborted(e.into());
+        let metadata = consumer.group_metadata().ok_or_else(|| {
+            aborted(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::UnknownMemberId,
+            ))
+        })?;
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (topic, partition, offset, meta) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(aborted)?;
+            if !meta.is_empty()
+                && let Some(mut e) = tpl.find_partition(topic, *partition)
+            {
+                e.set_metadata(meta);
+            }
+        }
+        Ok(Some((tpl, metadata)))
+    }
+
+    /// Runs a blocking transactional call of the current producer on a thread of its own and
+    /// waits for it at most [`Transaction::wedge_after`]. librdkafka bounds its transactional
+    /// calls by their timeouts, except where it does not: `send_offsets_to_transaction` can
+    /// wait forever for a group coordinator that went away during the call (librdkafka
+    /// #5456, #5511, open; seen here once when the single broker restarted). A call past the
+    /// bound has wedged its producer: it is replaced by a new one with the same
+    /// `transactional.id`, whose initialisation fences the old one and aborts the open
+    /// transaction, and the call is reported as aborted (the stage rolls back).
+    fn guarded(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&FutureProducer) -> Result<(), TxnError> + Send + 'static,
+    ) -> Result<(), TxnError> {
+        let producer = self.producer();
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("kafka-txn".to_owned())
+            .spawn(move || {
+                let _ = done.send(call(&producer));
+            })
+            .map_err(|e| TxnError::Aborted(Cause::Replacement(format!("no thread: {e}"))))?;
+        let bound = self.wedge_after();
+        match crate::run_blocking(|| result.recv_timeout(bound)) {
+            Ok(result) => result,
+            Err(_) => {
+                metrics::counter!(PRODUCERS_REPLACED).increment(1);
+                warn!(
+                    transactional_id = self.id(),
+                    call = what,
+                    bound_s = bound.as_secs(),
+                    "transactional call did not return in time (librdkafka #5456); replacing the producer"
+                );
+                self.replace()?;
+                Err(TxnError::Aborted(Cause::Wedged(what, bound)))
+            }
+        }
+    }
+
+    /// How long a transactional call may take before its producer counts as wedged: longer
+    /// than any call librdkafka bounds ([`retrying`] stops after [`RETRY_FOR`] timeouts, and
+    /// the call under way then takes at most one more).
+    pub fn wedge_after(&self) -> Duration {
+        self.0.timeout * (RETRY_FOR + 2) + Duration::from_secs(5)
+    }
+
+    /// Replaces the producer by a new one with the same `transactional.id`: its
+    /// initialisation fences the old producer and aborts the transaction it left open.
+    pub fn replace(&self) -> Result<(), TxnError> {
+        let fenced = |reason: String| TxnError::Fenced(Cause::Replacement(reason));
+        let Some((args, settings)) = &self.0.factory else {
+            return Err(fenced(
+                "the producer was not created by Transaction::create".to_owned(),
+            ));
+        };
+        let producer = build(args, settings).map_err(|e| fenced(format!("{e:#}")))?;
+        crate::run_blocking(|| producer.init_transactions(self.0.timeout.max(INIT_TIMEOUT)))
+            .map_err(|e| fenced(e.to_string()))?;
+        *self
+            .0
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = producer;
+        self.0.open.store(false, Ordering::Release);
+        info!(
+            transactional_id = self.id(),
+            "producer replaced; the old one is fenced"
+        );
+        Ok(())
     }
 
     /// Aborts the open transaction: its outputs are discarded (never visible to
@@ -231,18 +342,24 @@ impl Transaction {
         if !self.is_open() {
             return Ok(());
         }
-        let result = crate::run_blocking(|| {
+        let timeout = self.0.timeout;
+        let result = self.guarded("abort", move |producer| {
             // Deliver (or fail) what was sent first: an output just sent may still be adding
             // its partition to the transaction, and an abort that overtakes it reaches a
             // coordinator that holds no open transaction, answers INVALID_TXN_STATE, and
             // librdkafka makes that fatal (librdkafka #4849; reproduced by
             // `a_transaction_aborted_right_after_its_first_send_aborts_cleanly`). The abort
             // discards the delivered outputs anyway.
-            if let Err(error) = self.0.producer.flush(self.0.timeout) {
+            if let Err(error) = producer.flush(timeout) {
                 warn!(%error, "flush before abort failed");
             }
-            retrying(|| self.0.producer.abort_transaction(self.0.timeout))
+            retrying(timeout, || producer.abort_transaction(timeout))
         });
+        // A replaced producer has no transaction open: its initialisation aborted it.
+        let result = match result {
+            Err(TxnError::Aborted(Cause::Wedged(..))) => Ok(()),
+            other => other,
+        };
         self.0.open.store(false, Ordering::Release);
         match result {
             Ok(()) => {
@@ -277,10 +394,51 @@ impl Transaction {
     }
 }
 
+/// The producer a stage sends its outputs with: a plain one, or its transaction's current one
+/// (which a wedged call replaces, [`Transaction::commit`]).
+#[derive(Clone)]
+pub enum OutputProducer {
+    /// Outputs acknowledged one by one (at-least-once).
+    Plain(FutureProducer),
+    /// Outputs in the open transaction (exactly-once).
+    Transactional(Transaction),
+}
+
+impl fmt::Debug for OutputProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Plain(_) => f.write_str("OutputProducer::Plain"),
+            Self::Transactional(t) => f
+                .debug_tuple("OutputProducer::Transactional")
+                .field(t)
+                .finish(),
+        }
+    }
+}
+
+impl OutputProducer {
+    /// Runs `f` with the current producer.
+    pub fn with<R>(&self, f: impl FnOnce(&FutureProducer) -> R) -> R {
+        match self {
+            Self::Plain(p) => f(p),
+            Self::Transactional(t) => {
+                f(&t.0.producer.read().unwrap_or_else(PoisonError::into_inner))
+            }
+        }
+    }
+
+    /// The current producer.
+    pub fn get(&self) -> FutureProducer {
+        self.with(FutureProducer::clone)
+    }
+}
+
 /// Transactions aborted (their outputs discarded, the stage rolled back).
 pub const TRANSACTIONS_ABORTED: &str = "kafka_transactions_aborted_total";
 /// Transactions committed.
 pub const TRANSACTIONS_COMMITTED: &str = "kafka_transactions_committed_total";
+/// Transactional producers replaced after a call wedged.
+pub const PRODUCERS_REPLACED: &str = "kafka_transactional_producers_replaced_total";
 
 /// Registers the transaction metrics with help texts and zero values.
 pub fn describe_metrics() {
@@ -292,20 +450,44 @@ pub fn describe_metrics() {
         TRANSACTIONS_ABORTED,
         "Kafka transactions aborted (outputs discarded, stage rolled back to its committed offsets)"
     );
+    metrics::describe_counter!(
+        PRODUCERS_REPLACED,
+        "Transactional producers replaced because a transactional call did not return in time"
+    );
     metrics::counter!(TRANSACTIONS_COMMITTED).absolute(0);
     metrics::counter!(TRANSACTIONS_ABORTED).absolute(0);
+    metrics::counter!(PRODUCERS_REPLACED).absolute(0);
 }
 
-/// Runs a transactional call again while librdkafka says the same call may succeed (e.g. a
-/// timeout while the coordinator moves), at most a minute.
-fn retrying(mut call: impl FnMut() -> KafkaResult<()>) -> Result<(), TxnError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+/// Sends the offsets to the open transaction and commits it (which first delivers every
+/// output sent in it).
+fn send_offsets_and_commit(
+    producer: &FutureProducer,
+    offsets: Option<(TopicPartitionList, ConsumerGroupMetadata)>,
+    timeout: Duration,
+) -> Result<(), TxnError> {
+    if let Some((tpl, metadata)) = offsets {
+        retrying(timeout, || {
+            producer.send_offsets_to_transaction(&tpl, &metadata, timeout)
+        })?;
+    }
+    retrying(timeout, || producer.commit_transaction(timeout))
+}
+
+/// How many timeouts a transactional call is retried for while librdkafka says it may
+/// succeed (e.g. a timeout while the coordinator moves).
+const RETRY_FOR: u32 = 3;
+/// Least time given to `init_transactions` (it may wait for the coordinator to load).
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a transactional call again while librdkafka says the same call may succeed, for at
+/// most [`RETRY_FOR`] × `timeout`.
+fn retrying(timeout: Duration, mut call: impl FnMut() -> KafkaResult<()>) -> Result<(), TxnError> {
+    let deadline = Instant::now() + timeout * RETRY_FOR;
     loop {
         match call() {
             Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(e))
-                if e.is_retriable() && std::time::Instant::now() < deadline =>
-            {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
                 warn!(error = %e, "transactional call failed, retrying");
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -314,10 +496,22 @@ fn retrying(mut call: impl FnMut() -> KafkaResult<()>) -> Result<(), TxnError> {
     }
 }
 
+/// A producer with `args`' settings and `settings`.
+fn build(
+    args: &crate::kafka::KafkaArgs,
+    settings: &[(String, String)],
+) -> anyhow::Result<FutureProducer> {
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    args.producer(&settings)
+}
+
 fn classify(error: KafkaError) -> TxnError {
     match &error {
-        KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fenced(error),
-        _ => TxnError::Aborted(error),
+        KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fenced(error.into()),
+        _ => TxnError::Aborted(error.into()),
     }
 }
 

@@ -16,9 +16,8 @@ use std::{
 
 use pipeline_runtime::{
     kafka::PipelineContext,
-    transaction::{Delivery, Transaction, TxnError},
+    transaction::{Delivery, OutputProducer, Transaction, TxnError},
 };
-use rdkafka::producer::FutureProducer;
 
 use crate::ReaderArgs;
 
@@ -28,9 +27,13 @@ pub(crate) fn producer_for(
     args: &ReaderArgs,
     stage: &str,
     context: PipelineContext,
-) -> anyhow::Result<(FutureProducer, Option<Batch>, PipelineContext)> {
+) -> anyhow::Result<(OutputProducer, Option<Batch>, PipelineContext)> {
     if args.delivery == Delivery::AtLeastOnce {
-        return Ok((args.kafka.producer(&[])?, None, context));
+        return Ok((
+            OutputProducer::Plain(args.kafka.producer(&[])?),
+            None,
+            context,
+        ));
     }
     let transaction = Transaction::create(
         &args.kafka,
@@ -43,7 +46,7 @@ pub(crate) fn producer_for(
         args.transaction_max_records,
     );
     Ok((
-        transaction.producer().clone(),
+        OutputProducer::Transactional(transaction.clone()),
         Some(batch),
         context.with_transaction(transaction),
     ))

@@ -17,11 +17,10 @@ use std::{
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::{StreamExt as _, stream::FuturesUnordered};
+use pipeline_runtime::transaction::OutputProducer;
 use rdkafka::{
     error::KafkaError,
-    producer::{
-        DeliveryFuture, FutureProducer, FutureRecord, future_producer::OwnedDeliveryResult,
-    },
+    producer::{DeliveryFuture, FutureRecord, future_producer::OwnedDeliveryResult},
 };
 use tokio::sync::mpsc;
 
@@ -83,7 +82,7 @@ impl<O: Unpin> Future for Flight<O> {
 
 /// A producer with its outputs in flight and its retries waiting.
 pub(crate) struct Outputs<O> {
-    producer: FutureProducer,
+    producer: OutputProducer,
     flights: FuturesUnordered<Flight<O>>,
     retry_tx: mpsc::UnboundedSender<(O, u32, Out)>,
     retry_rx: mpsc::UnboundedReceiver<(O, u32, Out)>,
@@ -93,7 +92,7 @@ pub(crate) struct Outputs<O> {
 
 impl<O: Unpin + Send + 'static> Outputs<O> {
     /// Retries wait `min_delay` doubling up to `max_delay`, with jitter, without limit.
-    pub fn new(producer: FutureProducer, min_delay: Duration, max_delay: Duration) -> Self {
+    pub fn new(producer: OutputProducer, min_delay: Duration, max_delay: Duration) -> Self {
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         Self {
             producer,
@@ -120,7 +119,7 @@ impl<O: Unpin + Send + 'static> Outputs<O> {
         if let Some(k) = &out.key {
             record = record.key(k);
         }
-        match self.producer.send_result(record) {
+        match self.producer.with(|p| p.send_result(record)) {
             Ok(delivery) => {
                 self.flights.push(Flight {
                     owner: Some(owner),
@@ -190,7 +189,7 @@ impl<O: Unpin + Send + 'static> Outputs<O> {
     /// `timeout`.
     pub fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer as _;
-        let producer = &self.producer;
+        let producer = self.producer.get();
         let _ = pipeline_runtime::run_blocking(|| producer.flush(timeout));
     }
 }

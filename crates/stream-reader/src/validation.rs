@@ -2,6 +2,7 @@
 //! delivery guarantee as the crate documentation states it.
 
 use std::{
+    future::Future,
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
@@ -16,13 +17,14 @@ use pipeline_runtime::{
     failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
     kafka::{Backpressure, PipelineContext, SharedTracker, complete_and_store, final_commit},
     observe,
+    stage::{self, Loop, SharedConsumer, Stage},
     telemetry::LogLimiter,
     transaction::{Rollback, TxnError},
 };
 use rdkafka::{
     Message,
-    consumer::{Consumer, StreamConsumer},
-    message::Headers as _,
+    consumer::Consumer,
+    message::{BorrowedMessage, Headers as _},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -60,7 +62,7 @@ struct Reader {
     topics: TopicNames,
     args: ReaderArgs,
     limits: Limits,
-    consumer: StreamConsumer<PipelineContext>,
+    consumer: SharedConsumer,
     tracker: SharedTracker,
     flow: Backpressure,
     stats: Arc<ReaderStats>,
@@ -76,6 +78,8 @@ struct Reader {
     uncommitted: Vec<Option<ErrorKind>>,
     /// GeoIP / ASN enrichment.
     geo: Arc<geoip::GeoIp>,
+    /// When the status line was last logged, and the records finished then.
+    last_status: (Instant, u64),
 }
 
 impl Reader {
@@ -387,7 +391,7 @@ impl Reader {
             return;
         }
         let offsets = batch.offsets(&self.topics.input);
-        match batch.transaction.commit(&self.consumer, &offsets) {
+        match batch.transaction.commit(&*self.consumer, &offsets) {
             Ok(()) => {
                 batch.reset();
                 for kind in std::mem::take(&mut self.uncommitted) {
@@ -428,7 +432,7 @@ impl Reader {
         self.flow.reset(&self.consumer);
         self.uncommitted.clear();
         if let Err(error) =
-            Rollback::rewind(&self.consumer, &self.topics.input, Duration::from_secs(30))
+            Rollback::rewind(&*self.consumer, &self.topics.input, Duration::from_secs(30))
         {
             self.fatal = Some(anyhow::anyhow!(
                 "cannot return to the committed offsets of `{}`: {error}",
@@ -459,7 +463,7 @@ impl Reader {
             &[]
         };
         let tracker = context.tracker.clone();
-        let consumer = args.kafka.consumer(&args.group_id, context, extra)?;
+        let consumer = Arc::new(args.kafka.consumer(&args.group_id, context, extra)?);
         let topics = TopicNames {
             input: Arc::from(args.input_topic.as_str()),
             validated: Arc::from(args.validated_topic.as_str()),
@@ -485,6 +489,7 @@ impl Reader {
             batch,
             uncommitted: Vec::new(),
             geo,
+            last_status: (Instant::now(), 0),
         })
     }
 }
@@ -498,97 +503,118 @@ pub(crate) async fn validate_until(
     geo: Arc<geoip::GeoIp>,
 ) -> anyhow::Result<()> {
     let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
-    let mut reader = Reader::new(args, context, readiness, stats.clone(), geo)?;
+    let mut reader = Reader::new(args, context, readiness, stats, geo)?;
     reader
         .consumer
         .subscribe(&[&reader.args.input_topic])
         .context("subscribe")?;
     info!(topic = %reader.args.input_topic, group = %reader.args.group_id, analytics = reader.args.analytics, "stream-reader started");
-    let mut status =
-        tokio::time::interval(Duration::from_secs(reader.args.status_interval_secs.max(1)));
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut last = (Instant::now(), 0u64);
-    let mut due = tokio::time::interval(Batch::check_period(reader.args.transaction_interval_ms));
+    let timers = Loop {
+        tick: if reader.batch.is_some() {
+            Batch::check_period(reader.args.transaction_interval_ms)
+        } else {
+            Duration::from_millis(500)
+        },
+        status: Duration::from_secs(reader.args.status_interval_secs.max(1)),
+        drain: Duration::from_secs(30),
+    };
+    stage::run(&mut reader, timers, &shutdown).await
+}
 
-    while reader.fatal.is_none() {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            event = reader.outputs.next() => match event {
-                Event::Landed(landed) => reader.on_landed(landed),
-                Event::Retry { owner, attempt, out } => reader.send(out, owner, attempt),
-            },
-            message = reader.consumer.recv(), if reader.flow.accepting() && !reader.committing() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(error) => {
-                        warn!(%error, "consume error");
-                        continue;
-                    }
-                };
-                if reader.batch.as_ref().is_some_and(|b| b.transaction.take_rolled_back()) {
-                    // A revoke aborted the transaction inside this recv: the record is read
-                    // again after the rollback.
-                    drop(message);
-                    reader.rollback("partitions revoked");
-                    continue;
-                }
-                let (partition, offset) = (message.partition(), message.offset());
-                let payload = message.payload().unwrap_or_default().to_vec();
-                let key = message.key().map(<[u8]>::to_vec);
-                let identity = identity_of(&message);
-                drop(message);
-                reader.on_message(partition, offset, &payload, key.as_deref(), identity);
-            }
-            _ = due.tick(), if reader.batch.is_some() => {
-                if let Some(batch) = &mut reader.batch {
-                    batch.tick();
-                }
-            }
-            _ = tick.tick() => reader.flow.tick(&reader.consumer),
-            _ = status.tick() => log_status(&stats, reader.flow.in_flight(), &mut last),
-        }
-        reader.settle_transaction();
+impl Stage for Reader {
+    type Event = Event<Owner>;
+
+    fn consumer(&self) -> SharedConsumer {
+        self.consumer.clone()
     }
 
-    // Drain: wait for outstanding deliveries (bounded), then commit what is acknowledged.
-    // After a fatal failure only the deliveries already under way are awaited: the refused
-    // record never finishes, so nothing past it is stored.
-    let drain_deadline = tokio::time::sleep(Duration::from_secs(30));
-    tokio::pin!(drain_deadline);
-    while reader.flow.in_flight() > 0 && (reader.fatal.is_none() || reader.outputs.in_flight() > 0)
-    {
-        tokio::select! {
-            event = reader.outputs.next() => match event {
-                Event::Landed(landed) => reader.on_landed(landed),
-                Event::Retry { owner, attempt, out } if reader.fatal.is_none() => reader.send(out, owner, attempt),
-                Event::Retry { .. } => {}
-            },
-            _ = &mut drain_deadline => {
-                warn!(in_flight = reader.flow.in_flight(), "drain timed out; unacknowledged records will be reprocessed");
-                break;
+    fn next_event(&mut self) -> impl Future<Output = Event<Owner>> + Send {
+        self.outputs.next()
+    }
+
+    fn on_event(&mut self, event: Event<Owner>) {
+        match event {
+            Event::Landed(landed) => self.on_landed(landed),
+            // After a fatal failure only the deliveries already under way are awaited.
+            Event::Retry {
+                owner,
+                attempt,
+                out,
+            } if self.fatal.is_none() => {
+                self.send(out, owner, attempt);
             }
+            Event::Retry { .. } => {}
         }
     }
-    if let Some(batch) = &mut reader.batch {
-        // Commit what is acknowledged; after a fatal failure or a drain timeout, abort.
-        if reader.fatal.is_none() && reader.outputs.in_flight() == 0 {
-            batch.commit_now();
-            reader.settle_transaction();
-        } else if let Some(batch) = &reader.batch
-            && let Err(error) = batch.transaction.abort()
+
+    fn accepting(&self) -> bool {
+        self.flow.accepting() && !self.committing()
+    }
+
+    fn on_record(&mut self, message: &BorrowedMessage<'_>) {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.transaction.take_rolled_back())
         {
-            warn!(%error, "abort on shutdown failed");
+            // A revoke aborted the transaction inside this recv: the record is read again
+            // after the rollback.
+            return self.rollback("partitions revoked");
         }
-    } else {
-        final_commit(&reader.consumer);
+        let identity = identity_of(message);
+        self.on_message(
+            message.partition(),
+            message.offset(),
+            message.payload().unwrap_or_default(),
+            message.key(),
+            identity,
+        );
     }
-    reader.outputs.flush(Duration::from_secs(10));
-    log_status(&stats, 0, &mut last);
-    info!("validation stage stopped");
-    match reader.fatal {
-        Some(error) => Err(error),
-        None => Ok(()),
+
+    fn on_tick(&mut self) {
+        self.flow.tick(&self.consumer);
+        if let Some(batch) = &mut self.batch {
+            batch.tick();
+        }
+    }
+
+    fn settle(&mut self) {
+        self.settle_transaction();
+    }
+
+    fn log_status(&mut self) {
+        log_status(&self.stats, self.flow.in_flight(), &mut self.last_status);
+    }
+
+    fn failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
+    /// Outstanding deliveries are awaited; after a fatal failure only those already under
+    /// way: the refused record never finishes, so nothing past it is stored.
+    fn draining(&self) -> bool {
+        self.flow.in_flight() > 0 && (self.fatal.is_none() || self.outputs.in_flight() > 0)
+    }
+
+    /// Commits what is acknowledged; after a fatal failure or a drain timeout, aborts the
+    /// open transaction.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        match &mut self.batch {
+            Some(batch) if self.fatal.is_none() && self.outputs.in_flight() == 0 => {
+                batch.commit_now();
+                self.settle_transaction();
+            }
+            Some(batch) => {
+                if let Err(error) = batch.transaction.abort() {
+                    warn!(%error, "abort on shutdown failed");
+                }
+            }
+            None => final_commit(&self.consumer),
+        }
+        self.outputs.flush(Duration::from_secs(10));
+        log_status(&self.stats, 0, &mut self.last_status);
+        info!("validation stage stopped");
+        self.fatal.take().map_or(Ok(()), Err)
     }
 }
 

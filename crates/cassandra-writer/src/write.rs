@@ -1,0 +1,329 @@
+//! What the writer does with one record: decode it, write its row (or dead-letter it).
+
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use backon::Retryable as _;
+use chrono::{DateTime, Utc};
+use log_schema::{
+    Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
+};
+use pipeline_runtime::{
+    failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
+    telemetry::LogLimiter,
+    transaction::{Delivery, OutputProducer},
+};
+use rdkafka::producer::FutureRecord;
+use scylla::client::session::Session;
+use tracing::warn;
+
+use crate::{
+    committer::Deferred,
+    config::WriterArgs,
+    execute::{WriteError, execute},
+    metrics::{DEAD_LETTERS, E2E_LATENCY_SECONDS, WriterStats},
+    rows::{Statements, access_log_row},
+};
+
+/// What became of one record.
+pub(crate) enum Outcome {
+    Written,
+    /// Dead-lettered: produced already, or (exactly-once) waiting for its transaction.
+    DeadLettered(Option<Deferred>),
+}
+
+pub(crate) struct Shared {
+    pub(crate) session: Session,
+    pub(crate) statements: Statements,
+    pub(crate) producer: OutputProducer,
+    pub(crate) args: WriterArgs,
+    pub(crate) stats: Arc<WriterStats>,
+    pub(crate) logs: LogLimiter,
+    /// Partitions whose writes keep failing (`/readyz`).
+    pub(crate) stalls: std::sync::Mutex<Stalls>,
+}
+
+impl Shared {
+    pub(crate) fn stalls(&self) -> std::sync::MutexGuard<'_, Stalls> {
+        self.stalls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A record's coordinates, the epoch its write started in, and what became of it.
+pub(crate) type Written = (Arc<str>, i32, i64, u64, anyhow::Result<Outcome>);
+
+/// A decoded record of one of the writer's input topics.
+enum Input {
+    Log(Box<ValidatedRecord>),
+    Stats(Box<WindowStats>),
+    Alert(Box<Alert>),
+}
+
+fn decode(args: &WriterArgs, topic: &str, payload: &[u8]) -> Result<Input, ValidationError> {
+    if topic == args.stats_topic {
+        WindowStats::from_json(payload).map(|s| Input::Stats(Box::new(s)))
+    } else if topic == args.alerts_topic {
+        Alert::from_json(payload).map(|a| Input::Alert(Box::new(a)))
+    } else {
+        ValidatedRecord::from_json(payload).map(|r| Input::Log(Box::new(r)))
+    }
+}
+
+pub(crate) async fn handle(
+    shared: &Shared,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    origin: &Origin<'_>,
+) -> anyhow::Result<Outcome> {
+    let input = match decode(&shared.args, origin.topic, payload) {
+        Ok(input) => input,
+        Err(error) => {
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "cannot decode record");
+            }
+            let deferred = dead_letter(shared, &error, payload, key, origin).await?;
+            return Ok(Outcome::DeadLettered(deferred));
+        }
+    };
+    // Named (`topic/partition`) only when its writes stall: no allocation per record.
+    let source = (origin.topic, origin.partition);
+    let result = match &input {
+        Input::Log(r) => write_log(shared, r, source).await,
+        Input::Stats(w) => {
+            let day = w.window_start.date_naive();
+            let by_ip = (
+                w.source_ip.to_string(),
+                day,
+                w.window_start,
+                w.window_end,
+                w.events,
+                w.bytes_sent,
+                w.bytes_received,
+                w.distinct_ports,
+                w.distinct_destinations,
+                w.denied,
+                w.first_seen,
+                w.last_seen,
+                w.distinct_capped,
+                w.sources_capped,
+            );
+            let total = w.bytes_sent.saturating_add(w.bytes_received);
+            let top = (
+                w.window_start,
+                w.events,
+                w.source_ip.to_string(),
+                total,
+                w.denied,
+                w.distinct_ports,
+                w.sources_capped,
+            );
+            let geo = w.source_geo.clone().unwrap_or_default();
+            let asn = geo.asn.map(i64::from);
+            let by_country = geo.country.as_deref().map(|country| {
+                (
+                    w.window_start,
+                    country,
+                    w.events,
+                    w.source_ip.to_string(),
+                    total,
+                    w.denied,
+                    asn,
+                    geo.as_org.as_deref(),
+                )
+            });
+            let by_asn = asn.map(|asn| {
+                (
+                    w.window_start,
+                    asn,
+                    w.events,
+                    w.source_ip.to_string(),
+                    total,
+                    w.denied,
+                    geo.as_org.as_deref(),
+                    geo.country.as_deref(),
+                )
+            });
+            let (a, b, c, d) = tokio::join!(
+                execute(
+                    shared,
+                    &shared.statements.stats_by_ip,
+                    &by_ip,
+                    ("ip_stats_by_ip", source)
+                ),
+                execute(
+                    shared,
+                    &shared.statements.top_talkers,
+                    &top,
+                    ("top_talkers_by_minute", source)
+                ),
+                async {
+                    match &by_country {
+                        Some(row) => {
+                            execute(
+                                shared,
+                                &shared.statements.top_by_country,
+                                row,
+                                ("top_talkers_by_country_minute", source),
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match &by_asn {
+                        Some(row) => {
+                            execute(
+                                shared,
+                                &shared.statements.top_by_asn,
+                                row,
+                                ("top_talkers_by_asn_minute", source),
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    }
+                },
+            );
+            a.and(b).and(c).and(d)
+        }
+        Input::Alert(a) => {
+            let by_day = (
+                a.window_start.date_naive(),
+                a.window_start,
+                a.alert_id,
+                a.rule.as_str(),
+                a.source_ip.to_string(),
+                a.window_end,
+                a.value,
+                a.threshold,
+                a.summary.as_str(),
+            );
+            let by_ip = (
+                a.source_ip.to_string(),
+                a.window_start,
+                a.alert_id,
+                a.rule.as_str(),
+                a.window_end,
+                a.value,
+                a.threshold,
+                a.summary.as_str(),
+            );
+            let (x, y) = tokio::join!(
+                execute(
+                    shared,
+                    &shared.statements.alerts_by_day,
+                    &by_day,
+                    ("alerts_by_day", source)
+                ),
+                execute(
+                    shared,
+                    &shared.statements.alerts_by_ip,
+                    &by_ip,
+                    ("alerts_by_ip", source)
+                ),
+            );
+            x.and(y)
+        }
+    };
+    match result {
+        Ok(()) => Ok(Outcome::Written),
+        Err(WriteError::Rejected(message)) => {
+            let error = ValidationError::write_rejected(message);
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, topic = origin.topic, partition = origin.partition, offset = origin.offset, suppressed, "row rejected by Cassandra");
+            }
+            let deferred = dead_letter(shared, &error, payload, key, origin).await?;
+            Ok(Outcome::DeadLettered(deferred))
+        }
+        Err(WriteError::GaveUp(e)) => {
+            Err(anyhow::Error::new(*e).context("write failed after all retries"))
+        }
+        Err(WriteError::Refused(table, e)) => Err(anyhow::Error::new(*e).context(format!(
+            "Cassandra refuses this user's writes to `{}.{table}`: grant MODIFY on the keyspace \
+             or fix CASSANDRA_USERNAME / CASSANDRA_PASSWORD",
+            shared.args.cassandra.keyspace
+        ))),
+    }
+}
+
+async fn write_log(
+    shared: &Shared,
+    r: &ValidatedRecord,
+    source: (&str, i32),
+) -> Result<(), WriteError> {
+    let values = access_log_row(r);
+    execute(
+        shared,
+        &shared.statements.access_logs,
+        &values,
+        ("access_logs", source),
+    )
+    .await?;
+    shared.stats.written.fetch_add(1, Relaxed);
+    let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
+    metrics::histogram!(E2E_LATENCY_SECONDS).record(e2e.as_secs_f64());
+    Ok(())
+}
+
+async fn dead_letter(
+    shared: &Shared,
+    error: &ValidationError,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    origin: &Origin<'_>,
+) -> anyhow::Result<Option<Deferred>> {
+    let envelope =
+        DeadLetter::new(error, payload, origin, failed_at(), DEFAULT_MAX_RAW_BYTES).to_json();
+    if shared.args.delivery == Delivery::ExactlyOnce {
+        return Ok(Some(Deferred {
+            envelope,
+            key: key.map(<[u8]>::to_vec),
+            kind: error.kind,
+        }));
+    }
+    let send = || async {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.args.dlq_topic).payload(&envelope);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        shared
+            .producer
+            .get()
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+    };
+    let topic = &shared.args.dlq_topic;
+    let retriable = |e: &rdkafka::error::KafkaError| {
+        classify_produce(e, topic, ReportedAt::Delivery) == ProduceFailure::Retriable
+    };
+    send.retry(shared.args.backoff())
+        .when(retriable)
+        .notify(|error, _| {
+            if let Some(suppressed) = shared.logs.allow() {
+                warn!(%error, suppressed, "dead-letter produce failed, retrying");
+            }
+        })
+        .await
+        .map_err(
+            |e| match classify_produce(&e, topic, ReportedAt::Delivery) {
+                ProduceFailure::Record(reason) | ProduceFailure::Environment(reason) => {
+                    anyhow::anyhow!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC): {reason}")
+                }
+                ProduceFailure::Retriable => anyhow::Error::new(e)
+                    .context(format!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC)")),
+            },
+        )?;
+    shared.stats.dead_lettered.fetch_add(1, Relaxed);
+    metrics::counter!(DEAD_LETTERS, "kind" => error.kind.as_str()).increment(1);
+    Ok(None)
+}
+
+fn failed_at() -> DateTime<Utc> {
+    Utc::now()
+}

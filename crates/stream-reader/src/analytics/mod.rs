@@ -1,0 +1,247 @@
+//! The analytics stage: `ip_logs_validated` → per-IP one-minute windows → `ip_stats` and
+//! `ip_alerts`.
+//!
+//! It reads the validated topic in its own consumer group, so its windows see a stream keyed
+//! by canonical source IP that the validation stage guarantees, whatever keys (or none) the
+//! producers of `ip_logs` used. Each assigned partition is one deterministic state machine
+//! ([`crate::windows`]).
+//!
+//! **Guarantee: every closed window is final.** Offsets are committed explicitly, with the
+//! partition's window checkpoint as offset metadata ([`Windows::checkpoint`]): every second,
+//! synchronously for a partition that took an idle step (before its next record is
+//! processed), for each revoked partition in the revoke callback, and on shutdown. On
+//! assignment a partition is restored from its committed checkpoint and replayed from its
+//! offset, so each (source IP, minute) is emitted with the statistics of exactly the events an
+//! uninterrupted run counts; a window emitted twice (its output not acknowledged before a
+//! crash) carries the same statistics and alert ids both times. Revocation is per partition:
+//! only revoked partitions lose their state, which is what eager, cooperative-sticky and
+//! KIP-848 (`group.protocol=consumer`) assignment need.
+//!
+//! In exactly-once mode the checkpoints are committed by the stage's transactions instead
+//! ([`crate::batch`]), together with the window outputs that the records below them closed;
+//! an aborted transaction restores every partition from its committed checkpoint and replays.
+//!
+//! Window outputs count against backpressure: closed windows wait in an outbox, at most
+//! `analytics_max_in_flight` outputs are in flight, and the stage stops reading while the
+//! outbox and the flights are full (pausing its partitions if that lasts, so it stays in the
+//! group).
+//!
+//! Limits: a validated record without `source` coordinates (written by another producer) is
+//! never treated as a duplicate; the partition count of the validated topic must not change
+//! while windows are open (as for Kafka Streams' repartition topics, a key would move to
+//! another partition's state); checkpoints must fit the broker's `offset.metadata.max.bytes`
+//! (4,096 bytes by default: about 150 raw partitions).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use pipeline_runtime::{
+    kafka::PipelineContext,
+    observe,
+    stage::{self, Loop, SharedConsumer, Stage},
+};
+use rdkafka::{Message as _, consumer::Consumer as _, message::BorrowedMessage};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{ReaderArgs, ReaderStats, batch::Batch, outputs::Event};
+use state::Analytics;
+
+mod commit;
+mod state;
+
+/// Windows closed, emitted and acknowledged.
+pub const WINDOWS_CLOSED: &str = "reader_windows_closed_total";
+/// Alerts emitted and acknowledged, by rule.
+pub const ALERTS: &str = "reader_alerts_total";
+/// Windows open.
+pub const WINDOWS_OPEN: &str = "reader_windows_open";
+/// Valid events not counted because their window had closed.
+pub const LATE_EVENTS: &str = "late_events_total";
+/// Validated records the validation stage emitted more than once, counted once.
+pub const DUPLICATES: &str = "reader_window_duplicates_total";
+/// Events not counted because their minute reached the window cap.
+pub const UNCOUNTED: &str = "reader_window_uncounted_events_total";
+/// Windows emitted with a cap flag, by cap (`sources`, `distinct`).
+pub const CAPPED: &str = "reader_windows_capped_total";
+/// Records of the validated topic that are not validated records (not counted).
+pub const SKIPPED: &str = "reader_analytics_skipped_total";
+/// Committed offset metadata that was not a window checkpoint (the partition started empty).
+pub const CHECKPOINT_ERRORS: &str = "reader_checkpoint_errors_total";
+
+/// Registers the stage's metrics with help texts and zero values.
+pub(crate) fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        WINDOWS_CLOSED,
+        "Per-IP windows closed and emitted to ip_stats"
+    );
+    describe_counter!(ALERTS, "Alerts emitted to ip_alerts, by rule");
+    describe_gauge!(WINDOWS_OPEN, "Per-IP windows currently open");
+    describe_counter!(
+        LATE_EVENTS,
+        "Valid events whose window had already closed (not counted)"
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Validated records seen again after a validation-stage restart (counted once)"
+    );
+    describe_counter!(
+        UNCOUNTED,
+        "Events not counted: their minute reached the per-partition window cap"
+    );
+    describe_counter!(CAPPED, "Windows emitted with a cap flag, by cap");
+    describe_counter!(
+        SKIPPED,
+        "Records of the validated topic that are not validated records"
+    );
+    describe_counter!(
+        CHECKPOINT_ERRORS,
+        "Committed offset metadata that was not a window checkpoint"
+    );
+    for name in [
+        WINDOWS_CLOSED,
+        LATE_EVENTS,
+        DUPLICATES,
+        UNCOUNTED,
+        SKIPPED,
+        CHECKPOINT_ERRORS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for cap in ["sources", "distinct"] {
+        metrics::counter!(CAPPED, "cap" => cap).absolute(0);
+    }
+    for rule in log_schema::AlertRule::ALL {
+        metrics::counter!(ALERTS, "rule" => rule.as_str()).absolute(0);
+    }
+    metrics::gauge!(WINDOWS_OPEN).set(0.0);
+}
+
+/// Runs the analytics stage until `shutdown` is cancelled.
+pub(crate) async fn run_until(
+    args: ReaderArgs,
+    shutdown: CancellationToken,
+    stats: Arc<ReaderStats>,
+    readiness: observe::Readiness,
+    geo: Arc<crate::geoip::GeoIp>,
+) -> anyhow::Result<()> {
+    let context = PipelineContext::new(readiness, stats.analytics_partitions.clone())
+        .with_group_check("analytics-group")
+        .with_partition_changes();
+    let mut stage = Analytics::new(&args, context, stats, geo)?;
+    stage
+        .consumer
+        .subscribe(&[&args.validated_topic])
+        .context("subscribe to the validated topic")?;
+    info!(topic = %args.validated_topic, group = %args.analytics_group_id, "analytics stage started");
+    let timers = Loop {
+        tick: if stage.batch.is_some() {
+            Batch::check_period(args.transaction_interval_ms).min(WINDOW_TICK)
+        } else {
+            WINDOW_TICK
+        },
+        status: Duration::from_secs(args.status_interval_secs.max(1)),
+        drain: Duration::from_secs(30),
+    };
+    stage::run(&mut stage, timers, &shutdown).await
+}
+
+/// How often quiet partitions are checked for idle steps.
+const WINDOW_TICK: Duration = Duration::from_millis(200);
+/// How often checkpoints are committed in at-least-once mode.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+impl Stage for Analytics {
+    type Event = Event<u64>;
+
+    fn consumer(&self) -> SharedConsumer {
+        self.consumer.clone()
+    }
+
+    fn next_event(&mut self) -> impl Future<Output = Event<u64>> + Send {
+        self.outputs.next()
+    }
+
+    fn on_event(&mut self, event: Event<u64>) {
+        match event {
+            Event::Landed(landed) => self.on_landed(landed),
+            Event::Retry {
+                owner,
+                attempt,
+                out,
+            } => self.send(out, owner, attempt),
+        }
+    }
+
+    fn accepting(&self) -> bool {
+        self.flow.accepting() && !self.committing()
+    }
+
+    fn on_record(&mut self, message: &BorrowedMessage<'_>) {
+        // Revocations and assignments of this recv come first.
+        self.take_changes();
+        if self.fatal.is_none() {
+            self.on_message(
+                message.partition(),
+                message.offset(),
+                message.payload().unwrap_or_default(),
+            );
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.take_changes();
+        self.flow.tick(&self.consumer);
+        if self.last_window_tick.elapsed() >= WINDOW_TICK {
+            self.last_window_tick = std::time::Instant::now();
+            self.tick();
+        }
+        match &mut self.batch {
+            Some(batch) => batch.tick(),
+            None if self.last_commit.elapsed() >= COMMIT_EVERY => {
+                self.last_commit = std::time::Instant::now();
+                self.commit_all();
+            }
+            None => {}
+        }
+    }
+
+    fn settle(&mut self) {
+        self.pump();
+        self.settle_transaction();
+    }
+
+    /// The validation stage's status line covers both stages.
+    fn log_status(&mut self) {}
+
+    fn failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
+    /// Closed windows are sent and their acknowledgements awaited; open windows are rebuilt
+    /// by the next run from the committed offsets.
+    fn draining(&self) -> bool {
+        self.fatal.is_none() && (!self.outbox.is_empty() || self.outputs.in_flight() > 0)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.take_changes();
+        let drained = self.outbox.is_empty() && self.outputs.in_flight() == 0;
+        match &mut self.batch {
+            Some(batch) if self.fatal.is_none() && drained => {
+                batch.commit_now();
+                self.settle_transaction();
+            }
+            Some(batch) => {
+                if let Err(error) = batch.transaction.abort() {
+                    warn!(%error, "abort on shutdown failed");
+                }
+            }
+            None => self.commit_all(),
+        }
+        self.outputs.flush(Duration::from_secs(10));
+        info!("analytics stage stopped");
+        self.fatal.take().map_or(Ok(()), Err)
+    }
+}
