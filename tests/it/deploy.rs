@@ -289,54 +289,70 @@ struct Stage {
     instructions: Vec<(String, String)>,
 }
 
-/// The stages of docker/Dockerfile; continuation lines joined, comments dropped.
+/// The stages of docker/Dockerfile (parsed by `parse-dockerfile`).
 fn dockerfile() -> Vec<Stage> {
     let text = read("docker/Dockerfile");
-    let mut logical = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
-            continue;
-        }
-        match trimmed.strip_suffix('\\') {
-            Some(head) => {
-                current.push_str(head);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(trimmed);
-                logical.push(std::mem::take(&mut current));
-            }
-        }
+    let parsed = parse_dockerfile::parse(&text).expect("docker/Dockerfile parses");
+    parsed
+        .stages()
+        .map(|stage| Stage {
+            name: stage
+                .from
+                .as_
+                .as_ref()
+                .map(|(_, name)| name.value.to_string())
+                .unwrap_or_default(),
+            from: stage.from.image.value.to_string(),
+            instructions: stage.instructions.iter().map(instruction).collect(),
+        })
+        .collect()
+}
+
+/// An instruction's keyword and what the checks read of it: the command of RUN, ENTRYPOINT
+/// and HEALTHCHECK (the exec form as a JSON array), the sources and destination of COPY, the
+/// argument of ENV, USER and STOPSIGNAL, the whole instruction as JSON for the others.
+fn instruction(i: &parse_dockerfile::Instruction<'_>) -> (String, String) {
+    use parse_dockerfile::{HealthcheckArguments, Instruction, Source};
+    let json = serde_json::to_value(i).expect("an instruction serializes");
+    let kind = json["kind"].as_str().expect("kind").to_owned();
+    let args = match i {
+        Instruction::Run(run) => command(&run.arguments),
+        Instruction::Entrypoint(entrypoint) => command(&entrypoint.arguments),
+        Instruction::Healthcheck(healthcheck) => match &healthcheck.arguments {
+            HealthcheckArguments::Cmd { arguments, .. } => command(arguments),
+            _ => "NONE".to_owned(),
+        },
+        Instruction::Copy(copy) => copy
+            .src
+            .iter()
+            .filter_map(|s| match s {
+                Source::Path(p) => Some(p.value.to_string()),
+                _ => None,
+            })
+            .chain([copy.dest.value.to_string()])
+            .collect::<Vec<_>>()
+            .join(" "),
+        Instruction::Env(env) => env.arguments.value.to_string(),
+        Instruction::User(user) => user.arguments.value.to_string(),
+        Instruction::Stopsignal(signal) => signal.arguments.value.to_string(),
+        _ => json.to_string(),
+    };
+    (kind, args)
+}
+
+fn command(c: &parse_dockerfile::Command<'_>) -> String {
+    match c {
+        parse_dockerfile::Command::Exec(args) => serde_json::to_string(
+            &args
+                .value
+                .iter()
+                .map(|a| a.value.as_ref())
+                .collect::<Vec<&str>>(),
+        )
+        .expect("strings serialize"),
+        parse_dockerfile::Command::Shell(line) => line.value.to_owned(),
+        other => panic!("unknown command form: {other:?}"),
     }
-    let mut stages: Vec<Stage> = Vec::new();
-    for line in logical.iter().filter(|l| !l.is_empty()) {
-        let (op, args) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let op = op.to_ascii_uppercase();
-        let args = args.trim().to_owned();
-        if op == "FROM" {
-            let words: Vec<&str> = args
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let (from, name) = match words.as_slice() {
-                [from] => (from.to_string(), String::new()),
-                [from, kw, name] if kw.eq_ignore_ascii_case("as") => {
-                    (from.to_string(), name.to_string())
-                }
-                _ => panic!("unexpected FROM line: {line}"),
-            };
-            stages.push(Stage {
-                name,
-                from,
-                instructions: Vec::new(),
-            });
-        } else if let Some(stage) = stages.last_mut() {
-            stage.instructions.push((op, args));
-        }
-    }
-    stages
 }
 
 /// A stage and the stages it is based on, nearest first.
@@ -1119,63 +1135,36 @@ fn the_deploy_ships_what_compose_mounts() {
 
 // ------------------------------------------------------------------------------------ .dockerignore
 
-/// `*`, `?` within one path segment; `**` any number of segments.
-fn glob(pattern: &[&str], path: &[&str]) -> bool {
-    match (pattern.split_first(), path.split_first()) {
-        (None, None) => true,
-        (Some((&"**", rest)), _) => {
-            glob(rest, path)
-                || path
-                    .split_first()
-                    .is_some_and(|(_, tail)| glob(pattern, tail))
-        }
-        (Some((p, prest)), Some((s, srest))) => {
-            segment(p.as_bytes(), s.as_bytes()) && glob(prest, srest)
-        }
-        _ => false,
-    }
-}
-
-fn segment(p: &[u8], s: &[u8]) -> bool {
-    match (p.split_first(), s.split_first()) {
-        (None, None) => true,
-        (Some((b'*', prest)), _) => {
-            segment(prest, s) || s.split_first().is_some_and(|(_, tail)| segment(p, tail))
-        }
-        (Some((b'?', prest)), Some((_, srest))) => segment(prest, srest),
-        (Some((pc, prest)), Some((sc, srest))) => pc == sc && segment(prest, srest),
-        _ => false,
-    }
-}
-
 /// Whether .dockerignore keeps `path` (relative, `/`-separated) out of the build context:
 /// the last pattern matching the path or one of its parent directories decides.
-fn ignored(rules: &[(bool, Vec<String>)], path: &str) -> bool {
+fn ignored(rules: &[(bool, globset::GlobMatcher)], path: &str) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
     let mut out = false;
     for (negated, pattern) in rules {
-        let pattern: Vec<&str> = pattern.iter().map(String::as_str).collect();
-        if (1..=parts.len()).any(|n| glob(&pattern, &parts[..n])) {
+        if (1..=parts.len()).any(|n| pattern.is_match(parts[..n].join("/"))) {
             out = !negated;
         }
     }
     out
 }
 
-fn dockerignore() -> Vec<(bool, Vec<String>)> {
+/// The rules of .dockerignore: `!` negates; patterns are relative to the context root, `*`
+/// and `?` stay within one path segment, `**` spans any number of them (Docker's rules,
+/// matched with `globset`).
+fn dockerignore() -> Vec<(bool, globset::GlobMatcher)> {
     read(".dockerignore")
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
             let (negated, l) = l.strip_prefix('!').map_or((false, l), |rest| (true, rest));
-            let parts = l
-                .trim_matches('/')
-                .split('/')
-                .filter(|p| !p.is_empty() && *p != ".")
-                .map(str::to_owned)
-                .collect();
-            (negated, parts)
+            let pattern = l.trim_start_matches("./").trim_matches('/');
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .unwrap_or_else(|e| panic!(".dockerignore pattern {l}: {e}"))
+                .compile_matcher();
+            (negated, glob)
         })
         .collect()
 }

@@ -203,26 +203,42 @@ async fn metrics_match_what_flowed_and_readyz_follows_cassandra() {
     })
     .await;
 
-    // Every metric the Grafana dashboard and the Prometheus rules use is exported by one of the
-    // three running services.
+    // Every metric the three services define is exported by them, and every metric the
+    // Grafana dashboard and the Prometheus rules use is one of those definitions.
     let exported: std::collections::BTreeSet<String> =
         [body.clone(), scrape(rp).await, scrape(wp).await]
             .iter()
             .flat_map(|body| support::metric_names(body))
             .collect();
+    let defined = defined_series();
+    let silent: Vec<&String> = defined.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(silent.is_empty(), "defined but not exported: {silent:?}");
     let used = used_metric_names();
     assert!(
         used.len() >= 15,
         "the dashboard and rules use the pipeline's metrics: {used:?}"
     );
-    let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    let undefined: Vec<&String> = used.iter().filter(|m| !defined.contains(*m)).collect();
     assert!(
-        missing.is_empty(),
-        "used by dashboard/rules but not exported: {missing:?}"
+        undefined.is_empty(),
+        "used by dashboard/rules but defined by no service: {undefined:?}"
     );
 
     assert!(support::terminate(&mut reader).success());
     assert!(support::terminate(&mut writer).success());
+}
+
+/// The series of every metric the three services define (their `METRICS`).
+fn defined_series() -> std::collections::BTreeSet<String> {
+    let lists: Vec<&[pipeline_runtime::telemetry::Metric]> = std::iter::once(producer::METRICS)
+        .chain(stream_reader::METRICS.iter().copied())
+        .chain(cassandra_writer::metrics::METRICS.iter().copied())
+        .collect();
+    lists
+        .into_iter()
+        .flatten()
+        .flat_map(pipeline_runtime::telemetry::Metric::series)
+        .collect()
 }
 
 /// Metric names in the PromQL of the Grafana dashboard and the Prometheus rules.

@@ -115,13 +115,13 @@ async fn write_rows(shared: &Shared, rows: &[ValidatedRecord]) -> bool {
     }
     let values: Vec<_> = rows.iter().map(access_log_row).collect();
     if let Err(error) = shared.session.batch(&batch, values).await {
-        metrics::counter!(BATCH_FALLBACKS).increment(1);
+        metrics::counter!(BATCH_FALLBACKS.name).increment(1);
         tracing::debug!(%error, rows = rows.len(), "batch failed; writing its rows one by one");
         return false;
     }
     let n = rows.len() as u64;
-    metrics::counter!(ROWS_WRITTEN, "table" => "access_logs").increment(n);
-    metrics::counter!(BATCHES).increment(1);
+    metrics::counter!(ROWS_WRITTEN.name, "table" => "access_logs").increment(n);
+    metrics::counter!(BATCHES.name).increment(1);
     let stats = &shared.stats;
     stats
         .written
@@ -133,10 +133,10 @@ async fn write_rows(shared: &Shared, rows: &[ValidatedRecord]) -> bool {
     let took = started.elapsed();
     let now = Utc::now();
     for r in rows {
-        metrics::histogram!(WRITE_LATENCY_SECONDS).record(took.as_secs_f64());
+        metrics::histogram!(WRITE_LATENCY_SECONDS.name).record(took.as_secs_f64());
         stats.record_latency(took);
         let e2e = (now - r.timestamp).to_std().unwrap_or_default();
-        metrics::histogram!(E2E_LATENCY_SECONDS).record(e2e.as_secs_f64());
+        metrics::histogram!(E2E_LATENCY_SECONDS.name).record(e2e.as_secs_f64());
     }
     true
 }

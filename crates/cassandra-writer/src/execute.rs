@@ -67,8 +67,8 @@ pub(crate) async fn execute<V: SerializeRow + Sync>(
         .when(|e| !is_rejection(e) && !is_refusal(e))
         .notify(|error, delay| {
             shared.stats.retries.fetch_add(1, Relaxed);
-            metrics::counter!(WRITE_RETRIES).increment(1);
-            metrics::counter!(WRITE_ERRORS, "kind" => error_kind(error)).increment(1);
+            metrics::counter!(WRITE_RETRIES.name).increment(1);
+            metrics::counter!(WRITE_ERRORS.name, "kind" => error_kind(error)).increment(1);
             failures += 1;
             if failures >= 3 {
                 shared.stalls().failing(
@@ -86,17 +86,17 @@ pub(crate) async fn execute<V: SerializeRow + Sync>(
     }
     match result {
         Ok(_) => {
-            metrics::counter!(ROWS_WRITTEN, "table" => table).increment(1);
-            metrics::histogram!(WRITE_LATENCY_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::counter!(ROWS_WRITTEN.name, "table" => table).increment(1);
+            metrics::histogram!(WRITE_LATENCY_SECONDS.name).record(started.elapsed().as_secs_f64());
             shared.stats.record_latency(started.elapsed());
             Ok(())
         }
         Err(e) if is_rejection(&e) => {
-            metrics::counter!(WRITE_ERRORS, "kind" => "rejected").increment(1);
+            metrics::counter!(WRITE_ERRORS.name, "kind" => "rejected").increment(1);
             Err(WriteError::Rejected(e.to_string()))
         }
         Err(e) if is_refusal(&e) => {
-            metrics::counter!(WRITE_ERRORS, "kind" => "unauthorized").increment(1);
+            metrics::counter!(WRITE_ERRORS.name, "kind" => "unauthorized").increment(1);
             Err(WriteError::Refused(table, Box::new(e)))
         }
         Err(e) => Err(WriteError::GaveUp(Box::new(e))),

@@ -6,65 +6,110 @@ use std::{
     time::Duration,
 };
 
+use pipeline_runtime::telemetry::{self, Metric, MetricKind};
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 
 use crate::execute::{is_refusal, is_rejection};
 
 // Metric names, each defined once; help texts and labels are registered below.
 /// `writer_batch_fallbacks_total`.
-pub const BATCH_FALLBACKS: &str = "writer_batch_fallbacks_total";
+pub const BATCH_FALLBACKS: Metric = Metric {
+    name: "writer_batch_fallbacks_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Batches that failed and were written row by row instead",
+};
 /// `writer_batches_total`.
-pub const BATCHES: &str = "writer_batches_total";
+pub const BATCHES: Metric = Metric {
+    name: "writer_batches_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Single-partition unlogged batches of access_logs rows applied",
+};
 /// `writer_dead_letters_total`.
-pub const DEAD_LETTERS: &str = "writer_dead_letters_total";
+pub const DEAD_LETTERS: Metric = Metric {
+    name: "writer_dead_letters_total",
+    kind: MetricKind::Counter,
+    labels: &["kind"],
+    help: "Records sent to the dead-letter topic by kind",
+};
 /// `writer_e2e_latency_seconds`.
-pub const E2E_LATENCY_SECONDS: &str = "writer_e2e_latency_seconds";
+pub const E2E_LATENCY_SECONDS: Metric = Metric {
+    name: "writer_e2e_latency_seconds",
+    kind: MetricKind::Histogram,
+    labels: &[],
+    help: "Event timestamp to row written",
+};
 /// `writer_in_flight`.
-pub const IN_FLIGHT: &str = "writer_in_flight";
+pub const IN_FLIGHT: Metric = Metric {
+    name: "writer_in_flight",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Records consumed whose row is not written yet",
+};
 /// `writer_records_consumed_total`.
-pub const RECORDS_CONSUMED: &str = "writer_records_consumed_total";
+pub const RECORDS_CONSUMED: Metric = Metric {
+    name: "writer_records_consumed_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Records consumed from the validated, stats and alerts topics",
+};
 /// `writer_rows_written_total`.
-pub const ROWS_WRITTEN: &str = "writer_rows_written_total";
+pub const ROWS_WRITTEN: Metric = Metric {
+    name: "writer_rows_written_total",
+    kind: MetricKind::Counter,
+    labels: &["table"],
+    help: "Rows written, by table",
+};
 /// `writer_write_errors_total`.
-pub const WRITE_ERRORS: &str = "writer_write_errors_total";
+pub const WRITE_ERRORS: Metric = Metric {
+    name: "writer_write_errors_total",
+    kind: MetricKind::Counter,
+    labels: &["kind"],
+    help: "Failed write attempts by kind",
+};
 /// `writer_write_latency_seconds`.
-pub const WRITE_LATENCY_SECONDS: &str = "writer_write_latency_seconds";
+pub const WRITE_LATENCY_SECONDS: Metric = Metric {
+    name: "writer_write_latency_seconds",
+    kind: MetricKind::Histogram,
+    labels: &[],
+    help: "Write latency per row (a batch's time for each of its rows), retries included",
+};
 /// `writer_write_retries_total`.
-pub const WRITE_RETRIES: &str = "writer_write_retries_total";
+pub const WRITE_RETRIES: Metric = Metric {
+    name: "writer_write_retries_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Write attempts that failed and were retried",
+};
+
+/// Registers every metric with help text and zero values.
+/// Every metric of the writer (with its consumer's and transactions').
+pub const METRICS: &[&[Metric]] = &[
+    WRITER,
+    pipeline_runtime::transaction::METRICS,
+    pipeline_runtime::kafka::context::METRICS,
+];
+
+/// The writer's own metrics.
+const WRITER: &[Metric] = &[
+    RECORDS_CONSUMED,
+    ROWS_WRITTEN,
+    BATCHES,
+    BATCH_FALLBACKS,
+    WRITE_RETRIES,
+    WRITE_ERRORS,
+    DEAD_LETTERS,
+    WRITE_LATENCY_SECONDS,
+    E2E_LATENCY_SECONDS,
+    IN_FLIGHT,
+];
 
 /// Registers every metric with help text and zero values.
 pub(crate) fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        RECORDS_CONSUMED,
-        "Records consumed from the validated, stats and alerts topics"
-    );
-    describe_counter!(ROWS_WRITTEN, "Rows written, by table");
-    describe_counter!(
-        BATCHES,
-        "Single-partition unlogged batches of access_logs rows applied"
-    );
-    describe_counter!(
-        BATCH_FALLBACKS,
-        "Batches that failed and were written row by row instead"
-    );
-    describe_counter!(WRITE_RETRIES, "Write attempts that failed and were retried");
-    describe_counter!(WRITE_ERRORS, "Failed write attempts by kind");
-    describe_counter!(
-        DEAD_LETTERS,
-        "Records sent to the dead-letter topic by kind"
-    );
-    describe_histogram!(
-        WRITE_LATENCY_SECONDS,
-        metrics::Unit::Seconds,
-        "Write latency per row (a batch's time for each of its rows), retries included"
-    );
-    describe_histogram!(
-        E2E_LATENCY_SECONDS,
-        metrics::Unit::Seconds,
-        "Event timestamp to row written"
-    );
-    describe_gauge!(IN_FLIGHT, "Records consumed whose row is not written yet");
+    for defined in METRICS {
+        telemetry::describe(defined);
+    }
     for table in [
         "access_logs",
         "ip_stats_by_ip",
@@ -74,10 +119,7 @@ pub(crate) fn describe_metrics() {
         "alerts_by_day",
         "alerts_by_ip",
     ] {
-        metrics::counter!(ROWS_WRITTEN, "table" => table).absolute(0);
-    }
-    for name in [RECORDS_CONSUMED, BATCHES, BATCH_FALLBACKS, WRITE_RETRIES] {
-        metrics::counter!(name).absolute(0);
+        metrics::counter!(ROWS_WRITTEN.name, "table" => table).absolute(0);
     }
     for kind in [
         "timeout",
@@ -88,10 +130,10 @@ pub(crate) fn describe_metrics() {
         "unauthorized",
         "other",
     ] {
-        metrics::counter!(WRITE_ERRORS, "kind" => kind).absolute(0);
+        metrics::counter!(WRITE_ERRORS.name, "kind" => kind).absolute(0);
     }
     for kind in ["write_rejected", "malformed_json", "invalid_type"] {
-        metrics::counter!(DEAD_LETTERS, "kind" => kind).absolute(0);
+        metrics::counter!(DEAD_LETTERS.name, "kind" => kind).absolute(0);
     }
 }
 

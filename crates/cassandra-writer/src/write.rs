@@ -266,7 +266,7 @@ async fn write_log(
     .await?;
     shared.stats.written.fetch_add(1, Relaxed);
     let e2e = (Utc::now() - r.timestamp).to_std().unwrap_or_default();
-    metrics::histogram!(E2E_LATENCY_SECONDS).record(e2e.as_secs_f64());
+    metrics::histogram!(E2E_LATENCY_SECONDS.name).record(e2e.as_secs_f64());
     Ok(())
 }
 
@@ -320,7 +320,7 @@ async fn dead_letter(
             },
         )?;
     shared.stats.dead_lettered.fetch_add(1, Relaxed);
-    metrics::counter!(DEAD_LETTERS, "kind" => error.kind.as_str()).increment(1);
+    metrics::counter!(DEAD_LETTERS.name, "kind" => error.kind.as_str()).increment(1);
     Ok(None)
 }
 

@@ -328,7 +328,7 @@ impl Stage for Writer {
                 ),
             }
         }
-        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
+        metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
     }
 
     fn accepting(&self) -> bool {
@@ -357,8 +357,8 @@ impl Stage for Writer {
         }
         let stats = &self.shared.stats;
         stats.consumed.fetch_add(ready.len() as u64, Relaxed);
-        metrics::counter!(RECORDS_CONSUMED).increment(ready.len() as u64);
-        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
+        metrics::counter!(RECORDS_CONSUMED.name).increment(ready.len() as u64);
+        metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
         let args = &self.shared.args;
         for group in batch::group(ready, &args.input_topic, args.batch_max_rows) {
             let shared = self.shared.clone();
@@ -471,7 +471,7 @@ fn commit<C: rdkafka::consumer::ConsumerContext>(
 ) -> Result<(), TxnError> {
     for kind in committer.commit(consumer, &shared.args.dlq_topic)? {
         shared.stats.dead_lettered.fetch_add(1, Relaxed);
-        metrics::counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
+        metrics::counter!(DEAD_LETTERS.name, "kind" => kind.as_str()).increment(1);
     }
     Ok(())
 }

@@ -67,3 +67,62 @@ impl LogLimiter {
         }
     }
 }
+
+/// One metric, defined once in the crate that emits it: name, kind, label names and help
+/// text. Call sites use the definition (`metrics::counter!(RECORDS.name)`), never a literal;
+/// [`describe`] registers the help texts, and the observability tests read the definitions
+/// the services export (`METRICS`) to check the dashboard and the alert rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    /// The Prometheus name (`*_total` for counters).
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// Label names (low cardinality); empty for none.
+    pub labels: &'static [&'static str],
+    /// Help text.
+    pub help: &'static str,
+}
+
+/// The kind of a [`Metric`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// A current value.
+    Gauge,
+    /// A distribution of seconds (exposed as `_bucket`, `_sum`, `_count`).
+    Histogram,
+}
+
+impl Metric {
+    /// The series names Prometheus exposes for it.
+    pub fn series(&self) -> Vec<String> {
+        match self.kind {
+            MetricKind::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{}{s}", self.name))
+                .collect(),
+            _ => vec![self.name.to_owned()],
+        }
+    }
+}
+
+/// Registers the help texts of `defined`; counters without labels start at zero, so their
+/// series exist before the first event.
+pub fn describe(defined: &[Metric]) {
+    for m in defined {
+        match m.kind {
+            MetricKind::Counter => {
+                metrics::describe_counter!(m.name, m.help);
+                if m.labels.is_empty() {
+                    metrics::counter!(m.name).absolute(0);
+                }
+            }
+            MetricKind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            MetricKind::Histogram => {
+                metrics::describe_histogram!(m.name, metrics::Unit::Seconds, m.help);
+            }
+        }
+    }
+}

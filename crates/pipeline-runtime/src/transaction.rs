@@ -31,6 +31,8 @@ use rdkafka::{
 };
 use tracing::{info, warn};
 
+use crate::telemetry::{Metric, MetricKind};
+
 /// Delivery guarantee of a stage's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Delivery {
@@ -227,7 +229,7 @@ impl Transaction {
         match result {
             Ok(()) => {
                 self.0.open.store(false, Ordering::Release);
-                metrics::counter!(TRANSACTIONS_COMMITTED).increment(1);
+                metrics::counter!(TRANSACTIONS_COMMITTED.name).increment(1);
                 Ok(())
             }
             Err(TxnError::Aborted(error)) => {
@@ -291,7 +293,7 @@ impl Transaction {
         match crate::run_blocking(|| result.recv_timeout(bound)) {
             Ok(result) => result,
             Err(_) => {
-                metrics::counter!(PRODUCERS_REPLACED).increment(1);
+                metrics::counter!(PRODUCERS_REPLACED.name).increment(1);
                 warn!(
                     transactional_id = self.id(),
                     call = what,
@@ -363,7 +365,7 @@ impl Transaction {
         self.0.open.store(false, Ordering::Release);
         match result {
             Ok(()) => {
-                metrics::counter!(TRANSACTIONS_ABORTED).increment(1);
+                metrics::counter!(TRANSACTIONS_ABORTED.name).increment(1);
                 Ok(())
             }
             Err(TxnError::Aborted(error)) => Err(TxnError::Fenced(error)),
@@ -434,30 +436,34 @@ impl OutputProducer {
 }
 
 /// Transactions aborted (their outputs discarded, the stage rolled back).
-pub const TRANSACTIONS_ABORTED: &str = "kafka_transactions_aborted_total";
+pub const TRANSACTIONS_ABORTED: Metric = Metric {
+    name: "kafka_transactions_aborted_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Kafka transactions aborted (outputs discarded, stage rolled back to its committed offsets)",
+};
 /// Transactions committed.
-pub const TRANSACTIONS_COMMITTED: &str = "kafka_transactions_committed_total";
+pub const TRANSACTIONS_COMMITTED: Metric = Metric {
+    name: "kafka_transactions_committed_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Kafka transactions committed (outputs and input offsets together)",
+};
 /// Transactional producers replaced after a call wedged.
-pub const PRODUCERS_REPLACED: &str = "kafka_transactional_producers_replaced_total";
+pub const PRODUCERS_REPLACED: Metric = Metric {
+    name: "kafka_transactional_producers_replaced_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Transactional producers replaced because a transactional call did not return in time",
+};
 
 /// Registers the transaction metrics with help texts and zero values.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        TRANSACTIONS_COMMITTED,
-        "Kafka transactions committed (outputs and input offsets together)"
-    );
-    metrics::describe_counter!(
-        TRANSACTIONS_ABORTED,
-        "Kafka transactions aborted (outputs discarded, stage rolled back to its committed offsets)"
-    );
-    metrics::describe_counter!(
-        PRODUCERS_REPLACED,
-        "Transactional producers replaced because a transactional call did not return in time"
-    );
-    metrics::counter!(TRANSACTIONS_COMMITTED).absolute(0);
-    metrics::counter!(TRANSACTIONS_ABORTED).absolute(0);
-    metrics::counter!(PRODUCERS_REPLACED).absolute(0);
-}
+/// The transaction metrics.
+pub const METRICS: &[Metric] = &[
+    TRANSACTIONS_COMMITTED,
+    TRANSACTIONS_ABORTED,
+    PRODUCERS_REPLACED,
+];
 
 /// Sends the offsets to the open transaction and commits it (which first delivers every
 /// output sent in it).

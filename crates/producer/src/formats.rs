@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 use log_formats::{Format, Options, Outcome, Parser};
+use pipeline_runtime::telemetry::{Metric, MetricKind};
 use tracing::{info, warn};
 
 /// The format of `--input` lines.
@@ -45,7 +46,13 @@ impl InputFormat {
 }
 
 /// Input lines by what they were.
-pub const INPUT_LINES: &str = "producer_input_lines_total";
+pub const INPUT_LINES: Metric = Metric {
+    name: "producer_input_lines_total",
+    kind: MetricKind::Counter,
+    labels: &["outcome"],
+    help: "Input lines by outcome (--format): parsed into a record, skipped (headers, NODATA, \
+         non-flow events), unparsed (sent as they are, for the dead-letter topic)",
+};
 
 /// Counts of decoded lines.
 #[derive(Debug, Default)]
@@ -119,18 +126,18 @@ impl Decoder {
             Outcome::Record => {
                 std::mem::swap(buf, &mut self.out);
                 counts.parsed.fetch_add(1, Relaxed);
-                metrics::counter!(INPUT_LINES, "outcome" => "parsed").increment(1);
+                metrics::counter!(INPUT_LINES.name, "outcome" => "parsed").increment(1);
                 Ok(Decoded::Send)
             }
             Outcome::Skipped(skip) => {
                 counts.skipped.fetch_add(1, Relaxed);
-                metrics::counter!(INPUT_LINES, "outcome" => "skipped").increment(1);
+                metrics::counter!(INPUT_LINES.name, "outcome" => "skipped").increment(1);
                 tracing::debug!(reason = skip.as_str(), "input line skipped");
                 Ok(Decoded::Skip)
             }
             Outcome::Unparsed(error) => {
                 let n = counts.unparsed.fetch_add(1, Relaxed);
-                metrics::counter!(INPUT_LINES, "outcome" => "unparsed").increment(1);
+                metrics::counter!(INPUT_LINES.name, "outcome" => "unparsed").increment(1);
                 if n < 10 || n.is_multiple_of(10_000) {
                     warn!(%error, unparsed = n + 1, "input line not parsed; sending it as it is, for the dead-letter topic");
                 }
@@ -141,13 +148,9 @@ impl Decoder {
 }
 
 /// Registers [`INPUT_LINES`] with its help text and zero values.
+/// Zero values of [`INPUT_LINES`] per outcome.
 pub fn describe_metrics() {
-    metrics::describe_counter!(
-        INPUT_LINES,
-        "Input lines by outcome (--format): parsed into a record, skipped (headers, NODATA, \
-         non-flow events), unparsed (sent as they are, for the dead-letter topic)"
-    );
     for outcome in ["parsed", "skipped", "unparsed"] {
-        metrics::counter!(INPUT_LINES, "outcome" => outcome).absolute(0);
+        metrics::counter!(INPUT_LINES.name, "outcome" => outcome).absolute(0);
     }
 }

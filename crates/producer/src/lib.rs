@@ -12,6 +12,8 @@ pub mod formats;
 pub mod generate;
 pub mod input;
 mod metrics_names;
+
+pub use metrics_names::METRICS;
 pub mod ops;
 
 use std::{
@@ -106,15 +108,16 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, sent_at_us: usize) {
         let latency = self.epoch.elapsed().as_micros() as f64 - sent_at_us as f64;
-        metrics::histogram!(metrics_names::PRODUCE_LATENCY_SECONDS).record(latency.max(0.0) / 1e6);
+        metrics::histogram!(metrics_names::PRODUCE_LATENCY_SECONDS.name)
+            .record(latency.max(0.0) / 1e6);
         match result {
             Ok(_) => {
                 self.stats.delivered.fetch_add(1, Relaxed);
-                metrics::counter!(metrics_names::RECORDS_DELIVERED).increment(1);
+                metrics::counter!(metrics_names::RECORDS_DELIVERED.name).increment(1);
             }
             Err((error, message)) => {
                 self.failed(error, message.topic(), ReportedAt::Delivery);
-                metrics::counter!(metrics_names::DELIVERY_FAILURES).increment(1);
+                metrics::counter!(metrics_names::DELIVERY_FAILURES.name).increment(1);
                 let failed = self.stats.failed.fetch_add(1, Relaxed);
                 // One line per failure would flood the log during an outage: log the first
                 // ones, then every 10,000th; the count is exact in the status line.
@@ -270,7 +273,7 @@ pub async fn run_until(
                         stats.lines_read.fetch_add(1, Relaxed);
                         if truncated {
                             let n = stats.lines_truncated.fetch_add(1, Relaxed);
-                            metrics::counter!(metrics_names::LINES_TRUNCATED).increment(1);
+                            metrics::counter!(metrics_names::LINES_TRUNCATED.name).increment(1);
                             if n < 10 || n.is_multiple_of(10_000) {
                                 warn!(
                                     max_line_bytes = args.max_line_bytes,
@@ -292,7 +295,7 @@ pub async fn run_until(
         let sent_at_us = epoch.elapsed().as_micros() as usize;
         send(&producer, &args.topic, key.as_deref(), &buf, sent_at_us).await;
         stats.sent.fetch_add(1, Relaxed);
-        metrics::counter!(metrics_names::RECORDS_SENT).increment(1);
+        metrics::counter!(metrics_names::RECORDS_SENT.name).increment(1);
 
         if Instant::now() >= next_status {
             next_status += status_every;
@@ -357,7 +360,7 @@ async fn send(
                 producer.context().failed(&error, topic, ReportedAt::Send);
                 warn!(%error, "record rejected by the client");
                 producer.context().stats.failed.fetch_add(1, Relaxed);
-                metrics::counter!(metrics_names::DELIVERY_FAILURES).increment(1);
+                metrics::counter!(metrics_names::DELIVERY_FAILURES.name).increment(1);
                 return;
             }
         }

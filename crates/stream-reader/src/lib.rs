@@ -74,6 +74,7 @@ mod validation;
 pub mod windows;
 
 pub use config::ReaderArgs;
+pub use metrics::METRICS;
 
 /// Running totals.
 #[derive(Debug, Default)]

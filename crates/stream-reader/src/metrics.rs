@@ -3,66 +3,93 @@
 use std::{sync::atomic::Ordering::Relaxed, time::Instant};
 
 use log_schema::ErrorKind;
+use pipeline_runtime::telemetry::{self, Metric, MetricKind};
 use tracing::info;
 
 use crate::ReaderStats;
 
 // Metric names, each defined once; help texts and labels are registered below.
 /// `reader_in_flight`.
-pub const IN_FLIGHT: &str = "reader_in_flight";
+pub const IN_FLIGHT: Metric = Metric {
+    name: "reader_in_flight",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Records consumed whose output is not acknowledged yet",
+};
 /// `reader_invalid_records_total`.
-pub const INVALID_RECORDS: &str = "reader_invalid_records_total";
+pub const INVALID_RECORDS: Metric = Metric {
+    name: "reader_invalid_records_total",
+    kind: MetricKind::Counter,
+    labels: &["kind"],
+    help: "Dead letters by error kind",
+};
 /// `reader_outputs_rejected_total`.
-pub const OUTPUTS_REJECTED: &str = "reader_outputs_rejected_total";
+pub const OUTPUTS_REJECTED: Metric = Metric {
+    name: "reader_outputs_rejected_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Outputs Kafka refused for good, dead-lettered instead",
+};
 /// `reader_produce_latency_seconds`.
-pub const PRODUCE_LATENCY_SECONDS: &str = "reader_produce_latency_seconds";
+pub const PRODUCE_LATENCY_SECONDS: Metric = Metric {
+    name: "reader_produce_latency_seconds",
+    kind: MetricKind::Histogram,
+    labels: &[],
+    help: "Output produce latency until acknowledged, retries included",
+};
 /// `reader_produce_retries_total`.
-pub const PRODUCE_RETRIES: &str = "reader_produce_retries_total";
+pub const PRODUCE_RETRIES: Metric = Metric {
+    name: "reader_produce_retries_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Output produce attempts that failed and were retried",
+};
 /// `reader_records_consumed_total`.
-pub const RECORDS_CONSUMED: &str = "reader_records_consumed_total";
+pub const RECORDS_CONSUMED: Metric = Metric {
+    name: "reader_records_consumed_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Records consumed from the input topic",
+};
 /// `reader_records_out_total`.
-pub const RECORDS_OUT: &str = "reader_records_out_total";
+pub const RECORDS_OUT: Metric = Metric {
+    name: "reader_records_out_total",
+    kind: MetricKind::Counter,
+    labels: &["output"],
+    help: "Records acknowledged on an output topic, by output",
+};
 
 /// Registers every metric of the validation stage with its help text and zero values, so
 /// dashboards show all series from the start.
-pub(crate) fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(RECORDS_CONSUMED, "Records consumed from the input topic");
-    describe_counter!(
+/// Every metric of the stream-reader (both stages and their transactions).
+pub const METRICS: &[&[Metric]] = &[
+    &[
+        RECORDS_CONSUMED,
         RECORDS_OUT,
-        "Records acknowledged on an output topic, by output"
-    );
-    describe_counter!(INVALID_RECORDS, "Dead letters by error kind");
-    describe_counter!(
+        INVALID_RECORDS,
         PRODUCE_RETRIES,
-        "Output produce attempts that failed and were retried"
-    );
-    describe_histogram!(
         PRODUCE_LATENCY_SECONDS,
-        metrics::Unit::Seconds,
-        "Output produce latency until acknowledged, retries included"
-    );
-    describe_gauge!(
         IN_FLIGHT,
-        "Records consumed whose output is not acknowledged yet"
-    );
-    describe_counter!(
         OUTPUTS_REJECTED,
-        "Outputs Kafka refused for good, dead-lettered instead"
-    );
-    metrics::counter!(OUTPUTS_REJECTED).absolute(0);
-    metrics::counter!(RECORDS_CONSUMED).absolute(0);
-    for output in ["validated", "dlq"] {
-        metrics::counter!(RECORDS_OUT, "output" => output).absolute(0);
+    ],
+    crate::analytics::METRICS,
+    pipeline_runtime::transaction::METRICS,
+    pipeline_runtime::kafka::context::METRICS,
+];
+
+pub(crate) fn describe_metrics() {
+    for defined in METRICS {
+        telemetry::describe(defined);
     }
-    metrics::counter!(PRODUCE_RETRIES).absolute(0);
+    for output in ["validated", "dlq"] {
+        metrics::counter!(RECORDS_OUT.name, "output" => output).absolute(0);
+    }
     for kind in ErrorKind::ALL {
         if kind != ErrorKind::WriteRejected {
-            metrics::counter!(INVALID_RECORDS, "kind" => kind.as_str()).absolute(0);
+            metrics::counter!(INVALID_RECORDS.name, "kind" => kind.as_str()).absolute(0);
         }
     }
     crate::analytics::describe_metrics();
-    pipeline_runtime::transaction::describe_metrics();
 }
 
 pub(crate) fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) {

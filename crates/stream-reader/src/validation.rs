@@ -133,7 +133,7 @@ impl Reader {
             }
         };
         self.stats.consumed.fetch_add(1, Relaxed);
-        metrics::counter!(RECORDS_CONSUMED).increment(1);
+        metrics::counter!(RECORDS_CONSUMED.name).increment(1);
         let owner = Owner {
             partition,
             offset,
@@ -151,7 +151,7 @@ impl Reader {
             None => self.tracker.lock().begin(&topic, partition, offset),
         }
         self.flow.started(&self.consumer);
-        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
+        metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
         match refused {
             // Kafka refused this record's output for good in an aborted transaction: send
             // what the at-least-once mode would have sent after the refusals.
@@ -228,7 +228,7 @@ impl Reader {
     /// The dead letter that replaces an output Kafka refused for good, or the refused topic
     /// when there is none (a dead letter already without payload).
     fn rejection(&self, out: Out, owner: Owner, reason: String) -> Result<(Out, Owner), Arc<str>> {
-        metrics::counter!(OUTPUTS_REJECTED).increment(1);
+        metrics::counter!(OUTPUTS_REJECTED.name).increment(1);
         if let Some(suppressed) = self.retry_log.allow() {
             warn!(topic = %out.topic, reason, suppressed, "output refused for good; dead-lettering it");
         }
@@ -287,7 +287,7 @@ impl Reader {
     /// third attempt on, its partition is reported as stalled.
     fn retry(&mut self, error: &dyn std::fmt::Display, out: Out, owner: Owner, attempt: u32) {
         self.stats.retries.fetch_add(1, Relaxed);
-        metrics::counter!(PRODUCE_RETRIES).increment(1);
+        metrics::counter!(PRODUCE_RETRIES.name).increment(1);
         if attempt >= 2 {
             self.stalls.failing(
                 format!("{}/{}", self.topics.input, owner.partition),
@@ -316,7 +316,7 @@ impl Reader {
         } = landed;
         match report {
             Ok(Ok(_)) => {
-                metrics::histogram!(PRODUCE_LATENCY_SECONDS)
+                metrics::histogram!(PRODUCE_LATENCY_SECONDS.name)
                     .record(sent_at.elapsed().as_secs_f64());
                 if !self.stalls.is_clear() {
                     self.stalls
@@ -344,7 +344,7 @@ impl Reader {
     /// offset when its contiguous acknowledged progress advanced.
     fn on_done(&mut self, owner: Owner) {
         self.flow.finished(&self.consumer);
-        metrics::gauge!(IN_FLIGHT).set(self.flow.in_flight() as f64);
+        metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
         if self.batch.is_some() {
             self.uncommitted.push(owner.kind);
             return;
@@ -363,12 +363,12 @@ impl Reader {
     fn count_output(&self, kind: Option<ErrorKind>) {
         match kind {
             None => {
-                metrics::counter!(RECORDS_OUT, "output" => "validated").increment(1);
+                metrics::counter!(RECORDS_OUT.name, "output" => "validated").increment(1);
                 self.stats.valid.fetch_add(1, Relaxed);
             }
             Some(kind) => {
-                metrics::counter!(RECORDS_OUT, "output" => "dlq").increment(1);
-                metrics::counter!(INVALID_RECORDS, "kind" => kind.as_str()).increment(1);
+                metrics::counter!(RECORDS_OUT.name, "output" => "dlq").increment(1);
+                metrics::counter!(INVALID_RECORDS.name, "kind" => kind.as_str()).increment(1);
                 self.stats.count_invalid(kind);
                 self.stats.invalid.fetch_add(1, Relaxed);
             }

@@ -18,11 +18,25 @@ use rdkafka::{
 use tracing::{info, warn};
 
 use super::{Checkpoints, SharedTracker, commit_checkpoints};
+use crate::telemetry::{Metric, MetricKind};
 
 /// Gauge: records behind the partition's end, per topic and partition.
-pub const CONSUMER_LAG: &str = "kafka_consumer_lag";
+pub const CONSUMER_LAG: Metric = Metric {
+    name: "kafka_consumer_lag",
+    kind: MetricKind::Gauge,
+    labels: &["topic"],
+    help: "High watermark minus consumer position, per partition",
+};
 /// Gauge: partitions assigned, per topic.
-pub const ASSIGNED_PARTITIONS: &str = "kafka_assigned_partitions";
+pub const ASSIGNED_PARTITIONS: Metric = Metric {
+    name: "kafka_assigned_partitions",
+    kind: MetricKind::Gauge,
+    labels: &["topic"],
+    help: "Partitions assigned to this service's consumers, per topic",
+};
+
+/// The consumer metrics.
+pub const METRICS: &[Metric] = &[CONSUMER_LAG, ASSIGNED_PARTITIONS];
 
 /// Consumer context of the pipeline's consume loops: logs rebalances and, on revoke, forgets
 /// the revoked partitions' in-flight records and synchronously commits what was stored (only
@@ -59,14 +73,6 @@ impl PipelineContext {
     pub fn new(readiness: crate::observe::Readiness, assigned: Arc<AtomicUsize>) -> Self {
         readiness.declare("kafka", "no broker connection yet");
         readiness.declare("group", "not in the consumer group yet");
-        metrics::describe_gauge!(
-            CONSUMER_LAG,
-            "High watermark minus consumer position, per partition"
-        );
-        metrics::describe_gauge!(
-            ASSIGNED_PARTITIONS,
-            "Partitions assigned to this service's consumers, per topic"
-        );
         Self {
             tracker: SharedTracker::default(),
             assigned,
@@ -169,7 +175,7 @@ impl ClientContext for PipelineContext {
                     (lag, std::time::Instant::now()),
                 );
                 metrics::gauge!(
-                    CONSUMER_LAG,
+                    CONSUMER_LAG.name,
                     "topic" => topic.clone(),
                     "partition" => partition.to_string()
                 )
@@ -258,7 +264,7 @@ impl PipelineContext {
             *per_topic.entry(e.topic().to_owned()).or_default() += 1;
         }
         for (topic, n) in per_topic {
-            metrics::gauge!(ASSIGNED_PARTITIONS, "topic" => topic).set(n as f64);
+            metrics::gauge!(ASSIGNED_PARTITIONS.name, "topic" => topic).set(n as f64);
         }
     }
 }

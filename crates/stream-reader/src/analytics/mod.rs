@@ -35,6 +35,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use pipeline_runtime::telemetry::{Metric, MetricKind};
 use pipeline_runtime::{
     kafka::PipelineContext,
     observe,
@@ -51,71 +52,92 @@ mod commit;
 mod state;
 
 /// Windows closed, emitted and acknowledged.
-pub const WINDOWS_CLOSED: &str = "reader_windows_closed_total";
+pub const WINDOWS_CLOSED: Metric = Metric {
+    name: "reader_windows_closed_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Per-IP windows closed and emitted to ip_stats",
+};
 /// Alerts emitted and acknowledged, by rule.
-pub const ALERTS: &str = "reader_alerts_total";
+pub const ALERTS: Metric = Metric {
+    name: "reader_alerts_total",
+    kind: MetricKind::Counter,
+    labels: &["rule"],
+    help: "Alerts emitted to ip_alerts, by rule",
+};
 /// Windows open.
-pub const WINDOWS_OPEN: &str = "reader_windows_open";
+pub const WINDOWS_OPEN: Metric = Metric {
+    name: "reader_windows_open",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Per-IP windows currently open",
+};
 /// Valid events not counted because their window had closed.
-pub const LATE_EVENTS: &str = "late_events_total";
+pub const LATE_EVENTS: Metric = Metric {
+    name: "late_events_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Valid events whose window had already closed (not counted)",
+};
 /// Validated records the validation stage emitted more than once, counted once.
-pub const DUPLICATES: &str = "reader_window_duplicates_total";
+pub const DUPLICATES: Metric = Metric {
+    name: "reader_window_duplicates_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Validated records seen again after a validation-stage restart (counted once)",
+};
 /// Events not counted because their minute reached the window cap.
-pub const UNCOUNTED: &str = "reader_window_uncounted_events_total";
+pub const UNCOUNTED: Metric = Metric {
+    name: "reader_window_uncounted_events_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Events not counted: their minute reached the per-partition window cap",
+};
 /// Windows emitted with a cap flag, by cap (`sources`, `distinct`).
-pub const CAPPED: &str = "reader_windows_capped_total";
+pub const CAPPED: Metric = Metric {
+    name: "reader_windows_capped_total",
+    kind: MetricKind::Counter,
+    labels: &["cap"],
+    help: "Windows emitted with a cap flag, by cap",
+};
 /// Records of the validated topic that are not validated records (not counted).
-pub const SKIPPED: &str = "reader_analytics_skipped_total";
+pub const SKIPPED: Metric = Metric {
+    name: "reader_analytics_skipped_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Records of the validated topic that are not validated records",
+};
 /// Committed offset metadata that was not a window checkpoint (the partition started empty).
-pub const CHECKPOINT_ERRORS: &str = "reader_checkpoint_errors_total";
+pub const CHECKPOINT_ERRORS: Metric = Metric {
+    name: "reader_checkpoint_errors_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Committed offset metadata that was not a window checkpoint",
+};
 
 /// Registers the stage's metrics with help texts and zero values.
+/// Every metric of the analytics stage.
+pub const METRICS: &[Metric] = &[
+    WINDOWS_CLOSED,
+    ALERTS,
+    WINDOWS_OPEN,
+    LATE_EVENTS,
+    DUPLICATES,
+    UNCOUNTED,
+    CAPPED,
+    SKIPPED,
+    CHECKPOINT_ERRORS,
+];
+
+/// Zero values of the labelled series (help texts: [`crate::metrics::describe_metrics`]).
 pub(crate) fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        WINDOWS_CLOSED,
-        "Per-IP windows closed and emitted to ip_stats"
-    );
-    describe_counter!(ALERTS, "Alerts emitted to ip_alerts, by rule");
-    describe_gauge!(WINDOWS_OPEN, "Per-IP windows currently open");
-    describe_counter!(
-        LATE_EVENTS,
-        "Valid events whose window had already closed (not counted)"
-    );
-    describe_counter!(
-        DUPLICATES,
-        "Validated records seen again after a validation-stage restart (counted once)"
-    );
-    describe_counter!(
-        UNCOUNTED,
-        "Events not counted: their minute reached the per-partition window cap"
-    );
-    describe_counter!(CAPPED, "Windows emitted with a cap flag, by cap");
-    describe_counter!(
-        SKIPPED,
-        "Records of the validated topic that are not validated records"
-    );
-    describe_counter!(
-        CHECKPOINT_ERRORS,
-        "Committed offset metadata that was not a window checkpoint"
-    );
-    for name in [
-        WINDOWS_CLOSED,
-        LATE_EVENTS,
-        DUPLICATES,
-        UNCOUNTED,
-        SKIPPED,
-        CHECKPOINT_ERRORS,
-    ] {
-        metrics::counter!(name).absolute(0);
-    }
     for cap in ["sources", "distinct"] {
-        metrics::counter!(CAPPED, "cap" => cap).absolute(0);
+        metrics::counter!(CAPPED.name, "cap" => cap).absolute(0);
     }
     for rule in log_schema::AlertRule::ALL {
-        metrics::counter!(ALERTS, "rule" => rule.as_str()).absolute(0);
+        metrics::counter!(ALERTS.name, "rule" => rule.as_str()).absolute(0);
     }
-    metrics::gauge!(WINDOWS_OPEN).set(0.0);
+    metrics::gauge!(WINDOWS_OPEN.name).set(0.0);
 }
 
 /// Runs the analytics stage until `shutdown` is cancelled.

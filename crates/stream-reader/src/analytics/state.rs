@@ -216,7 +216,7 @@ impl Analytics {
             match self.windows.assign(p, offset, &metadata) {
                 Ok(closed) => self.queue(closed),
                 Err(reason) => {
-                    metrics::counter!(CHECKPOINT_ERRORS).increment(1);
+                    metrics::counter!(CHECKPOINT_ERRORS.name).increment(1);
                     warn!(
                         partition = p,
                         reason, "partition starts without window state"
@@ -241,15 +241,15 @@ impl Analytics {
             Ok(record) => {
                 let (observed, closed) = self.windows.observe(partition, offset, &record);
                 match observed {
-                    Observed::Late => metrics::counter!(LATE_EVENTS).increment(1),
-                    Observed::Duplicate => metrics::counter!(DUPLICATES).increment(1),
-                    Observed::Uncounted => metrics::counter!(UNCOUNTED).increment(1),
+                    Observed::Late => metrics::counter!(LATE_EVENTS.name).increment(1),
+                    Observed::Duplicate => metrics::counter!(DUPLICATES.name).increment(1),
+                    Observed::Uncounted => metrics::counter!(UNCOUNTED.name).increment(1),
                     Observed::Counted | Observed::Final => {}
                 }
                 closed
             }
             Err(error) => {
-                metrics::counter!(SKIPPED).increment(1);
+                metrics::counter!(SKIPPED.name).increment(1);
                 if let Some(suppressed) = self.log.allow() {
                     warn!(%error, partition, offset, suppressed, "not a validated record; not counted");
                 }
@@ -268,7 +268,7 @@ impl Analytics {
             }
             self.outbox.push_back(c);
         }
-        metrics::gauge!(WINDOWS_OPEN).set(self.windows.open_windows() as f64);
+        metrics::gauge!(WINDOWS_OPEN.name).set(self.windows.open_windows() as f64);
     }
 
     /// Sends queued windows while fewer than `max_in_flight` outputs are in flight.
@@ -288,10 +288,10 @@ impl Analytics {
                 payload: a.to_json(),
             }));
             if c.stats.sources_capped {
-                metrics::counter!(CAPPED, "cap" => "sources").increment(1);
+                metrics::counter!(CAPPED.name, "cap" => "sources").increment(1);
             }
             if c.stats.distinct_capped {
-                metrics::counter!(CAPPED, "cap" => "distinct").increment(1);
+                metrics::counter!(CAPPED.name, "cap" => "distinct").increment(1);
             }
             let id = self.next_id;
             self.next_id += 1;
@@ -366,10 +366,10 @@ impl Analytics {
                 });
                 if done && let Some(w) = self.waiting.remove(&landed.owner) {
                     self.windows.emitted(w.partition, w.emission);
-                    metrics::counter!(WINDOWS_CLOSED).increment(1);
+                    metrics::counter!(WINDOWS_CLOSED.name).increment(1);
                     self.stats.windows_closed.fetch_add(1, Relaxed);
                     for rule in w.alerts {
-                        metrics::counter!(ALERTS, "rule" => rule).increment(1);
+                        metrics::counter!(ALERTS.name, "rule" => rule).increment(1);
                         self.stats.alerts.fetch_add(1, Relaxed);
                     }
                 }
