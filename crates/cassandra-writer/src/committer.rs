@@ -15,17 +15,22 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering::Relaxed},
 };
 
 use log_schema::ErrorKind;
 use pipeline_runtime::{
-    kafka::{PartitionChange, PartitionChanges},
+    kafka::{PartitionChange, PartitionChanges, complete_and_store},
     transaction::{Transaction, TxnError},
 };
 use rdkafka::{
     consumer::{Consumer, ConsumerContext},
     producer::FutureRecord,
+};
+
+use crate::{
+    metrics::DEAD_LETTERS,
+    write::{Outcome, Shared},
 };
 
 /// A dead letter waiting for its transaction.
@@ -166,4 +171,41 @@ impl Committer {
     pub fn abort(&self) -> Result<(), TxnError> {
         self.transaction.abort()
     }
+}
+
+/// A record's write finished: its offset is stored (at-least-once) or handed with its dead
+/// letter to the committer (exactly-once; ignored when it started before a revocation).
+pub(crate) fn completed<C: rdkafka::consumer::ConsumerContext>(
+    tracker: &pipeline_runtime::kafka::SharedTracker,
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+    committer: Option<&mut Committer>,
+    (topic, partition, offset): (Arc<str>, i32, i64),
+    epoch: u64,
+    outcome: Outcome,
+) {
+    match committer {
+        None => complete_and_store(tracker, consumer, &topic, partition, offset),
+        Some(c) if c.epoch() == epoch => {
+            let next = tracker.lock().complete(&topic, partition, offset);
+            let deferred = match outcome {
+                Outcome::DeadLettered(d) => d,
+                Outcome::Written => None,
+            };
+            c.completed(epoch, (topic, partition, offset), next, deferred);
+        }
+        Some(_) => {}
+    }
+}
+
+/// One exactly-once commit; counts the dead letters it committed.
+pub(crate) fn commit<C: rdkafka::consumer::ConsumerContext>(
+    committer: &mut Committer,
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+    shared: &Shared,
+) -> Result<(), TxnError> {
+    for kind in committer.commit(consumer, &shared.args.dlq_topic)? {
+        shared.stats.dead_lettered.fetch_add(1, Relaxed);
+        metrics::counter!(DEAD_LETTERS.name, "kind" => kind.as_str()).increment(1);
+    }
+    Ok(())
 }

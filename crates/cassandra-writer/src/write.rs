@@ -10,13 +10,15 @@ use chrono::{DateTime, Utc};
 use log_schema::{
     Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
 };
+use pipeline_runtime::observe;
 use pipeline_runtime::{
     failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
     telemetry::LogLimiter,
     transaction::{Delivery, OutputProducer},
 };
 use rdkafka::producer::FutureRecord;
-use scylla::client::session::Session;
+use scylla::{client::session::Session, statement::prepared::PreparedStatement};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
@@ -326,4 +328,27 @@ async fn dead_letter(
 
 fn failed_at() -> DateTime<Utc> {
     Utc::now()
+}
+
+/// Readiness of Cassandra, independent of traffic: a cheap read every 2 s.
+pub(crate) async fn probe_cassandra(
+    shared: Arc<Shared>,
+    probe: PreparedStatement,
+    readiness: observe::Readiness,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {
+                let state = match tokio::time::timeout(Duration::from_secs(2), shared.session.execute_unpaged(&probe, &[])).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("probe failed: {e}")),
+                    Err(_) => Err("probe timed out".to_owned()),
+                };
+                readiness.set("cassandra", state);
+            }
+        }
+    }
 }

@@ -37,10 +37,7 @@ use backon::Retryable as _;
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use pipeline_runtime::{
     failure::Stalls,
-    kafka::{
-        Backpressure, OffsetTracker, PipelineContext, SharedTracker, complete_and_store,
-        final_commit,
-    },
+    kafka::{Backpressure, OffsetTracker, PipelineContext, SharedTracker, final_commit},
     observe, shutdown,
     stage::{self, Loop, SharedConsumer, Stage},
     telemetry::LogLimiter,
@@ -49,16 +46,15 @@ use pipeline_runtime::{
 use rdkafka::{
     Message as _, consumer::Consumer as _, message::BorrowedMessage, producer::Producer as _,
 };
-use scylla::statement::prepared::PreparedStatement;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
     batch::{self, Pending},
-    committer::Committer,
-    metrics::{DEAD_LETTERS, IN_FLIGHT, RECORDS_CONSUMED, describe_metrics},
+    committer::{Committer, commit, completed},
+    metrics::{IN_FLIGHT, RECORDS_CONSUMED, describe_metrics},
     rows::Statements,
-    write::{Outcome, Shared, Written},
+    write::{Shared, Written, probe_cassandra},
 };
 pub use crate::{
     config::WriterArgs,
@@ -68,29 +64,6 @@ pub use crate::{
 
 /// Most records taken from the consumer's buffer at once, to be grouped into batches.
 const GATHER_MAX: usize = 256;
-
-/// Readiness of Cassandra, independent of traffic: a cheap read every 2 s.
-async fn probe_cassandra(
-    shared: Arc<Shared>,
-    probe: PreparedStatement,
-    readiness: observe::Readiness,
-    stop: CancellationToken,
-) {
-    let mut every = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {
-                let state = match tokio::time::timeout(Duration::from_secs(2), shared.session.execute_unpaged(&probe, &[])).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("probe failed: {e}")),
-                    Err(_) => Err("probe timed out".to_owned()),
-                };
-                readiness.set("cassandra", state);
-            }
-        }
-    }
-}
 
 /// Runs the writer until SIGINT/SIGTERM.
 pub async fn run(args: WriterArgs) -> anyhow::Result<()> {
@@ -438,40 +411,3 @@ const TRANSACTIONAL: &[(&str, &str)] = &[
     ("isolation.level", "read_committed"),
     ("enable.auto.commit", "false"),
 ];
-
-/// A record's write finished: its offset is stored (at-least-once) or handed with its dead
-/// letter to the committer (exactly-once; ignored when it started before a revocation).
-fn completed<C: rdkafka::consumer::ConsumerContext>(
-    tracker: &pipeline_runtime::kafka::SharedTracker,
-    consumer: &rdkafka::consumer::StreamConsumer<C>,
-    committer: Option<&mut Committer>,
-    (topic, partition, offset): (Arc<str>, i32, i64),
-    epoch: u64,
-    outcome: Outcome,
-) {
-    match committer {
-        None => complete_and_store(tracker, consumer, &topic, partition, offset),
-        Some(c) if c.epoch() == epoch => {
-            let next = tracker.lock().complete(&topic, partition, offset);
-            let deferred = match outcome {
-                Outcome::DeadLettered(d) => d,
-                Outcome::Written => None,
-            };
-            c.completed(epoch, (topic, partition, offset), next, deferred);
-        }
-        Some(_) => {}
-    }
-}
-
-/// One exactly-once commit; counts the dead letters it committed.
-fn commit<C: rdkafka::consumer::ConsumerContext>(
-    committer: &mut Committer,
-    consumer: &rdkafka::consumer::StreamConsumer<C>,
-    shared: &Shared,
-) -> Result<(), TxnError> {
-    for kind in committer.commit(consumer, &shared.args.dlq_topic)? {
-        shared.stats.dead_lettered.fetch_add(1, Relaxed);
-        metrics::counter!(DEAD_LETTERS.name, "kind" => kind.as_str()).increment(1);
-    }
-    Ok(())
-}

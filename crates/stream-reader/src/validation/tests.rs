@@ -1,6 +1,10 @@
 use super::*;
+use crate::outputs::{Landed, Out};
 use clap::Parser as _;
+use log_schema::DeadLetter;
+use pipeline_runtime::failure::ReportedAt;
 use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// A reader whose clients point at a closed port: created, never connected. Nothing here
 /// needs a broker; what is sent stays in librdkafka's queue.

@@ -20,7 +20,7 @@ use std::{
         Arc, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use rdkafka::{
@@ -268,76 +268,6 @@ impl Transaction {
         Ok(Some((tpl, metadata)))
     }
 
-    /// Runs a blocking transactional call of the current producer on a thread of its own and
-    /// waits for it at most [`Transaction::wedge_after`]. librdkafka bounds its transactional
-    /// calls by their timeouts, except where it does not: `send_offsets_to_transaction` can
-    /// wait forever for a group coordinator that went away during the call (librdkafka
-    /// #5456, #5511, open; seen here once when the single broker restarted). A call past the
-    /// bound has wedged its producer: it is replaced by a new one with the same
-    /// `transactional.id`, whose initialisation fences the old one and aborts the open
-    /// transaction, and the call is reported as aborted (the stage rolls back).
-    fn guarded(
-        &self,
-        what: &'static str,
-        call: impl FnOnce(&FutureProducer) -> Result<(), TxnError> + Send + 'static,
-    ) -> Result<(), TxnError> {
-        let producer = self.producer();
-        let (done, result) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("kafka-txn".to_owned())
-            .spawn(move || {
-                let _ = done.send(call(&producer));
-            })
-            .map_err(|e| TxnError::Aborted(Cause::Replacement(format!("no thread: {e}"))))?;
-        let bound = self.wedge_after();
-        match crate::run_blocking(|| result.recv_timeout(bound)) {
-            Ok(result) => result,
-            Err(_) => {
-                metrics::counter!(PRODUCERS_REPLACED.name).increment(1);
-                warn!(
-                    transactional_id = self.id(),
-                    call = what,
-                    bound_s = bound.as_secs(),
-                    "transactional call did not return in time (librdkafka #5456); replacing the producer"
-                );
-                self.replace()?;
-                Err(TxnError::Aborted(Cause::Wedged(what, bound)))
-            }
-        }
-    }
-
-    /// How long a transactional call may take before its producer counts as wedged: longer
-    /// than any call librdkafka bounds ([`retrying`] stops after [`RETRY_FOR`] timeouts, and
-    /// the call under way then takes at most one more).
-    pub fn wedge_after(&self) -> Duration {
-        self.0.timeout * (RETRY_FOR + 2) + Duration::from_secs(5)
-    }
-
-    /// Replaces the producer by a new one with the same `transactional.id`: its
-    /// initialisation fences the old producer and aborts the transaction it left open.
-    pub fn replace(&self) -> Result<(), TxnError> {
-        let fenced = |reason: String| TxnError::Fenced(Cause::Replacement(reason));
-        let Some((args, settings)) = &self.0.factory else {
-            return Err(fenced(
-                "the producer was not created by Transaction::create".to_owned(),
-            ));
-        };
-        let producer = build(args, settings).map_err(|e| fenced(format!("{e:#}")))?;
-        crate::run_blocking(|| producer.init_transactions(self.0.timeout.max(INIT_TIMEOUT)))
-            .map_err(|e| fenced(e.to_string()))?;
-        *self
-            .0
-            .producer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = producer;
-        self.0.open.store(false, Ordering::Release);
-        info!(
-            transactional_id = self.id(),
-            "producer replaced; the old one is fenced"
-        );
-        Ok(())
-    }
-
     /// Aborts the open transaction: its outputs are discarded (never visible to
     /// `read_committed` consumers) and its offsets not committed.
     pub fn abort(&self) -> Result<(), TxnError> {
@@ -396,45 +326,6 @@ impl Transaction {
     }
 }
 
-/// The producer a stage sends its outputs with: a plain one, or its transaction's current one
-/// (which a wedged call replaces, [`Transaction::commit`]).
-#[derive(Clone)]
-pub enum OutputProducer {
-    /// Outputs acknowledged one by one (at-least-once).
-    Plain(FutureProducer),
-    /// Outputs in the open transaction (exactly-once).
-    Transactional(Transaction),
-}
-
-impl fmt::Debug for OutputProducer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Plain(_) => f.write_str("OutputProducer::Plain"),
-            Self::Transactional(t) => f
-                .debug_tuple("OutputProducer::Transactional")
-                .field(t)
-                .finish(),
-        }
-    }
-}
-
-impl OutputProducer {
-    /// Runs `f` with the current producer.
-    pub fn with<R>(&self, f: impl FnOnce(&FutureProducer) -> R) -> R {
-        match self {
-            Self::Plain(p) => f(p),
-            Self::Transactional(t) => {
-                f(&t.0.producer.read().unwrap_or_else(PoisonError::into_inner))
-            }
-        }
-    }
-
-    /// The current producer.
-    pub fn get(&self) -> FutureProducer {
-        self.with(FutureProducer::clone)
-    }
-}
-
 /// Transactions aborted (their outputs discarded, the stage rolled back).
 pub const TRANSACTIONS_ABORTED: Metric = Metric {
     name: "kafka_transactions_aborted_total",
@@ -457,7 +348,6 @@ pub const PRODUCERS_REPLACED: Metric = Metric {
     help: "Transactional producers replaced because a transactional call did not return in time",
 };
 
-/// Registers the transaction metrics with help texts and zero values.
 /// The transaction metrics.
 pub const METRICS: &[Metric] = &[
     TRANSACTIONS_COMMITTED,
@@ -465,112 +355,10 @@ pub const METRICS: &[Metric] = &[
     PRODUCERS_REPLACED,
 ];
 
-/// Sends the offsets to the open transaction and commits it (which first delivers every
-/// output sent in it).
-fn send_offsets_and_commit(
-    producer: &FutureProducer,
-    offsets: Option<(TopicPartitionList, ConsumerGroupMetadata)>,
-    timeout: Duration,
-) -> Result<(), TxnError> {
-    if let Some((tpl, metadata)) = offsets {
-        retrying(timeout, || {
-            producer.send_offsets_to_transaction(&tpl, &metadata, timeout)
-        })?;
-    }
-    retrying(timeout, || producer.commit_transaction(timeout))
-}
+mod output;
+mod rollback;
+mod wedge;
 
-/// How many timeouts a transactional call is retried for while librdkafka says it may
-/// succeed (e.g. a timeout while the coordinator moves).
-const RETRY_FOR: u32 = 3;
-/// Least time given to `init_transactions` (it may wait for the coordinator to load).
-const INIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs a transactional call again while librdkafka says the same call may succeed, for at
-/// most [`RETRY_FOR`] × `timeout`.
-fn retrying(timeout: Duration, mut call: impl FnMut() -> KafkaResult<()>) -> Result<(), TxnError> {
-    let deadline = Instant::now() + timeout * RETRY_FOR;
-    loop {
-        match call() {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
-                warn!(error = %e, "transactional call failed, retrying");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(error) => return Err(classify(error)),
-        }
-    }
-}
-
-/// A producer with `args`' settings and `settings`.
-fn build(
-    args: &crate::kafka::KafkaArgs,
-    settings: &[(String, String)],
-) -> anyhow::Result<FutureProducer> {
-    let settings: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    args.producer(&settings)
-}
-
-fn classify(error: KafkaError) -> TxnError {
-    match &error {
-        KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fenced(error.into()),
-        _ => TxnError::Aborted(error.into()),
-    }
-}
-
-/// A stage's plan to return to its committed offsets after an abort: per assigned partition
-/// of `topic`, the committed offset (or the beginning when nothing was committed) to seek to.
-#[derive(Debug, Default)]
-pub struct Rollback {
-    /// `(partition, committed offset or None, metadata)`.
-    pub partitions: Vec<(i32, Option<i64>, String)>,
-}
-
-impl Rollback {
-    /// Reads the committed offsets of `consumer`'s assigned partitions of `topic` and seeks
-    /// each back to it (librdkafka drops what it prefetched past it).
-    pub fn rewind<C: ConsumerContext>(
-        consumer: &impl Consumer<C>,
-        topic: &str,
-        timeout: Duration,
-    ) -> KafkaResult<Self> {
-        let assignment = consumer.assignment()?;
-        let partitions: Vec<i32> = assignment
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == topic)
-            .map(|e| e.partition())
-            .collect();
-        if partitions.is_empty() {
-            return Ok(Self::default());
-        }
-        let committed =
-            crate::kafka::committed_with_metadata(consumer, topic, &partitions, timeout)?;
-        let mut tpl = TopicPartitionList::with_capacity(committed.len());
-        for (p, offset, _) in &committed {
-            let to = offset.map_or(Offset::Beginning, Offset::Offset);
-            tpl.add_partition_offset(topic, *p, to)?;
-        }
-        let sought = crate::run_blocking(|| consumer.seek_partitions(tpl, timeout))?;
-        for e in sought.elements() {
-            match e.error() {
-                // Assigned but not fetching yet (a rebalance in this poll): its fetch starts
-                // at the committed offset anyway. Being stopped: no longer ours.
-                Err(KafkaError::OffsetFetch(
-                    RDKafkaErrorCode::State | RDKafkaErrorCode::PreviousInProgress,
-                )) => info!(
-                    topic,
-                    partition = e.partition(),
-                    "partition not fetching; it starts from its committed offset"
-                ),
-                other => other?,
-            }
-        }
-        Ok(Self {
-            partitions: committed,
-        })
-    }
-}
+pub use output::OutputProducer;
+pub use rollback::Rollback;
+use wedge::{INIT_TIMEOUT, build, classify, retrying, send_offsets_and_commit};
