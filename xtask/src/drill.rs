@@ -19,7 +19,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -35,10 +34,14 @@ use rdkafka::{
 };
 use uuid::Uuid;
 
+use crate::procs::Proc;
 use crate::stack::{self, Server, Stack};
 
+mod outcome;
 mod progress;
 mod reconcile;
+
+pub use outcome::{Outcome, TopicDuplicates};
 
 use progress::*;
 use reconcile::*;
@@ -83,106 +86,6 @@ struct Settings {
     rate: u64,
     faults: usize,
     outage: Duration,
-}
-
-/// Result of one drill.
-#[derive(Debug)]
-pub struct Outcome {
-    pub drill: Drill,
-    pub records: u64,
-    pub valid: usize,
-    pub invalid: usize,
-    pub faults: usize,
-    /// Records the producer reported as not delivered (counted, never silent).
-    pub producer_failed: u64,
-    /// Records on the input topic whose payload is already there (a producer retry that the
-    /// idempotent producer failed to deduplicate).
-    pub input_duplicates: usize,
-    pub lost: usize,
-    pub duplicated: usize,
-    pub dlq_exact: bool,
-    /// Windows the reference model closes.
-    pub windows: usize,
-    /// Reference windows not emitted with exactly their statistics, emitted windows the
-    /// reference does not close, and windows emitted twice with different statistics.
-    pub windows_wrong: usize,
-    /// Windows whose rows in `ip_stats_by_ip` / `top_talkers_by_minute` are not exactly one
-    /// with the reference's count.
-    pub window_rows_wrong: usize,
-    pub recover_max: Duration,
-    pub elapsed: Duration,
-    pub delivery: Delivery,
-    /// Outputs seen more than once by a `read_committed` consumer: validated and DLQ records
-    /// per source offset, window stats per window, alerts per id.
-    pub topic_duplicates: TopicDuplicates,
-}
-
-/// Duplicates per output topic.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TopicDuplicates {
-    pub validated: usize,
-    pub dlq: usize,
-    pub stats: usize,
-    pub alerts: usize,
-}
-
-impl TopicDuplicates {
-    fn total(self) -> usize {
-        self.validated + self.dlq + self.stats + self.alerts
-    }
-}
-
-/// How many items occur more than once (each extra occurrence counted).
-fn repeats<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> usize {
-    let mut seen = BTreeSet::new();
-    items
-        .into_iter()
-        .filter(|i| !seen.insert(i.clone()))
-        .count()
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        self.lost == 0
-            && self.duplicated == 0
-            && self.producer_failed == 0
-            && self.input_duplicates == 0
-            && self.dlq_exact
-            && self.windows > 0
-            && self.windows_wrong == 0
-            && self.window_rows_wrong == 0
-            && self.valid + self.invalid == self.records as usize
-            && (self.delivery == Delivery::AtLeastOnce || self.topic_duplicates.total() == 0)
-    }
-
-    pub fn line(&self) -> String {
-        format!(
-            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s",
-            format!("{:?}", self.drill).to_lowercase(),
-            if self.ok() { "PASS" } else { "FAIL" },
-            self.delivery
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_owned()),
-            self.records,
-            self.valid,
-            self.invalid,
-            self.faults,
-            self.producer_failed,
-            self.input_duplicates,
-            self.lost,
-            self.duplicated,
-            self.dlq_exact,
-            self.windows,
-            self.windows_wrong,
-            self.window_rows_wrong,
-            self.topic_duplicates.validated,
-            self.topic_duplicates.dlq,
-            self.topic_duplicates.stats,
-            self.topic_duplicates.alerts,
-            self.recover_max.as_secs_f64(),
-            self.elapsed.as_secs_f64(),
-        )
-    }
 }
 
 /// Runs the drills against `stack` (which must be up). Returns the outcomes.
@@ -293,64 +196,13 @@ impl Names {
     }
 }
 
-/// A service process started by a drill; killed if still running when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(
     name: &'static str,
     args: &[String],
     env: &[(String, String)],
     log: &std::path::Path,
 ) -> anyhow::Result<Proc> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = crate::spawn_logged(&crate::bin_path(name, false), &args, env, log)?;
-    Ok(Proc { name, child })
-}
-
-fn sigterm(p: &mut Proc) -> anyhow::Result<()> {
-    stack::terminate(p.child.id() as i32, Duration::from_secs(40));
-    let status = p.child.wait()?;
-    if !status.success() {
-        bail!("{} exited with {status} on SIGTERM", p.name);
-    }
-    Ok(())
-}
-
-/// A service the drill waits on has exited: [`wait_for`] fails at once instead of timing out.
-#[derive(Debug, thiserror::Error)]
-#[error("the {name} exited ({status}); see {log}")]
-struct Exited {
-    name: &'static str,
-    status: std::process::ExitStatus,
-    log: String,
-}
-
-/// Fails with [`Exited`] when `p` has exited.
-fn running(p: &mut Proc, log: &std::path::Path) -> anyhow::Result<()> {
-    match p.child.try_wait()? {
-        None => Ok(()),
-        Some(status) => Err(Exited {
-            name: p.name,
-            status,
-            log: log.display().to_string(),
-        }
-        .into()),
-    }
-}
-
-fn sigkill(p: &mut Proc) {
-    let _ = p.child.kill();
-    let _ = p.child.wait();
+    Proc::spawn(name, false, args, env, log)
 }
 
 async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Outcome> {
@@ -374,20 +226,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     let logs = stack.dir.join("drills");
     fs::create_dir_all(&logs)?;
     let log = logs.join(format!("{}.log", names.tag));
-    let migrate = Command::new(crate::bin_path("cassandra-writer", false))
-        .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)?,
-        )
-        .status()?;
-    if !migrate.success() {
-        bail!("migrate failed; see {}", log.display());
-    }
+    crate::procs::migrate(false, &env, Some(&log))?;
 
     let reader_group = format!("{}_reader", names.tag);
     let writer_group = format!("{}_writer", names.tag);
@@ -428,7 +267,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 } else {
                     (&mut reader, &reader_group, &names.raw)
                 };
-                sigkill(proc_);
+                proc_.sigkill();
                 faults += 1;
                 let (high, committed) = progress_retrying(&kafka, group, topic).await?;
                 // The reader's commits wait for its open windows to close (up to a minute and
@@ -480,8 +319,8 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             let mut writer2 = spawn("cassandra-writer", &[], &env, &log)?;
             faults += 1;
             tokio::time::sleep(production / 3).await;
-            sigterm(&mut reader2)?;
-            sigterm(&mut writer2)?;
+            reader2.sigterm()?;
+            writer2.sigterm()?;
             faults += 1;
         }
     }
@@ -512,7 +351,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         "the reader to commit everything",
         Duration::from_secs(300),
         || {
-            running(&mut reader, &log)?;
+            reader.running(&log)?;
             Ok(progress(&kafka, &reader_group, &names.raw)?.1 == produced)
         },
     )
@@ -521,15 +360,15 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         "the writer to commit everything",
         Duration::from_secs(300),
         || {
-            running(&mut writer, &log)?;
+            writer.running(&log)?;
             caught_up(&kafka, &writer_group, &names.valid)
         },
     )
     .await?;
     let analytics = wait_for_analytics(&kafka, &names, &writer_group).await?;
-    sigterm(&mut producer).ok();
-    sigterm(&mut reader)?;
-    sigterm(&mut writer)?;
+    producer.sigterm().ok();
+    reader.sigterm()?;
+    writer.sigterm()?;
 
     let mut outcome = reconcile(
         stack,

@@ -9,6 +9,7 @@ mod baseline;
 mod bench;
 mod drill;
 mod fuzz;
+mod procs;
 mod servers;
 mod soak;
 mod stack;

@@ -179,15 +179,7 @@ impl Stack {
             log_schema_topics().join(", "),
             self.partitions
         );
-        let status = Command::new(crate::bin_path("cassandra-writer", false))
-            .arg("migrate")
-            .envs(self.env())
-            .env("RUST_LOG", "warn")
-            .status()
-            .context("run cassandra-writer migrate")?;
-        if !status.success() {
-            bail!("cassandra-writer migrate failed ({status})");
-        }
+        crate::procs::migrate(false, &self.env_with(&[]), None)?;
         println!("schema    ip_logs keyspace migrated");
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! to its end, and waiting with a deadline.
 
 use super::*;
+use crate::procs::Exited;
 
 pub(super) fn consumer(kafka: &KafkaArgs, group: &str) -> anyhow::Result<BaseConsumer> {
     Ok(kafka

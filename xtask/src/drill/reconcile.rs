@@ -1,6 +1,7 @@
 //! The reconciliation after a drill: records, dead letters, rows and analytics against what was
 //! produced and the reference model.
 
+use super::outcome::repeats;
 use super::*;
 
 pub(super) async fn reconcile(

@@ -4,6 +4,8 @@ use log_schema::{Limits, Origin, SourceOffset, validate};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
 use super::*;
+use chrono::Utc;
+use std::net::IpAddr;
 
 fn record(at: DateTime<Utc>, ip: &str, port: u16, action: &str, source: i64) -> ValidatedRecord {
     let json = format!(

@@ -31,14 +31,12 @@
 //!   depend only on the minute's records in offset order, so they replay identically too.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
-    net::IpAddr,
+    collections::{HashMap, hash_map::Entry},
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta};
 use log_schema::{Alert, AlertRule, ValidatedRecord, WindowStats};
-use serde::{Deserialize, Serialize};
 
 const WINDOW_MICROS: i64 = 60_000_000;
 
@@ -89,115 +87,6 @@ pub struct WindowConfig {
     pub max_windows_per_minute: usize,
     /// Most distinct ports plus destinations tracked for one minute on one partition.
     pub max_distinct_per_minute: usize,
-}
-
-/// The part of a partition's state that a replay cannot rebuild from the records after an
-/// offset: what was decided before it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Snapshot {
-    /// Every minute below is closed.
-    #[serde(rename = "h")]
-    horizon: i64,
-    /// Largest event time (µs) counted or seen late.
-    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
-    max_event: Option<i64>,
-    /// Per raw partition: the next raw offset not seen yet.
-    #[serde(rename = "s", default, skip_serializing_if = "BTreeMap::is_empty")]
-    next_source: BTreeMap<i32, i64>,
-}
-
-/// The offset metadata committed with a partition's offset.
-#[derive(Debug, Serialize, Deserialize)]
-struct Checkpoint {
-    #[serde(rename = "v")]
-    version: u32,
-    /// The state at the offset.
-    #[serde(rename = "a")]
-    at: Snapshot,
-    /// Every window of a minute below was emitted and acknowledged: not emitted again.
-    #[serde(rename = "f")]
-    final_below: i64,
-    /// Idle steps after the offset: (position, horizon).
-    #[serde(rename = "i", default, skip_serializing_if = "Vec::is_empty")]
-    idle_steps: Vec<(i64, i64)>,
-}
-
-#[derive(Debug)]
-struct Acc {
-    events: i64,
-    bytes_sent: i64,
-    bytes_received: i64,
-    ports: HashSet<u16>,
-    destinations: HashSet<IpAddr>,
-    denied: i64,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    distinct_capped: bool,
-}
-
-/// One minute of one partition: its windows until it closes, then the count of windows whose
-/// outputs are not acknowledged yet.
-#[derive(Debug)]
-struct Minute {
-    windows: HashMap<IpAddr, Acc>,
-    first_offset: i64,
-    /// The partition's state just before `first_offset`.
-    before: Snapshot,
-    tracked_distinct: usize,
-    sources_capped: bool,
-    /// `None` while open; once closed, the windows whose outputs are not acknowledged yet.
-    unacknowledged: Option<usize>,
-}
-
-#[derive(Debug)]
-struct PartitionWindows {
-    /// Distinguishes this state from an earlier one of the same partition (before a revoke).
-    epoch: u64,
-    /// Open minutes, and closed minutes not final yet; closed ones are a prefix.
-    minutes: BTreeMap<i64, Minute>,
-    now: Snapshot,
-    /// Next offset to process (`None` until the first record when nothing was committed).
-    position: Option<i64>,
-    /// From the restored checkpoint: minutes below were final before the restart.
-    restored_final: i64,
-    idle_steps: Vec<(i64, i64)>,
-    last_activity: Instant,
-}
-
-impl PartitionWindows {
-    fn new(epoch: u64, position: Option<i64>) -> Self {
-        Self {
-            epoch,
-            minutes: BTreeMap::new(),
-            now: Snapshot {
-                horizon: i64::MIN,
-                ..Snapshot::default()
-            },
-            position,
-            restored_final: i64::MIN,
-            idle_steps: Vec::new(),
-            last_activity: Instant::now(),
-        }
-    }
-
-    /// Every window of a minute below this is final: emitted and acknowledged (or empty).
-    fn final_below(&self) -> i64 {
-        let computed = match self.minutes.first_key_value() {
-            Some((m, minute)) if minute.unacknowledged.is_some() => *m,
-            _ => self.now.horizon,
-        };
-        computed.max(self.restored_final)
-    }
-
-    /// Drops closed minutes whose outputs are all acknowledged, lowest first.
-    fn drop_final(&mut self) {
-        while let Some(entry) = self.minutes.first_entry() {
-            if entry.get().unacknowledged != Some(0) {
-                break;
-            }
-            entry.remove();
-        }
-    }
 }
 
 /// How a record was taken.
@@ -515,93 +404,10 @@ impl Windows {
     }
 }
 
-/// Counts one record into its partition's state (not the horizon: the caller advances it).
-fn take(
-    pw: &mut PartitionWindows,
-    config: &WindowConfig,
-    offset: i64,
-    r: &ValidatedRecord,
-) -> Observed {
-    if let Some(source) = r.source {
-        match pw.now.next_source.get(&source.partition) {
-            Some(next) if source.offset < *next => return Observed::Duplicate,
-            _ => {}
-        }
-    }
-    let t = r.timestamp.timestamp_micros();
-    let m = minute_of(t);
-    let observed = if m < pw.now.horizon {
-        Observed::Late
-    } else if m < pw.restored_final {
-        Observed::Final
-    } else {
-        let before = if pw.minutes.contains_key(&m) {
-            None
-        } else {
-            Some(pw.now.clone())
-        };
-        let minute = pw.minutes.entry(m).or_insert_with(|| Minute {
-            windows: HashMap::new(),
-            first_offset: offset,
-            before: before.unwrap_or_default(),
-            tracked_distinct: 0,
-            sources_capped: false,
-            unacknowledged: None,
-        });
-        count(minute, config, r)
-    };
-    if let Some(source) = r.source {
-        pw.now
-            .next_source
-            .insert(source.partition, source.offset + 1);
-    }
-    pw.now.max_event = Some(pw.now.max_event.map_or(t, |e| e.max(t)));
-    observed
-}
-
-fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRecord) -> Observed {
-    if !minute.windows.contains_key(&r.source_ip)
-        && minute.windows.len() >= config.max_windows_per_minute
-    {
-        minute.sources_capped = true;
-        return Observed::Uncounted;
-    }
-    let acc = minute.windows.entry(r.source_ip).or_insert_with(|| Acc {
-        events: 0,
-        bytes_sent: 0,
-        bytes_received: 0,
-        ports: HashSet::new(),
-        destinations: HashSet::new(),
-        denied: 0,
-        first_seen: r.timestamp,
-        last_seen: r.timestamp,
-        distinct_capped: false,
-    });
-    acc.events += 1;
-    acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
-    acc.bytes_received = acc.bytes_received.saturating_add(r.bytes_received);
-    acc.denied += i64::from(r.action.is_denied());
-    acc.first_seen = acc.first_seen.min(r.timestamp);
-    acc.last_seen = acc.last_seen.max(r.timestamp);
-    let budget = config.max_distinct_per_minute;
-    if !acc.ports.contains(&r.port) {
-        if minute.tracked_distinct < budget {
-            acc.ports.insert(r.port);
-            minute.tracked_distinct += 1;
-        } else {
-            acc.distinct_capped = true;
-        }
-    }
-    if !acc.destinations.contains(&r.destination_ip) {
-        if minute.tracked_distinct < budget {
-            acc.destinations.insert(r.destination_ip);
-            minute.tracked_distinct += 1;
-        } else {
-            acc.distinct_capped = true;
-        }
-    }
-    Observed::Counted
-}
-
+mod close;
+mod state;
 #[cfg(test)]
 mod tests;
+
+use close::take;
+use state::{Checkpoint, PartitionWindows};
