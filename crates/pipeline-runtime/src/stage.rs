@@ -124,3 +124,139 @@ fn consume_error(log: &LogLimiter, error: &KafkaError) {
         warn!(%error, suppressed, "consume error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{kafka::KafkaArgs, observe::Readiness};
+
+    /// A stage with `in_flight` completions to wait for, delivered through a channel.
+    struct Fake {
+        consumer: SharedConsumer,
+        completions: mpsc::UnboundedReceiver<()>,
+        in_flight: usize,
+        handled: usize,
+        ticks: usize,
+        fail_after_ticks: Option<usize>,
+        finished: Arc<AtomicUsize>,
+    }
+
+    impl Fake {
+        /// A stage whose consumer points at a closed port: it never receives a record.
+        fn new(in_flight: usize) -> (Self, mpsc::UnboundedSender<()>) {
+            let (send, completions) = mpsc::unbounded_channel();
+            let context = PipelineContext::new(Readiness::default(), Arc::default());
+            let consumer = KafkaArgs::new("127.0.0.1:1")
+                .consumer("stage-test", context, &[])
+                .expect("consumer");
+            let fake = Self {
+                consumer: Arc::new(consumer),
+                completions,
+                in_flight,
+                handled: 0,
+                ticks: 0,
+                fail_after_ticks: None,
+                finished: Arc::default(),
+            };
+            (fake, send)
+        }
+    }
+
+    impl Stage for Fake {
+        type Event = ();
+
+        fn consumer(&self) -> SharedConsumer {
+            self.consumer.clone()
+        }
+
+        async fn next_event(&mut self) {
+            if self.completions.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+
+        fn on_event(&mut self, (): ()) {
+            self.handled += 1;
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+
+        fn accepting(&self) -> bool {
+            true
+        }
+
+        fn on_record(&mut self, _: &BorrowedMessage<'_>) {
+            panic!("no record can arrive from a closed port");
+        }
+
+        fn on_tick(&mut self) {
+            self.ticks += 1;
+        }
+
+        fn settle(&mut self) {}
+
+        fn log_status(&mut self) {}
+
+        fn failed(&self) -> bool {
+            self.fail_after_ticks.is_some_and(|n| self.ticks >= n)
+        }
+
+        fn draining(&self) -> bool {
+            self.in_flight > 0 && !self.failed()
+        }
+
+        fn finish(&mut self) -> anyhow::Result<()> {
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            match self.fail_after_ticks {
+                Some(_) => anyhow::bail!("failed"),
+                None => Ok(()),
+            }
+        }
+    }
+
+    const TIMERS: Loop = Loop {
+        tick: Duration::from_millis(10),
+        status: Duration::from_secs(5),
+        drain: Duration::from_millis(500),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_drains_the_work_in_flight_then_finishes_once() {
+        let (mut stage, done) = Fake::new(2);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        done.send(()).expect("open");
+        done.send(()).expect("open");
+        run(&mut stage, TIMERS, &shutdown).await.expect("ok");
+        assert_eq!(stage.handled, 2, "both completions handled in the drain");
+        assert_eq!(stage.finished.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_that_never_completes_ends_at_its_deadline() {
+        let (mut stage, _done) = Fake::new(1);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let started = tokio::time::Instant::now();
+        run(&mut stage, TIMERS, &shutdown).await.expect("ok");
+        assert!(started.elapsed() >= TIMERS.drain, "waited for the deadline");
+        assert_eq!(stage.in_flight, 1, "the work is left to the next owner");
+        assert_eq!(stage.finished.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_stage_stops_without_draining_and_reports_its_error() {
+        let (mut stage, _done) = Fake::new(1);
+        stage.fail_after_ticks = Some(3);
+        let shutdown = CancellationToken::new();
+        let error = run(&mut stage, TIMERS, &shutdown)
+            .await
+            .expect_err("the stage's error");
+        assert_eq!(error.to_string(), "failed");
+        assert_eq!(stage.ticks, 3, "the loop stopped at the failure");
+        assert_eq!(stage.finished.load(Ordering::SeqCst), 1);
+    }
+}
