@@ -572,3 +572,63 @@ async fn a_replaced_producer_fences_the_old_one_and_aborts_its_transaction() {
         "read_committed sees only the replacement's transaction"
     );
 }
+
+/// A transaction that outlives its timeout (its outputs stuck behind a broker restart longer
+/// than the transaction timeout) is aborted by the coordinator, which bumps the producer's
+/// epoch. The stage's own abort must still succeed (librdkafka answers it with a fatal
+/// INVALID_TXN_STATE; the producer is then replaced), and the next transaction commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_the_coordinator_timed_out_aborts_and_the_next_one_commits() {
+    use pipeline_runtime::transaction::Transaction;
+    use rdkafka::producer::FutureRecord;
+
+    let topic = support::unique("timed_out");
+    support::fresh_topics(&[&topic]).await;
+    let kafka = support::kafka();
+    let txn = Transaction::create(
+        &kafka,
+        &support::unique("timed_out_txn"),
+        Duration::from_secs(2),
+    )
+    .expect("transactional producer");
+    let consumer: rdkafka::consumer::BaseConsumer = kafka
+        .config(&[("group.id", &support::unique("timed_out_group"))])
+        .expect("config")
+        .create()
+        .expect("consumer");
+    txn.begin().expect("begin");
+    txn.producer()
+        .send(
+            FutureRecord::<(), _>::to(&topic).payload("timed out"),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("delivered in the open transaction");
+    // The coordinator aborts transactions past their timeout on its next check
+    // (`transaction.abort.timed.out.transaction.cleanup.interval.ms`, 10 s by default).
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let aborted = txn.abort();
+    assert!(
+        aborted.is_ok(),
+        "abort after the coordinator's: {aborted:?}"
+    );
+
+    txn.begin().expect("begin the next transaction");
+    txn.producer()
+        .send(
+            FutureRecord::<(), _>::to(&topic).payload("committed"),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("delivered");
+    txn.commit(&consumer, &[]).expect("commit");
+    let seen: Vec<String> = support::read_to_end(&topic, DEADLINE)
+        .into_iter()
+        .map(|r| String::from_utf8(r.payload).expect("utf-8"))
+        .collect();
+    assert_eq!(
+        seen,
+        ["committed"],
+        "read_committed sees only the committed one"
+    );
+}

@@ -87,6 +87,10 @@ pub enum Cause {
         "transactional call `{0}` did not return within {1:?} (librdkafka #5456); its producer was replaced"
     )]
     Wedged(&'static str, Duration),
+    /// The producer failed fatally (e.g. fenced after the coordinator timed its transaction
+    /// out) and was replaced ([`Transaction::commit`]).
+    #[error("{0}; the producer was replaced")]
+    Recovered(KafkaError),
     /// No replacement producer could be created or initialised.
     #[error("cannot replace a wedged transactional producer: {0}")]
     Replacement(String),
@@ -115,6 +119,8 @@ struct Inner {
     open: AtomicBool,
     rolled_back: AtomicBool,
     timeout: Duration,
+    /// When the producer was last replaced ([`REPLACEMENTS`] at most within [`REPLACEMENTS_WITHIN`]).
+    replaced: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
 
 /// A transactional producer and whether it has a transaction open; cloned into the consumer's
@@ -153,6 +159,7 @@ impl Transaction {
             open: AtomicBool::new(false),
             rolled_back: AtomicBool::new(false),
             timeout,
+            replaced: std::sync::Mutex::default(),
         })))
     }
 
@@ -204,7 +211,9 @@ impl Transaction {
         if self.is_open() {
             return Ok(());
         }
-        self.producer().begin_transaction().map_err(classify)?;
+        self.producer()
+            .begin_transaction()
+            .map_err(|e| self.recover(classify(e)))?;
         self.0.open.store(true, Ordering::Release);
         Ok(())
     }
@@ -236,7 +245,7 @@ impl Transaction {
                 self.abort()?;
                 Err(TxnError::Aborted(error))
             }
-            Err(fenced) => Err(fenced),
+            Err(fenced) => Err(self.recover(fenced)),
         }
     }
 
@@ -288,8 +297,8 @@ impl Transaction {
             retrying(timeout, || producer.abort_transaction(timeout))
         });
         // A replaced producer has no transaction open: its initialisation aborted it.
-        let result = match result {
-            Err(TxnError::Aborted(Cause::Wedged(..))) => Ok(()),
+        let result = match result.map_err(|e| self.recover(e)) {
+            Err(TxnError::Aborted(Cause::Wedged(..) | Cause::Recovered(_))) => Ok(()),
             other => other,
         };
         self.0.open.store(false, Ordering::Release);
@@ -345,7 +354,7 @@ pub const PRODUCERS_REPLACED: Metric = Metric {
     name: "kafka_transactional_producers_replaced_total",
     kind: MetricKind::Counter,
     labels: &[],
-    help: "Transactional producers replaced because a transactional call did not return in time",
+    help: "Transactional producers replaced: a call did not return in time, or the producer failed (e.g. its transaction timed out on the coordinator)",
 };
 
 /// The transaction metrics.

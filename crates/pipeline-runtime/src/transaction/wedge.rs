@@ -42,7 +42,6 @@ impl Transaction {
         match crate::run_blocking(|| result.recv_timeout(bound)) {
             Ok(result) => result,
             Err(_) => {
-                metrics::counter!(PRODUCERS_REPLACED.name).increment(1);
                 warn!(
                     transactional_id = self.id(),
                     call = what,
@@ -60,6 +59,40 @@ impl Transaction {
     /// the call under way then takes at most one more).
     pub fn wedge_after(&self) -> Duration {
         self.0.timeout * (RETRY_FOR + 2) + Duration::from_secs(5)
+    }
+
+    /// A producer that failed fatally is replaced, and the failure becomes an abort (the stage
+    /// rolls back and continues), at most [`REPLACEMENTS`] times within
+    /// [`REPLACEMENTS_WITHIN`]. librdkafka reports a transaction the coordinator timed out
+    /// (outputs stuck behind a broker restart longer than the transaction timeout) as "fenced
+    /// by a newer instance": the coordinator bumped the epoch, and only a new producer can go
+    /// on. A producer fenced again and again is fenced by another instance with the same
+    /// `transactional.id`: that stays fatal.
+    pub(super) fn recover(&self, error: TxnError) -> TxnError {
+        let TxnError::Fenced(Cause::Kafka(error)) = error else {
+            return error;
+        };
+        {
+            let mut replaced = self
+                .0
+                .replaced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            replaced.retain(|at| at.elapsed() < REPLACEMENTS_WITHIN);
+            if replaced.len() >= REPLACEMENTS {
+                warn!(
+                    transactional_id = self.id(),
+                    %error,
+                    "transactional producer failed again; not replacing it (another instance with the same transactional id?)"
+                );
+                return TxnError::Fenced(Cause::Kafka(error));
+            }
+        }
+        warn!(transactional_id = self.id(), %error, "transactional producer failed; replacing it");
+        match self.replace() {
+            Ok(()) => TxnError::Aborted(Cause::Recovered(error)),
+            Err(failed) => failed,
+        }
     }
 
     /// Replaces the producer by a new one with the same `transactional.id`: its
@@ -80,6 +113,12 @@ impl Transaction {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = producer;
         self.0.open.store(false, Ordering::Release);
+        self.0
+            .replaced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Instant::now());
+        metrics::counter!(PRODUCERS_REPLACED.name).increment(1);
         info!(
             transactional_id = self.id(),
             "producer replaced; the old one is fenced"
@@ -102,6 +141,11 @@ pub(super) fn send_offsets_and_commit(
     }
     retrying(timeout, || producer.commit_transaction(timeout))
 }
+
+/// Most producer replacements within [`REPLACEMENTS_WITHIN`] before a failure stays fatal.
+pub(super) const REPLACEMENTS: usize = 3;
+/// The window of [`REPLACEMENTS`].
+pub(super) const REPLACEMENTS_WITHIN: Duration = Duration::from_secs(600);
 
 /// How many timeouts a transactional call is retried for while librdkafka says it may
 /// succeed (e.g. a timeout while the coordinator moves).
