@@ -296,20 +296,22 @@ impl Transaction {
             }
             retrying(timeout, || producer.abort_transaction(timeout))
         });
-        // A replaced producer has no transaction open: its initialisation aborted it.
-        let result = match result.map_err(|e| self.recover(e)) {
-            Err(TxnError::Aborted(Cause::Wedged(..) | Cause::Recovered(_))) => Ok(()),
-            other => other,
+        let result = match result {
+            // A replaced producer has no transaction open: its initialisation aborted it.
+            Ok(()) | Err(TxnError::Aborted(Cause::Wedged(..))) => Ok(()),
+            // A producer whose abort failed cannot go on: replace it (which aborts).
+            Err(TxnError::Aborted(error) | TxnError::Fenced(error)) => {
+                match self.recover(TxnError::Fenced(error)) {
+                    TxnError::Aborted(Cause::Recovered(_)) => Ok(()),
+                    failed => Err(failed),
+                }
+            }
         };
         self.0.open.store(false, Ordering::Release);
-        match result {
-            Ok(()) => {
-                metrics::counter!(TRANSACTIONS_ABORTED.name).increment(1);
-                Ok(())
-            }
-            Err(TxnError::Aborted(error)) => Err(TxnError::Fenced(error)),
-            Err(fenced) => Err(fenced),
+        if result.is_ok() {
+            metrics::counter!(TRANSACTIONS_ABORTED.name).increment(1);
         }
+        result
     }
 
     /// From a rebalance callback, before partitions are revoked: aborts the open transaction
