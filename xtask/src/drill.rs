@@ -29,7 +29,7 @@ use futures::StreamExt;
 use log_schema::{DeadLetter, Limits, Origin, ValidatedRecord, WindowStats, validate};
 use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs, transaction::Delivery};
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
 };
 use uuid::Uuid;

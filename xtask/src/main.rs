@@ -13,6 +13,7 @@ mod procs;
 mod servers;
 mod soak;
 mod stack;
+mod topics;
 mod tuning;
 mod up;
 

@@ -1,7 +1,6 @@
 //! Measuring a run: service processes, CPU and memory, topic sizes, committed offsets.
 
 use std::{
-    collections::BTreeSet,
     fs,
     path::{Path, PathBuf},
     process::Child,
@@ -92,43 +91,14 @@ pub(crate) fn topic_size(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> 
 /// (key, payload) records.
 pub(crate) type Records = Vec<(Option<Vec<u8>>, Vec<u8>)>;
 
-/// Every committed record of `topic` (`read_committed`, up to each partition's end: with
-/// transactions the high watermark also counts markers and aborted records).
+/// Every committed record of `topic` ([`crate::topics::read_committed`]).
 pub(crate) fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records> {
-    let c: BaseConsumer = kafka
-        .config(&[
-            ("group.id", "bench-read"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-        ])?
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut open = BTreeSet::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            open.insert(p.id());
-        }
-    }
-    c.assign(&tpl)?;
-    let mut out = Vec::with_capacity(topic_size(kafka, topic)?.max(0) as usize);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !open.is_empty() && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push((
-                m.key().map(<[u8]>::to_vec),
-                m.payload().unwrap_or_default().to_vec(),
-            )),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {}
-        }
-    }
-    Ok(out)
+    crate::topics::read_committed(kafka, topic, Duration::from_secs(300), |m| {
+        (
+            m.key().map(<[u8]>::to_vec),
+            m.payload().unwrap_or_default().to_vec(),
+        )
+    })
 }
 
 /// Sum of `group`'s committed offsets on `topic`.

@@ -56,45 +56,16 @@ pub(super) fn progress(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::R
     Ok((high, committed))
 }
 
-/// Every committed record of a topic, as a `read_committed` consumer sees it (aborted
-/// transactions skipped), up to each partition's end: (partition, offset, payload).
+/// Every committed record of a topic ([`crate::topics::read_committed`]): (partition, offset,
+/// payload).
 pub(super) fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<(i32, i64, Vec<u8>)>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("drill-read-{}", Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let mut open: BTreeSet<i32> = partitions(&c, topic)?.into_iter().collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in &open {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    c.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut out = Vec::new();
-    while !open.is_empty() {
-        if Instant::now() > deadline {
-            bail!(
-                "{topic}: partitions {open:?} not read to their end ({} records read)",
-                out.len()
-            );
-        }
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push((
-                m.partition(),
-                m.offset(),
-                m.payload().unwrap_or_default().to_vec(),
-            )),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {}
-        }
-    }
-    Ok(out)
+    crate::topics::read_committed(kafka, topic, Duration::from_secs(120), |m| {
+        (
+            m.partition(),
+            m.offset(),
+            m.payload().unwrap_or_default().to_vec(),
+        )
+    })
 }
 
 /// True when `group` committed past the last committed record of every partition of `topic`
