@@ -23,7 +23,7 @@
 //! * `deny-burst`: one source is denied 150 times (SSH/RDP/SMB attempts on many hosts) —
 //!   ≥ 100 DENYs within a minute.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use clap::ValueEnum;
@@ -179,46 +179,6 @@ impl std::fmt::Debug for Generator {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn private_v4(rng: &mut SmallRng) -> Ipv4Addr {
-    match rng.random_range(0..3) {
-        0 => Ipv4Addr::new(10, rng.random(), rng.random(), rng.random_range(1..255)),
-        1 => Ipv4Addr::new(
-            172,
-            rng.random_range(16..32),
-            rng.random(),
-            rng.random_range(1..255),
-        ),
-        _ => Ipv4Addr::new(192, 168, rng.random(), rng.random_range(1..255)),
-    }
-}
-
-fn public_v4(rng: &mut SmallRng) -> Ipv4Addr {
-    loop {
-        let ip = Ipv4Addr::new(
-            rng.random_range(1..224),
-            rng.random(),
-            rng.random(),
-            rng.random_range(1..255),
-        );
-        if log_schema::IpClass::of(IpAddr::V4(ip)) == log_schema::IpClass::Public {
-            return ip;
-        }
-    }
-}
-
-fn public_v6(rng: &mut SmallRng) -> Ipv6Addr {
-    Ipv6Addr::new(
-        0x2a02,
-        rng.random(),
-        rng.random(),
-        rng.random(),
-        0,
-        0,
-        0,
-        rng.random_range(1..0xffff),
-    )
 }
 
 impl Generator {
@@ -418,41 +378,11 @@ impl Generator {
     }
 }
 
-/// Writes a record that the validator rejects with exactly `kind`.
-fn write_invalid(kind: ErrorKind, log: &RawLog<'_>, buf: &mut Vec<u8>) {
-    let mut v = serde_json::to_value(log).unwrap_or_default();
-    let set = |v: &mut serde_json::Value, field: &str, value: serde_json::Value| {
-        if let Some(o) = v.as_object_mut() {
-            o.insert(field.to_owned(), value);
-        }
-    };
-    match kind {
-        ErrorKind::MalformedJson => {
-            log.write_json(buf);
-            buf.truncate(buf.len() / 2);
-            return;
-        }
-        ErrorKind::NotObject => v = serde_json::Value::Array(vec![v]),
-        ErrorKind::NotUtf8 => {
-            log.write_json(buf);
-            buf.splice(1..1, [0xff, 0xfe]);
-            return;
-        }
-        ErrorKind::MissingField => {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("port");
-            }
-        }
-        ErrorKind::InvalidType => set(&mut v, "port", serde_json::json!(log.port.to_string())),
-        ErrorKind::InvalidIp => set(&mut v, "source_ip", serde_json::json!("999.12.0.1")),
-        ErrorKind::PortOutOfRange => set(&mut v, "port", serde_json::json!(70_000)),
-        ErrorKind::BytesOutOfRange => set(&mut v, "bytes_sent", serde_json::json!(-1)),
-        ErrorKind::InvalidTimestamp => set(&mut v, "timestamp", serde_json::json!("yesterday")),
-        ErrorKind::InvalidProtocol => set(&mut v, "protocol", serde_json::json!("T C P")),
-        _ => set(&mut v, "action", serde_json::json!("PERMIT")),
-    }
-    let _ = serde_json::to_writer(buf, &v);
-}
+mod addresses;
+mod invalid;
+
+use addresses::{private_v4, public_v4, public_v6};
+use invalid::write_invalid;
 
 #[cfg(test)]
 mod tests;
