@@ -22,8 +22,9 @@
 //! `read_committed` consumer sees each input record's outputs exactly once. A failed output or
 //! commit aborts the transaction and the stage rolls back to its committed offsets (and
 //! checkpoints); a revocation aborts the open transaction inside the rebalance callback; a
-//! producer fenced by a newer one with the same transactional id stops the service. What
-//! follows describes the default, `at-least-once`.
+//! producer that fails for good or wedges is replaced and the stage rolls back, and one fenced
+//! again and again (by another instance with the same transactional id) stops the service
+//! ([`pipeline_runtime::transaction`]). What follows describes the default, `at-least-once`.
 //!
 //! **Delivery guarantee of the validation stage: at-least-once.** An input offset is stored
 //! only after the broker acknowledged that record's output, and only over contiguous progress

@@ -7,8 +7,10 @@
 //! offsets become visible together to `read_committed` consumers, or not at all.
 //!
 //! A transaction that fails is aborted and the loop rolls its state back to the committed
-//! offsets ([`Rollback`]); a producer fenced by a newer one with the same `transactional.id`
-//! cannot continue ([`TxnError::Fenced`]). On partition revocation the consumer's context
+//! offsets ([`Rollback`]). A producer that fails for good (e.g. its transaction timed out on the
+//! coordinator) or whose call never returns (librdkafka #5456) is replaced by a new one with the
+//! same `transactional.id`, which fences it and aborts what it left open (`wedge`); one fenced
+//! again and again is fenced by another instance and cannot continue ([`TxnError::Fenced`]). On partition revocation the consumer's context
 //! aborts the open transaction from the rebalance callback ([`Transaction::abort_on_revoke`]):
 //! once the callback returns, the partitions may belong to another member, and no output
 //! derived from them may be committed any more. The loop sees [`Transaction::take_rolled_back`]
