@@ -55,7 +55,7 @@ impl Transaction {
     }
 
     /// How long a transactional call may take before its producer counts as wedged: longer
-    /// than any call librdkafka bounds ([`retrying`] stops after [`RETRY_FOR`] timeouts, and
+    /// than any call librdkafka bounds (`retrying` stops after `RETRY_FOR` (3) timeouts, and
     /// the call under way then takes at most one more).
     pub fn wedge_after(&self) -> Duration {
         self.0.timeout * (RETRY_FOR + 2) + Duration::from_secs(5)
