@@ -229,7 +229,10 @@ impl Stage for Analytics {
         }
     }
 
+    /// Revocations and assignments first (a consume error's `recv` may have brought some),
+    /// then the queued windows, then a due commit.
     fn settle(&mut self) {
+        self.take_changes();
         self.pump();
         self.settle_transaction();
     }
