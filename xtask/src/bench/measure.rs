@@ -102,7 +102,7 @@ pub(crate) fn read_all(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Records
 }
 
 /// Sum of `group`'s committed offsets on `topic`.
-pub(crate) fn committed_sum(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<i64> {
+fn committed_sum(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<i64> {
     let c: BaseConsumer = kafka.config(&[("group.id", group)])?.create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
