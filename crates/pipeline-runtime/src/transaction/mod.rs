@@ -115,8 +115,8 @@ pub type Offsets = [(String, i32, i64, String)];
 struct Inner {
     /// The current producer: replaced when a transactional call of the old one wedged.
     producer: RwLock<FutureProducer>,
-    /// How to build a replacement (`None` for a producer handed to [`Transaction::init`]).
-    factory: Option<(crate::kafka::KafkaArgs, Vec<(String, String)>)>,
+    /// How to build a replacement: the Kafka settings and the transactional ones.
+    factory: (crate::kafka::KafkaArgs, Vec<(String, String)>),
     id: String,
     open: AtomicBool,
     rolled_back: AtomicBool,
@@ -141,14 +141,10 @@ impl fmt::Debug for Transaction {
 
 impl Transaction {
     /// Initialises transactions of `producer` (created with a `transactional.id`): fences
-    /// older producers with the same id and aborts what they left open. Blocks up to `timeout`.
-    pub fn init(producer: FutureProducer, id: &str, timeout: Duration) -> KafkaResult<Self> {
-        Self::init_with(producer, None, id, timeout)
-    }
-
-    fn init_with(
+    /// older producers with the same id and aborts what they left open.
+    fn init(
         producer: FutureProducer,
-        factory: Option<(crate::kafka::KafkaArgs, Vec<(String, String)>)>,
+        factory: (crate::kafka::KafkaArgs, Vec<(String, String)>),
         id: &str,
         timeout: Duration,
     ) -> KafkaResult<Self> {
@@ -166,7 +162,8 @@ impl Transaction {
     }
 
     /// A transactional producer with `args`' producer settings, `transactional.id` = `id` and
-    /// the broker-side transaction timeout `timeout`, initialised ([`Transaction::init`]).
+    /// the broker-side transaction timeout `timeout`, initialised (which fences older producers with the same
+    /// id and aborts what they left open).
     pub fn create(
         args: &crate::kafka::KafkaArgs,
         id: &str,
@@ -184,7 +181,7 @@ impl Transaction {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         let producer = build(args, &settings)?;
-        Self::init_with(producer, Some((args.clone(), settings)), id, timeout)
+        Self::init(producer, (args.clone(), settings), id, timeout)
             .with_context(|| format!("cannot initialise transactions (transactional id `{id}`)"))
     }
 

@@ -99,11 +99,7 @@ impl Transaction {
     /// initialisation fences the old producer and aborts the transaction it left open.
     pub fn replace(&self) -> Result<(), TxnError> {
         let fenced = |reason: String| TxnError::Fenced(Cause::Replacement(reason));
-        let Some((args, settings)) = &self.0.factory else {
-            return Err(fenced(
-                "the producer was not created by Transaction::create".to_owned(),
-            ));
-        };
+        let (args, settings) = &self.0.factory;
         let producer = build(args, settings).map_err(|e| fenced(format!("{e:#}")))?;
         crate::run_blocking(|| producer.init_transactions(self.0.timeout.max(INIT_TIMEOUT)))
             .map_err(|e| fenced(e.to_string()))?;
