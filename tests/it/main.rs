@@ -22,4 +22,5 @@ mod producer;
 mod reader;
 mod security;
 mod support;
+mod trust;
 mod writer;

@@ -80,7 +80,9 @@ struct Fields<'a> {
 
 /// Validates and enriches one payload.
 ///
-/// `now` is the processing time: it bounds the future skew and becomes `ingested_at`.
+/// `now` is when the record reached Kafka (the stream-reader passes the raw record's Kafka
+/// timestamp, so a reprocessed record is judged the same): it bounds the future skew and
+/// becomes `ingested_at`.
 /// Never panics, whatever the bytes.
 pub fn validate(
     payload: &[u8],

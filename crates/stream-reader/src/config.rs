@@ -35,7 +35,7 @@ pub struct ReaderArgs {
     #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 64 * 1024)]
     pub max_record_bytes: usize,
 
-    /// How far an event timestamp may lie ahead of processing time, in seconds.
+    /// How far an event timestamp may lie ahead of its raw record's Kafka timestamp, in seconds.
     #[arg(long, env = "MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
     pub max_future_skew_secs: u64,
 

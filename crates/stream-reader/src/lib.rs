@@ -159,15 +159,10 @@ pub async fn run_until(
         stop.clone(),
     );
     let analytics = args.analytics.then(|| {
-        let (args, stop, stats, readiness, geo) = (
-            args.clone(),
-            stop.clone(),
-            stats.clone(),
-            readiness.clone(),
-            geo.clone(),
-        );
+        let (args, stop, stats, readiness) =
+            (args.clone(), stop.clone(), stats.clone(), readiness.clone());
         tokio::spawn(async move {
-            let result = analytics::run_until(args, stop.clone(), stats, readiness, geo).await;
+            let result = analytics::run_until(args, stop.clone(), stats, readiness).await;
             stop.cancel();
             result
         })

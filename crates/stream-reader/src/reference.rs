@@ -3,12 +3,13 @@
 //!
 //! It shares no code with the state machine: no checkpoints, no caps, no idle steps (the
 //! callers disable them, or stay below the caps). Per partition of the validated topic in
-//! offset order: a record whose raw coordinates were seen is a duplicate; an event of a minute
+//! offset order: a record whose raw coordinates were seen before (at any earlier offset) is a
+//! duplicate; a record's event time is `min(timestamp, ingested_at)`; an event of a minute
 //! below the horizon (the minute of the largest event time so far minus the lateness) is late;
 //! the windows of minutes below the final horizon are the closed ones.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::IpAddr,
 };
 
@@ -112,16 +113,15 @@ pub fn reference(
     }
     let mut out = Reference::default();
     for records in by_partition.into_values() {
-        let mut seen: HashMap<i32, i64> = HashMap::new();
+        let mut seen: HashSet<(i32, i64)> = HashSet::new();
         let mut max_event: Option<DateTime<Utc>> = None;
         let mut open: BTreeMap<(IpAddr, DateTime<Utc>), Window> = BTreeMap::new();
         for v in records.into_values() {
-            if let Some(s) = v.source {
-                if seen.get(&s.partition).is_some_and(|next| s.offset < *next) {
-                    out.duplicates += 1;
-                    continue;
-                }
-                seen.insert(s.partition, s.offset + 1);
+            if let Some(s) = v.source
+                && !seen.insert((s.partition, s.offset))
+            {
+                out.duplicates += 1;
+                continue;
             }
             let m = minute(v.timestamp);
             if max_event.is_some_and(|e| m < minute(e - lateness)) {
@@ -146,7 +146,8 @@ pub fn reference(
                 w.first_seen = w.first_seen.min(v.timestamp);
                 w.last_seen = w.last_seen.max(v.timestamp);
             }
-            max_event = Some(max_event.map_or(v.timestamp, |e| e.max(v.timestamp)));
+            let reached = v.timestamp.min(v.ingested_at);
+            max_event = Some(max_event.map_or(reached, |e| e.max(reached)));
         }
         if let Some(e) = max_event {
             let horizon = minute(e - lateness);

@@ -14,9 +14,22 @@ use super::state::Analytics;
 use crate::batch::Batch;
 
 impl Analytics {
-    /// True when the stage must not read now: a transaction commit is due.
+    /// True when the stage must not read now: a transaction commit is due, or an idle step's
+    /// checkpoint is not committed yet (the next record must find it durable).
     pub(super) fn committing(&self) -> bool {
-        self.batch.as_ref().is_some_and(Batch::committing)
+        self.batch.as_ref().is_some_and(Batch::committing) || !self.unsaved_steps.is_empty()
+    }
+
+    /// Commits the checkpoints of idle steps whose commit failed (at-least-once mode); the
+    /// stage reads nothing until they are committed.
+    pub(super) fn save_steps(&mut self) {
+        if self.unsaved_steps.is_empty() {
+            return;
+        }
+        let partitions = std::mem::take(&mut self.unsaved_steps);
+        if !self.commit(&partitions) {
+            self.unsaved_steps = partitions;
+        }
     }
 
     /// In exactly-once mode: once a commit is due and every closed window is sent and
@@ -105,7 +118,8 @@ impl Analytics {
 
     /// Commits the current checkpoints of `partitions` that changed (synchronously: at most
     /// one broker round trip a second, and before the next record after an idle step).
-    pub(super) fn commit(&mut self, partitions: &[i32]) {
+    /// Returns false when the commit failed.
+    pub(super) fn commit(&mut self, partitions: &[i32]) -> bool {
         let mut changed = Vec::new();
         for &p in partitions {
             let Some((offset, metadata)) = self.windows.checkpoint(p) else {
@@ -117,18 +131,27 @@ impl Analytics {
                 changed.push((self.input.to_string(), p, offset, metadata));
             }
         }
+        if changed.is_empty() {
+            return true;
+        }
         match commit_checkpoints(&*self.consumer, &changed, CommitMode::Sync) {
             Ok(()) => {
                 for (_, p, offset, metadata) in changed {
                     self.committed.insert(p, (offset, metadata));
                 }
+                true
             }
-            Err(error) => warn!(%error, "checkpoint commit failed; retried in a second"),
+            Err(error) => {
+                warn!(%error, "checkpoint commit failed; retried");
+                false
+            }
         }
     }
 
     pub(super) fn commit_all(&mut self) {
         let partitions: Vec<i32> = self.windows.partitions().collect();
-        self.commit(&partitions);
+        if self.commit(&partitions) {
+            self.unsaved_steps.clear();
+        }
     }
 }

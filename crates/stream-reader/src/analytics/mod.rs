@@ -29,8 +29,8 @@
 //! Limits: a validated record without `source` coordinates (written by another producer) is
 //! never treated as a duplicate; the partition count of the validated topic must not change
 //! while windows are open (as for Kafka Streams' repartition topics, a key would move to
-//! another partition's state); checkpoints must fit the broker's `offset.metadata.max.bytes`
-//! (4,096 bytes by default: about 150 raw partitions).
+//! another partition's state): checkpoints record it, and a restore that finds another count
+//! stops the stage with an error.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -86,12 +86,12 @@ pub const DUPLICATES: Metric = Metric {
     labels: &[],
     help: "Validated records seen again after a validation-stage restart (counted once)",
 };
-/// Events not counted because their minute reached the window cap.
+/// Events no longer counted because their window was evicted from a full minute.
 pub const UNCOUNTED: Metric = Metric {
     name: "reader_window_uncounted_events_total",
     kind: MetricKind::Counter,
     labels: &[],
-    help: "Events not counted: their minute reached the per-partition window cap",
+    help: "Events not counted: their window was evicted from a minute at the per-partition window cap",
 };
 /// Windows emitted with a cap flag, by cap (`sources`, `distinct`).
 pub const CAPPED: Metric = Metric {
@@ -146,12 +146,11 @@ pub(crate) async fn run_until(
     shutdown: CancellationToken,
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
-    geo: Arc<crate::geoip::GeoIp>,
 ) -> anyhow::Result<()> {
     let context = PipelineContext::new(readiness, stats.analytics_partitions.clone())
         .with_group_check("analytics-group")
         .with_partition_changes();
-    let mut stage = Analytics::new(&args, context, stats, geo)?;
+    let mut stage = Analytics::new(&args, context, stats)?;
     stage
         .consumer
         .subscribe(&[&args.validated_topic])
@@ -201,9 +200,9 @@ impl Stage for Analytics {
     }
 
     fn on_record(&mut self, message: &BorrowedMessage<'_>) {
-        // Revocations and assignments of this recv come first.
-        self.take_changes();
-        if self.fatal.is_none() {
+        // Revocations and assignments of this recv come first; after a rollback the record
+        // is read again from the committed checkpoint.
+        if !self.take_changes() && self.fatal.is_none() {
             self.on_message(
                 message.partition(),
                 message.offset(),
@@ -219,6 +218,7 @@ impl Stage for Analytics {
             self.last_window_tick = std::time::Instant::now();
             self.tick();
         }
+        self.save_steps();
         match &mut self.batch {
             Some(batch) => batch.tick(),
             None if self.last_commit.elapsed() >= COMMIT_EVERY => {

@@ -19,6 +19,7 @@ use pipeline_runtime::{
     stage::SharedConsumer,
     telemetry::LogLimiter,
 };
+use rdkafka::consumer::Consumer as _;
 use tracing::{info, warn};
 
 use super::{
@@ -29,7 +30,7 @@ use crate::{
     ReaderArgs, ReaderStats, TRANSACTIONAL_CONSUMER,
     batch::Batch,
     outputs::{Landed, Out, Outputs},
-    windows::{Closed, Emission, Observed, Thresholds, WindowConfig, Windows},
+    windows::{Closed, Emission, Observed, RestoreError, Thresholds, WindowConfig, Windows},
 };
 /// A closed window whose outputs are in flight.
 pub(super) struct Waiting {
@@ -40,8 +41,6 @@ pub(super) struct Waiting {
 }
 
 pub(super) struct Analytics {
-    /// GeoIP / ASN enrichment of the window statistics' source address.
-    pub(super) geo: Arc<crate::geoip::GeoIp>,
     pub(super) input: Arc<str>,
     pub(super) stats_topic: Arc<str>,
     pub(super) alerts_topic: Arc<str>,
@@ -68,6 +67,8 @@ pub(super) struct Analytics {
     pub(super) last_window_tick: Instant,
     /// When checkpoints were last committed (at-least-once mode).
     pub(super) last_commit: Instant,
+    /// Partitions that took an idle step whose checkpoint commit failed (at-least-once mode).
+    pub(super) unsaved_steps: Vec<i32>,
 }
 
 impl Analytics {
@@ -75,7 +76,6 @@ impl Analytics {
         args: &ReaderArgs,
         context: PipelineContext,
         stats: Arc<ReaderStats>,
-        geo: Arc<crate::geoip::GeoIp>,
     ) -> anyhow::Result<Self> {
         let windows = Windows::new(WindowConfig {
             lateness: chrono::TimeDelta::seconds(args.allowed_lateness_secs as i64),
@@ -106,7 +106,6 @@ impl Analytics {
             TRANSACTIONAL_CONSUMER,
         )?);
         Ok(Self {
-            geo,
             input: Arc::from(args.validated_topic.as_str()),
             stats_topic: Arc::from(args.stats_topic.as_str()),
             alerts_topic: Arc::from(args.alerts_topic.as_str()),
@@ -132,12 +131,15 @@ impl Analytics {
             batch,
             last_window_tick: Instant::now(),
             last_commit: Instant::now(),
+            unsaved_steps: Vec::new(),
         })
     }
 
     /// Takes the assignment changes since the last call: revoked partitions lose their state,
-    /// assigned ones are restored from their committed checkpoints.
-    pub(super) fn take_changes(&mut self) {
+    /// assigned ones are restored from their committed checkpoints. Returns true when a
+    /// revoke aborted the transaction and every partition went back to its checkpoint: a
+    /// record fetched before that is read again and must not be taken now.
+    pub(super) fn take_changes(&mut self) -> bool {
         if self
             .batch
             .as_ref()
@@ -146,13 +148,15 @@ impl Analytics {
             // A revoke aborted the transaction: every partition returns to its committed
             // checkpoint (the queued changes are reflected in the current assignment).
             self.changes.take();
-            return self.rollback("partitions revoked");
+            self.rollback("partitions revoked");
+            return true;
         }
         let mut assigned = Vec::new();
         for change in self.changes.take() {
             match change {
                 PartitionChange::Revoked(topic, p) if *topic == *self.input => {
                     self.windows.revoke(p);
+                    self.unsaved_steps.retain(|u| *u != p);
                     self.committed.remove(&p);
                     assigned.retain(|a| *a != p);
                     // Its queued windows are the next owner's to emit (identically).
@@ -172,7 +176,7 @@ impl Analytics {
             }
         }
         if assigned.is_empty() {
-            return;
+            return false;
         }
         // A coordinator that is moving or loading answers with a retriable error: ask again.
         // The stage cannot go on before its partitions are restored, so this blocks.
@@ -204,18 +208,34 @@ impl Analytics {
                     "cannot read the committed checkpoints of `{}`: {error}",
                     self.input
                 ));
-                return;
+                return false;
             }
         };
         self.restore(committed);
+        false
     }
 
     /// Restores partitions from their committed offsets and checkpoints.
     pub(super) fn restore(&mut self, committed: Vec<(i32, Option<i64>, String)>) {
+        match self.topic_partitions() {
+            Ok(count) => self.windows.set_topic_partitions(count),
+            Err(error) => {
+                self.fatal = Some(error);
+                return;
+            }
+        }
         for (p, offset, metadata) in committed {
             match self.windows.assign(p, offset, &metadata) {
                 Ok(closed) => self.queue(closed),
-                Err(reason) => {
+                Err(error @ RestoreError::PartitionsChanged { .. }) => {
+                    metrics::counter!(CHECKPOINT_ERRORS.name).increment(1);
+                    self.fatal = Some(anyhow::anyhow!(
+                        "cannot restore partition {p} of `{}`: {error}",
+                        self.input
+                    ));
+                    return;
+                }
+                Err(RestoreError::NotACheckpoint(reason)) => {
                     metrics::counter!(CHECKPOINT_ERRORS.name).increment(1);
                     warn!(
                         partition = p,
@@ -228,6 +248,20 @@ impl Analytics {
             }
             info!(partition = p, offset, "analytics partition restored");
         }
+    }
+
+    /// The validated topic's partition count, from the broker's metadata.
+    fn topic_partitions(&self) -> anyhow::Result<usize> {
+        let metadata = pipeline_runtime::run_blocking(|| {
+            self.consumer
+                .fetch_metadata(Some(&self.input), Duration::from_secs(10))
+        })
+        .with_context(|| format!("read the partitions of `{}`", self.input))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == &*self.input)
+            .map_or(0, |t| t.partitions().len()))
     }
 
     pub(super) fn on_message(&mut self, partition: i32, offset: i64, payload: &[u8]) {
@@ -244,6 +278,9 @@ impl Analytics {
                     Observed::Late => metrics::counter!(LATE_EVENTS.name).increment(1),
                     Observed::Duplicate => metrics::counter!(DUPLICATES.name).increment(1),
                     Observed::Uncounted => metrics::counter!(UNCOUNTED.name).increment(1),
+                    Observed::Evicted { events } => {
+                        metrics::counter!(UNCOUNTED.name).increment(events.unsigned_abs());
+                    }
                     Observed::Counted | Observed::Final => {}
                 }
                 closed
@@ -261,8 +298,7 @@ impl Analytics {
 
     /// Queues closed windows; their outputs count as in flight from now on.
     pub(super) fn queue(&mut self, closed: Vec<Closed>) {
-        for mut c in closed {
-            c.stats.source_geo = self.geo.lookup(c.stats.source_ip);
+        for c in closed {
             for _ in 0..=c.alerts.len() {
                 self.flow.started(&self.consumer);
             }
@@ -271,8 +307,16 @@ impl Analytics {
         metrics::gauge!(WINDOWS_OPEN.name).set(self.windows.open_windows() as f64);
     }
 
-    /// Sends queued windows while fewer than `max_in_flight` outputs are in flight.
+    /// Sends queued windows while fewer than `max_in_flight` outputs are in flight; in
+    /// exactly-once mode inside the open transaction (opened here when windows closed without
+    /// a record: an idle step, or a restore at a step's position).
     pub(super) fn pump(&mut self) {
+        if !self.outbox.is_empty()
+            && let Some(batch) = &mut self.batch
+            && let Err(error) = batch.begin()
+        {
+            return self.transaction_failed(error);
+        }
         while self.outputs.in_flight() < self.max_in_flight
             && let Some(c) = self.outbox.pop_front()
         {
@@ -416,7 +460,12 @@ impl Analytics {
         }
         match &mut self.batch {
             Some(batch) => batch.commit_now(),
-            None => self.commit(&stepped),
+            None => {
+                if !self.commit(&stepped) {
+                    // Nothing is read until the steps are committed (`committing`).
+                    self.unsaved_steps.extend(stepped);
+                }
+            }
         }
     }
 }

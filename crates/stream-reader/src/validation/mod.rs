@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use log_schema::{ErrorKind, Limits, Redrive, headers};
 use pipeline_runtime::{
     failure::Stalls,
@@ -199,6 +200,7 @@ impl Stage for Reader {
             message.payload().unwrap_or_default(),
             message.key(),
             identity,
+            arrival_time(message),
         );
     }
 
@@ -247,6 +249,17 @@ impl Stage for Reader {
         info!("validation stage stopped");
         self.fatal.take().map_or(Ok(()), Err)
     }
+}
+
+/// When a record reached Kafka: its timestamp (the producer's `CreateTime`, or the broker's
+/// `LogAppendTime` on a topic configured for it). Only a record without one (a message format
+/// older than Kafka 0.10) falls back to the wall clock.
+fn arrival_time(message: &impl Message) -> DateTime<Utc> {
+    message
+        .timestamp()
+        .to_millis()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_else(Utc::now)
 }
 
 /// The original identity a re-submitted record carries in its headers

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, atomic::Ordering::Relaxed};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use log_schema::{DeadLetter, ErrorKind, Origin, Redrive, SourceOffset, ValidationError, validate};
 use pipeline_runtime::{
     failure::{ProduceFailure, ReportedAt, classify_produce},
@@ -20,7 +20,7 @@ use crate::outputs::{Landed, Out};
 use super::{Owner, Reader};
 
 impl Reader {
-    /// Validates one record and sends its output.
+    /// Validates one record that reached Kafka at `arrived` and sends its output.
     pub(super) fn on_message(
         &mut self,
         partition: i32,
@@ -28,6 +28,7 @@ impl Reader {
         payload: &[u8],
         key: Option<&[u8]>,
         identity: Option<Redrive>,
+        arrived: DateTime<Utc>,
     ) {
         let topic = self.topics.input.clone();
         let origin = Origin {
@@ -41,8 +42,9 @@ impl Reader {
             partition: r.origin.partition,
             offset: r.origin.offset,
         });
-        let now = Utc::now();
-        let (out, kind) = match validate(payload, &original, now, &self.limits) {
+        // The record's own Kafka timestamp, not the wall clock, bounds its future skew and is
+        // its `ingested_at`: a reprocessed record is judged exactly as the first time.
+        let (out, kind) = match validate(payload, &original, arrived, &self.limits) {
             Ok(mut record) => {
                 if original.topic != origin.topic {
                     // The windows deduplicate by offsets of this topic only.
@@ -58,9 +60,14 @@ impl Reader {
                 (out, None)
             }
             Err(error) => {
-                let dl =
-                    DeadLetter::new(&error, payload, &origin, now, self.args.dlq_max_raw_bytes)
-                        .redriven(identity);
+                let dl = DeadLetter::new(
+                    &error,
+                    payload,
+                    &origin,
+                    Utc::now(),
+                    self.args.dlq_max_raw_bytes,
+                )
+                .redriven(identity);
                 let out = Out {
                     topic: self.topics.dlq.clone(),
                     key: key.map(<[u8]>::to_vec),

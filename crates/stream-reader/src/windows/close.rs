@@ -1,7 +1,7 @@
 //! Counting a record into its window, and a closed minute's windows into statistics and
 //! alerts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use log_schema::ValidatedRecord;
 
@@ -17,12 +17,6 @@ pub(super) fn take(
     offset: i64,
     r: &ValidatedRecord,
 ) -> Observed {
-    if let Some(source) = r.source {
-        match pw.now.next_source.get(&source.partition) {
-            Some(next) if source.offset < *next => return Observed::Duplicate,
-            _ => {}
-        }
-    }
     let t = r.timestamp.timestamp_micros();
     let m = minute_of(t);
     let observed = if m < pw.now.horizon {
@@ -37,30 +31,52 @@ pub(super) fn take(
         };
         let minute = pw.minutes.entry(m).or_insert_with(|| Minute {
             windows: HashMap::new(),
+            seen: HashMap::new(),
             first_offset: offset,
             before: before.unwrap_or_default(),
             tracked_distinct: 0,
             sources_capped: false,
+            ranking: None,
+            next_seq: 0,
             unacknowledged: None,
         });
+        let fresh = r.source.is_none_or(|s| {
+            u64::try_from(s.offset).map_or(true, |o| {
+                minute.seen.entry(s.partition).or_default().insert(o)
+            })
+        });
+        if !fresh {
+            return Observed::Duplicate;
+        }
         count(minute, config, r)
     };
-    if let Some(source) = r.source {
-        pw.now
-            .next_source
-            .insert(source.partition, source.offset + 1);
-    }
-    pw.now.max_event = Some(pw.now.max_event.map_or(t, |e| e.max(t)));
+    // The record moves the partition's event time, but never past the time it reached Kafka:
+    // a record dated ahead of its ingestion (a skewed clock, a forged timestamp) cannot close
+    // the windows of the real traffic.
+    let reached = t.min(r.ingested_at.timestamp_micros());
+    pw.now.max_event = Some(pw.now.max_event.map_or(reached, |e| e.max(reached)));
     observed
 }
 
 pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRecord) -> Observed {
+    let mut observed = Observed::Counted;
+    let mut floor = 0;
     if !minute.windows.contains_key(&r.source_ip)
         && minute.windows.len() >= config.max_windows_per_minute
     {
         minute.sources_capped = true;
-        return Observed::Uncounted;
+        match evict(minute) {
+            Some(victim) => {
+                floor = victim.rank;
+                observed = Observed::Evicted {
+                    events: victim.events,
+                };
+            }
+            // A cap of zero windows.
+            None => return Observed::Uncounted,
+        }
     }
+    let seq = minute.next_seq;
     let acc = minute.windows.entry(r.source_ip).or_insert_with(|| Acc {
         events: 0,
         bytes_sent: 0,
@@ -71,7 +87,18 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
         first_seen: r.timestamp,
         last_seen: r.timestamp,
         distinct_capped: false,
+        rank: floor,
+        seq,
+        geo: r.source_geo.clone(),
     });
+    if acc.seq == seq {
+        minute.next_seq += 1;
+    }
+    if let Some(ranking) = &mut minute.ranking {
+        ranking.remove(&(acc.rank, acc.seq, r.source_ip));
+        ranking.insert((acc.rank + 1, acc.seq, r.source_ip));
+    }
+    acc.rank += 1;
     acc.events += 1;
     acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
     acc.bytes_received = acc.bytes_received.saturating_add(r.bytes_received);
@@ -95,5 +122,24 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
             acc.distinct_capped = true;
         }
     }
-    Observed::Counted
+    observed
+}
+
+/// Space-Saving: a full minute makes room for a new source by evicting the window of the
+/// lowest rank (the oldest among equals). The ranking is built the first time the minute is
+/// full. Returns the evicted window.
+fn evict(minute: &mut Minute) -> Option<Acc> {
+    let windows = &minute.windows;
+    let ranking = minute.ranking.get_or_insert_with(|| {
+        windows
+            .iter()
+            .map(|(ip, acc)| (acc.rank, acc.seq, *ip))
+            .collect::<BTreeSet<_>>()
+    });
+    let (_, _, ip) = ranking.pop_first()?;
+    let victim = minute.windows.remove(&ip)?;
+    minute.tracked_distinct = minute
+        .tracked_distinct
+        .saturating_sub(victim.ports.len() + victim.destinations.len());
+    Some(victim)
 }

@@ -6,17 +6,22 @@
 //! machine over its records in offset order:
 //!
 //! * **Duplicates.** The validation stage is at-least-once: after its crash it emits some
-//!   records again. A validated record names its raw coordinates (`source`); per raw partition
-//!   the state keeps the next raw offset not yet seen, and a record below it is a duplicate,
-//!   not counted. (The validation stage emits one raw partition's records in offset order.)
-//! * **Watermark and lateness.** The partition's horizon is the minute of its largest event
+//!   records again, and a retried output lands after later ones. A validated record names its
+//!   raw coordinates (`source`); a record whose coordinates were seen before is a duplicate,
+//!   not counted, in whatever order they arrive. A duplicate carries its original's timestamp,
+//!   so each open minute keeps the raw coordinates of its records (a compressed bitmap per raw
+//!   partition); a duplicate of a closed minute is late, and uncounted either way.
+//! * **Event time, watermark and lateness.** A record moves the partition's event time to
+//!   `min(timestamp, ingested_at)` if that is later: never past the Kafka timestamp of its raw
+//!   record, so a record dated ahead (a skewed clock, or an attacker's +290 s record) cannot
+//!   close the minutes of real traffic. The partition's horizon is the minute of its event
 //!   time minus the allowed lateness; every window of a minute below the horizon is closed. An
 //!   event of a closed minute is *late*: still a valid record, never counted. A partition that
 //!   is quiet (no record for `idle`, and caught up) advances its event time by the quiet time,
 //!   so live traffic still flushes its last minute; such an *idle step* is recorded.
 //! * **Checkpoints.** With a partition's committed offset the stream-reader commits, as offset
-//!   metadata, the machine's state at that offset: horizon, largest event time, next raw
-//!   offsets, the idle steps taken after it, and the minute below which every window was
+//!   metadata, the machine's state at that offset: horizon, event time, the idle steps taken
+//!   after it, and the minute below which every window was
 //!   already emitted and acknowledged. The offset is the first offset of the earliest minute
 //!   not yet final, so a replay from it rebuilds every unfinished window from all its events,
 //!   takes the same late/duplicate decisions and the same idle steps at the same positions,
@@ -24,11 +29,18 @@
 //!   statistics after any crash, restart or rebalance as in an uninterrupted run. An idle step
 //!   is committed synchronously before the partition's next record is processed.
 //! * **Bounds.** Per partition and minute at most `max_windows_per_minute` windows and
-//!   `max_distinct_per_minute` tracked distinct ports and destinations. An event of a source
-//!   beyond the window cap is not counted (counted as `uncounted`), and every window of that
-//!   minute carries `sources_capped`; a distinct value beyond the budget is not tracked and its
-//!   window carries `distinct_capped` (its distinct counts are lower bounds). Both decisions
-//!   depend only on the minute's records in offset order, so they replay identically too.
+//!   `max_distinct_per_minute` tracked distinct ports and destinations. A new source in a full
+//!   minute takes the slot of the window of lowest rank (Space-Saving: a window's rank is its
+//!   events plus the rank of the window it evicted; the oldest goes first among equals), and
+//!   every window of that minute carries `sources_capped`. With `n` counted events and `k`
+//!   windows, a source with more than `n/k` events of the minute always has a window, and a
+//!   window misses only the events its source had before it last took a slot, at most `n/k`
+//!   (a source that keeps its slot from its first event, as a scan after a flood does, is
+//!   exact). The rules' counts are at most the
+//!   events, so a source whose distinct ports or denials exceed `n/k` keeps its window too. A
+//!   distinct value beyond the budget is not tracked and its window carries `distinct_capped`
+//!   (its distinct counts are lower bounds). Every decision depends only on the minute's
+//!   records in offset order, so it replays identically.
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -40,8 +52,10 @@ use log_schema::{Alert, AlertRule, ValidatedRecord, WindowStats};
 
 const WINDOW_MICROS: i64 = 60_000_000;
 
-/// Version of the checkpoint format in the committed offset metadata.
-const CHECKPOINT_VERSION: u32 = 1;
+/// Version of the checkpoint format in the committed offset metadata. Version 1 also held the
+/// next raw offset per raw partition (ignored now: duplicates are recognised per minute, and
+/// the replay from the checkpoint's offset rebuilds every open minute's raw coordinates).
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// Alert thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +114,12 @@ pub enum Observed {
     Duplicate,
     /// Its minute reached the window cap and its source has no window: not counted.
     Uncounted,
+    /// Counted in a new window of a full minute, which evicted the lowest-ranked window and
+    /// its `events` (Space-Saving).
+    Evicted {
+        /// Events of the evicted window: not counted any more.
+        events: i64,
+    },
     /// Its window was final before a restart (replay): nothing to do.
     Final,
 }
@@ -130,6 +150,39 @@ pub struct Windows {
     config: WindowConfig,
     partitions: HashMap<i32, PartitionWindows>,
     next_epoch: u64,
+    /// Partitions of the validated topic, as last read from the broker.
+    topic_partitions: Option<usize>,
+}
+
+/// Why a partition cannot be restored from its committed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The offset metadata is not a window checkpoint: the partition starts empty.
+    NotACheckpoint(String),
+    /// The validated topic's partition count changed since the checkpoint was written: the
+    /// sources of a partition are not the ones its windows hold.
+    PartitionsChanged {
+        /// Partitions when the checkpoint was written.
+        was: usize,
+        /// Partitions now.
+        now: usize,
+    },
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotACheckpoint(reason) => f.write_str(reason),
+            Self::PartitionsChanged { was, now } => write!(
+                f,
+                "the validated topic had {was} partitions when the window checkpoints were \
+                 written and has {now} now: a source's records now go to another partition's \
+                 windows, so no window can be final. Return the topic to {was} partitions, or \
+                 stop every stream-reader and reset the analytics group (its checkpoints are \
+                 lost: windows open at that moment are emitted again from the reset offsets)"
+            ),
+        }
+    }
 }
 
 fn minute_of(micros: i64) -> i64 {
@@ -143,6 +196,7 @@ impl Windows {
             config,
             partitions: HashMap::new(),
             next_epoch: 0,
+            topic_partitions: None,
         }
     }
 
@@ -151,32 +205,50 @@ impl Windows {
         self.next_epoch
     }
 
+    /// The validated topic's partition count, written into every checkpoint and checked
+    /// against it on restore.
+    pub fn set_topic_partitions(&mut self, count: usize) {
+        self.topic_partitions = Some(count);
+    }
+
     /// Takes over `partition` from its committed offset and the checkpoint committed with it
     /// (`metadata`; empty when none). Returns the closed windows of idle steps at that offset,
-    /// or an error when the metadata is not a checkpoint (the partition then starts empty).
+    /// or an error when the metadata is not a checkpoint (the partition then starts empty) or
+    /// was written for another partition count of the topic.
     pub fn assign(
         &mut self,
         partition: i32,
         committed: Option<i64>,
         metadata: &str,
-    ) -> Result<Vec<Closed>, String> {
+    ) -> Result<Vec<Closed>, RestoreError> {
         let epoch = self.epoch();
         let mut pw = PartitionWindows::new(epoch, committed);
         let restored = if metadata.is_empty() {
             Ok(())
         } else {
             match serde_json::from_str::<Checkpoint>(metadata) {
-                Ok(c) if c.version == CHECKPOINT_VERSION => {
+                Ok(Checkpoint {
+                    partitions: Some(was),
+                    ..
+                }) if self.topic_partitions.is_some_and(|now| now != was) => {
+                    return Err(RestoreError::PartitionsChanged {
+                        was,
+                        now: self.topic_partitions.unwrap_or_default(),
+                    });
+                }
+                Ok(c) if c.version == CHECKPOINT_VERSION || c.version == 1 => {
                     pw.now = c.at;
                     pw.restored_final = c.final_below;
                     pw.idle_steps = c.idle_steps;
                     Ok(())
                 }
-                Ok(c) => Err(format!(
+                Ok(c) => Err(RestoreError::NotACheckpoint(format!(
                     "checkpoint version {} is not {CHECKPOINT_VERSION}",
                     c.version
-                )),
-                Err(e) => Err(format!("offset metadata is not a window checkpoint: {e}")),
+                ))),
+                Err(e) => Err(RestoreError::NotACheckpoint(format!(
+                    "offset metadata is not a window checkpoint: {e}"
+                ))),
             }
         };
         self.partitions.insert(partition, pw);
@@ -266,6 +338,10 @@ impl Windows {
             if let Some(pw) = self.partitions.get_mut(&p)
                 && let Some(position) = pw.position
             {
+                // One step per position: a later step at the same position supersedes it.
+                if pw.idle_steps.last().is_some_and(|(at, _)| *at == position) {
+                    pw.idle_steps.pop();
+                }
                 pw.idle_steps.push((position, horizon));
                 closed.extend(self.advance(p, horizon));
                 stepped.push(p);
@@ -309,6 +385,8 @@ impl Windows {
                 continue;
             }
             let windows = std::mem::take(&mut minute.windows);
+            // Records of a closed minute are late: its duplicates need no memory.
+            minute.seen = HashMap::new();
             minute.unacknowledged = Some(windows.len());
             let start = DateTime::from_timestamp_micros(m * WINDOW_MICROS).unwrap_or_default();
             let end = start + TimeDelta::microseconds(WINDOW_MICROS);
@@ -329,7 +407,7 @@ impl Windows {
                         last_seen: acc.last_seen,
                         distinct_capped: acc.distinct_capped,
                         sources_capped: minute.sources_capped,
-                        source_geo: None,
+                        source_geo: acc.geo,
                     };
                     let alerts = AlertRule::ALL
                         .into_iter()
@@ -389,6 +467,7 @@ impl Windows {
             at,
             final_below,
             idle_steps: pw.idle_steps.clone(),
+            partitions: self.topic_partitions,
         };
         let metadata = serde_json::to_string(&checkpoint).unwrap_or_default();
         Some((offset, metadata))

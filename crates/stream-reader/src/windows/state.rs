@@ -1,12 +1,13 @@
 //! A partition's window state: what a checkpoint holds, the open minutes and their windows.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     time::Instant,
 };
 
 use chrono::{DateTime, Utc};
+use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
 /// The part of a partition's state that a replay cannot rebuild from the records after an
@@ -16,12 +17,10 @@ pub(super) struct Snapshot {
     /// Every minute below is closed.
     #[serde(rename = "h")]
     pub(super) horizon: i64,
-    /// Largest event time (µs) counted or seen late.
+    /// The partition's event time (µs): the largest `min(timestamp, ingested_at)` of the
+    /// records counted or seen late.
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub(super) max_event: Option<i64>,
-    /// Per raw partition: the next raw offset not seen yet.
-    #[serde(rename = "s", default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) next_source: BTreeMap<i32, i64>,
 }
 
 /// The offset metadata committed with a partition's offset.
@@ -38,6 +37,10 @@ pub(super) struct Checkpoint {
     /// Idle steps after the offset: (position, horizon).
     #[serde(rename = "i", default, skip_serializing_if = "Vec::is_empty")]
     pub(super) idle_steps: Vec<(i64, i64)>,
+    /// Partitions of the validated topic when the checkpoint was written: a source's windows
+    /// live on the partition its key hashes to, which changes with the count.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub(super) partitions: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -51,6 +54,14 @@ pub(super) struct Acc {
     pub(super) first_seen: DateTime<Utc>,
     pub(super) last_seen: DateTime<Utc>,
     pub(super) distinct_capped: bool,
+    /// Space-Saving rank: the events of this window plus the rank of the window it evicted
+    /// (0 when admitted without eviction): never below the source's events of the minute.
+    pub(super) rank: i64,
+    /// Admission order within the minute: among equal ranks the oldest window is evicted.
+    pub(super) seq: u64,
+    /// The source's place as validation looked it up for the window's first record: a
+    /// re-emission carries the same, whatever GeoIP database is loaded by then.
+    pub(super) geo: Option<log_schema::Geo>,
 }
 
 /// One minute of one partition: its windows until it closes, then the count of windows whose
@@ -58,11 +69,19 @@ pub(super) struct Acc {
 #[derive(Debug)]
 pub(super) struct Minute {
     pub(super) windows: HashMap<IpAddr, Acc>,
+    /// Raw coordinates (partition → offsets) of the minute's records: a record seen again is
+    /// a duplicate. A duplicate has its original's timestamp, so it falls in the same minute.
+    pub(super) seen: HashMap<i32, RoaringTreemap>,
     pub(super) first_offset: i64,
     /// The partition's state just before `first_offset`.
     pub(super) before: Snapshot,
     pub(super) tracked_distinct: usize,
     pub(super) sources_capped: bool,
+    /// Windows by (rank, admission): built when the minute first reaches the window cap, then
+    /// kept in step with every counted event.
+    pub(super) ranking: Option<BTreeSet<(i64, u64, IpAddr)>>,
+    /// Next admission number.
+    pub(super) next_seq: u64,
     /// `None` while open; once closed, the windows whose outputs are not acknowledged yet.
     pub(super) unacknowledged: Option<usize>,
 }

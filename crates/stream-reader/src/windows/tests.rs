@@ -138,11 +138,10 @@ fn caps_flag_the_affected_windows_and_count_nothing_silently() {
     let mut observed = Vec::new();
     for (i, (ip, port)) in [
         ("10.0.0.1", 1),
+        ("10.0.0.1", 2),
         ("10.0.0.2", 1),
         ("10.0.0.3", 1),
-        ("10.0.0.1", 2),
         ("10.0.0.1", 3),
-        ("10.0.0.1", 4),
     ]
     .into_iter()
     .enumerate()
@@ -153,28 +152,130 @@ fn caps_flag_the_affected_windows_and_count_nothing_silently() {
         );
     }
     assert_eq!(
-        observed[2],
-        Observed::Uncounted,
-        "a third source in a 2-window minute"
+        observed[3],
+        Observed::Evicted { events: 1 },
+        "a third source in a 2-window minute evicts the lowest-ranked window (10.0.0.2)"
     );
     let (_, closed) = w.observe(
         0,
         9,
         &record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", 9),
     );
-    assert_eq!(closed.len(), 2);
-    assert!(closed.iter().all(|c| c.stats.sources_capped));
-    let first = &closed[0].stats;
+    let by_ip: BTreeMap<String, &WindowStats> = closed
+        .iter()
+        .map(|c| (c.stats.source_ip.to_string(), &c.stats))
+        .collect();
     assert_eq!(
-        first.events, 4,
+        by_ip.keys().collect::<Vec<_>>(),
+        ["10.0.0.1", "10.0.0.3"],
+        "the evicted window is not emitted"
+    );
+    assert!(closed.iter().all(|c| c.stats.sources_capped));
+    let first = by_ip["10.0.0.1"];
+    assert_eq!(
+        first.events, 3,
         "counted even when its distinct values are not"
     );
     assert!(
         first.distinct_capped,
-        "budget 5: 2 + 2 tracked, then 1 more"
+        "budget 5: 4 tracked for 10.0.0.1 and 1 for 10.0.0.3"
     );
-    assert_eq!(first.distinct_ports + first.distinct_destinations, 3);
-    assert!(!closed[1].stats.distinct_capped);
+    assert_eq!(first.distinct_ports + first.distinct_destinations, 4);
+    assert_eq!(by_ip["10.0.0.3"].events, 1);
+}
+
+#[test]
+fn a_scan_after_a_flood_that_fills_the_cap_keeps_an_exact_window_and_its_alert() {
+    let mut w = Windows::new(WindowConfig {
+        max_windows_per_minute: 100,
+        ..config()
+    });
+    let t = at("2025-12-28T10:00:01Z");
+    let mut offset = 0;
+    // 300 spoofed one-packet sources: three times the cap.
+    for i in 0..300 {
+        let ip = format!("10.1.{}.{}", i / 200, i % 200);
+        w.observe(0, offset, &record(t, &ip, 1, "ALLOW", offset));
+        offset += 1;
+    }
+    // The scan, interleaved with more flood.
+    for port in 1..=5 {
+        w.observe(0, offset, &record(t, "10.0.0.66", port, "ALLOW", offset));
+        offset += 1;
+        for i in 0..50 {
+            let ip = format!("10.2.{port}.{i}");
+            w.observe(0, offset, &record(t, &ip, 1, "ALLOW", offset));
+            offset += 1;
+        }
+    }
+    let (_, closed) = w.observe(
+        0,
+        offset,
+        &record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", offset),
+    );
+    assert_eq!(closed.len(), 100, "the cap");
+    let scan = closed
+        .iter()
+        .find(|c| c.stats.source_ip.to_string() == "10.0.0.66")
+        .expect("the scanner kept its window");
+    assert_eq!((scan.stats.events, scan.stats.distinct_ports), (5, 5));
+    assert!(scan.stats.sources_capped);
+    let scans = scan.alerts.iter().filter(|a| a.rule == AlertRule::PortScan);
+    assert_eq!(scans.count(), 1);
+}
+
+/// Space-Saving's bound, checked against exact counts: in a (partition, minute) of `n` counted
+/// events and `k` windows, every source with more than n/k events has a window, and no window
+/// misses more than n/k of its source's events.
+#[test]
+fn the_window_cap_keeps_every_source_above_n_over_k_and_misses_at_most_n_over_k_events() {
+    for seed in 0..30 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let k = rng.random_range(5..40);
+        let mut w = Windows::new(WindowConfig {
+            max_windows_per_minute: k,
+            ..config()
+        });
+        let t = at("2025-12-28T10:00:01Z");
+        let mut truth: BTreeMap<String, i64> = BTreeMap::new();
+        let n = rng.random_range(200..2_000);
+        for offset in 0..n {
+            // A few heavy sources among many light ones, in random order.
+            let ip = if rng.random_bool(0.3) {
+                format!("10.0.0.{}", rng.random_range(1..4))
+            } else {
+                format!(
+                    "10.9.{}.{}",
+                    rng.random_range(0..4),
+                    rng.random_range(0..250)
+                )
+            };
+            *truth.entry(ip.clone()).or_default() += 1;
+            w.observe(0, offset, &record(t, &ip, 1, "ALLOW", offset));
+        }
+        let (_, closed) = w.observe(
+            0,
+            n,
+            &record(at("2025-12-28T10:05:00Z"), "10.0.0.9", 1, "ALLOW", n),
+        );
+        let emitted: BTreeMap<String, i64> = closed
+            .iter()
+            .map(|c| (c.stats.source_ip.to_string(), c.stats.events))
+            .collect();
+        let bound = n / k as i64;
+        for (ip, events) in &truth {
+            match emitted.get(ip) {
+                Some(got) => assert!(
+                    *got <= *events && events - got <= bound,
+                    "seed {seed}: {ip} emitted {got} of {events} (bound {bound})"
+                ),
+                None => assert!(
+                    *events <= bound,
+                    "seed {seed}: {ip} with {events} events > n/k = {bound} lost its window"
+                ),
+            }
+        }
+    }
 }
 
 #[test]
@@ -235,6 +336,14 @@ fn stream(rng: &mut StdRng, n: usize) -> Vec<ValidatedRecord> {
         next[p as usize] += 1;
         out.push(r);
         i += 1;
+    }
+    // Retries: an output that failed is sent again after later ones landed.
+    for i in 0..out.len() {
+        if rng.random_bool(0.02) {
+            let r = out.remove(i);
+            let to = (i + rng.random_range(1..30)).min(out.len());
+            out.insert(to, r);
+        }
     }
     out
 }
@@ -348,4 +457,148 @@ fn a_checkpoint_that_is_not_ours_is_an_error_and_a_fresh_start() {
     let mut w = Windows::new(config());
     assert!(w.assign(0, Some(5), "something else").is_err());
     assert_eq!(w.checkpoint(0).map(|c| c.0), Some(5));
+}
+
+/// A record that reached Kafka at `ingested`.
+fn ingested(
+    at: DateTime<Utc>,
+    ingested: DateTime<Utc>,
+    ip: &str,
+    port: u16,
+    source: i64,
+) -> ValidatedRecord {
+    let json = format!(
+        r#"{{"timestamp":"{}","source_ip":"{ip}","destination_ip":"10.0.0.9","port":{port},"protocol":"TCP","bytes_sent":1,"bytes_received":1,"action":"ALLOW"}}"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    );
+    let origin = Origin {
+        topic: "t",
+        partition: 0,
+        offset: source,
+    };
+    validate(json.as_bytes(), &origin, ingested, &Limits::default()).expect("valid")
+}
+
+#[test]
+fn a_record_dated_ahead_of_its_ingestion_closes_nothing_and_the_scan_after_it_alerts() {
+    let mut w = Windows::new(config());
+    w.assign(0, Some(0), "").expect("fresh");
+    let t0 = at("2025-12-28T10:00:05Z");
+    // The scanner's own record, dated 290 s ahead of the time it reached Kafka (the validator
+    // allows 300 s of skew).
+    let (o, c) = w.observe(
+        0,
+        0,
+        &ingested(t0 + TimeDelta::seconds(290), t0, "10.9.9.9", 1, 0),
+    );
+    assert_eq!(o, Observed::Counted);
+    assert!(c.is_empty());
+    // The scan: ports 1..=5 from 10.0.0.1 during 10:00, each record ingested a second later.
+    for i in 0..5 {
+        let t = t0 + TimeDelta::seconds(10 * i);
+        let (o, c) = w.observe(
+            0,
+            1 + i,
+            &ingested(
+                t,
+                t + TimeDelta::seconds(1),
+                "10.0.0.1",
+                1 + i as u16,
+                1 + i,
+            ),
+        );
+        assert_eq!(o, Observed::Counted, "scan event {i} is not late");
+        assert!(c.is_empty(), "nothing closes during the scan's minute");
+    }
+    // Traffic of 10:01:40 closes 10:00 (lateness 30 s).
+    let t = at("2025-12-28T10:01:40Z");
+    let (_, closed) = w.observe(0, 6, &ingested(t, t, "10.0.0.2", 80, 6));
+    let scan = closed
+        .iter()
+        .find(|c| c.stats.source_ip.to_string() == "10.0.0.1")
+        .expect("the scanner's window closed");
+    assert_eq!(scan.stats.events, 5);
+    assert_eq!(scan.stats.distinct_ports, 5);
+    let scans = scan.alerts.iter().filter(|a| a.rule == AlertRule::PortScan);
+    assert_eq!(scans.count(), 1, "port_scan (threshold 3) fires once");
+}
+
+#[test]
+fn a_retried_record_arriving_after_later_ones_is_counted_and_a_true_duplicate_is_not() {
+    let mut w = Windows::new(config());
+    w.assign(0, Some(0), "").expect("fresh");
+    let t = at("2025-12-28T10:00:05Z");
+    let r = |raw: i64| {
+        let mut r = record(t, "10.0.0.1", 1 + raw as u16, "ALLOW", raw);
+        r.source = Some(SourceOffset {
+            partition: 4,
+            offset: raw,
+        });
+        r
+    };
+    // Raw offsets 1 and 2 land before the retried 0; then 1 again (a real duplicate).
+    let order = [1, 2, 0, 1];
+    let observed: Vec<Observed> = order
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| w.observe(0, i as i64, &r(*raw)).0)
+        .collect();
+    assert_eq!(
+        observed,
+        [
+            Observed::Counted,
+            Observed::Counted,
+            Observed::Counted,
+            Observed::Duplicate
+        ]
+    );
+}
+
+#[test]
+fn a_checkpoint_after_300_raw_partitions_fits_the_brokers_default_metadata_limit() {
+    let mut w = Windows::new(config());
+    w.assign(0, Some(0), "").expect("fresh");
+    let t = at("2025-12-28T10:00:05Z");
+    let mut closed = Vec::new();
+    // Minutes of records from 300 raw partitions, the first ones closed and acknowledged.
+    for raw in 0..600 {
+        let at = t + TimeDelta::seconds(raw / 5);
+        let mut r = record(at, "10.0.0.1", 1, "ALLOW", raw);
+        r.source = Some(SourceOffset {
+            partition: (raw % 300) as i32,
+            offset: 1_000_000_000 + raw,
+        });
+        closed.extend(w.observe(0, raw, &r).1);
+    }
+    assert!(!closed.is_empty(), "the first minutes closed");
+    for c in closed {
+        w.emitted(0, c.emission);
+    }
+    let (offset, metadata) = w.checkpoint(0).expect("checkpoint");
+    assert!(offset > 0, "the checkpoint moved past the final minutes");
+    // offset.metadata.max.bytes defaults to 4,096; the checkpoint holds no per-raw-partition
+    // state at all.
+    assert!(metadata.len() < 200, "{} bytes: {metadata}", metadata.len());
+}
+
+#[test]
+fn a_checkpoint_of_another_partition_count_is_refused() {
+    let mut w = Windows::new(config());
+    w.set_topic_partitions(3);
+    w.assign(0, Some(0), "").expect("fresh");
+    w.observe(
+        0,
+        0,
+        &record(at("2025-12-28T10:00:01Z"), "10.0.0.1", 1, "ALLOW", 0),
+    );
+    let (offset, metadata) = w.checkpoint(0).expect("checkpoint");
+    let mut same = Windows::new(config());
+    same.set_topic_partitions(3);
+    assert!(same.assign(0, Some(offset), &metadata).is_ok());
+    let mut grown = Windows::new(config());
+    grown.set_topic_partitions(4);
+    assert_eq!(
+        grown.assign(0, Some(offset), &metadata).err(),
+        Some(RestoreError::PartitionsChanged { was: 3, now: 4 })
+    );
 }
