@@ -58,6 +58,7 @@ pub(crate) fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
         stats_topic: t.stats.clone(),
         alerts_topic: t.alerts.clone(),
         dlq_topic: t.dlq.clone(),
+        dlq_max_raw_bytes: log_schema::DEFAULT_MAX_RAW_BYTES,
         batch_max_rows: 8,
         max_in_flight: 256,
         retry_max_attempts: 0,

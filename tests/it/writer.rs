@@ -10,7 +10,7 @@ use cassandra_writer::writer::{WriterArgs, WriterStats};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use log_schema::{DeadLetter, ErrorKind, Limits, Origin, ValidatedRecord, validate};
-use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs, transaction::Delivery};
 use producer::{Generator, GeneratorConfig};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -84,6 +84,7 @@ fn args(s: &Setup, group: &str) -> WriterArgs {
         stats_topic: s.stats.clone(),
         alerts_topic: s.alerts.clone(),
         dlq_topic: s.dlq.clone(),
+        dlq_max_raw_bytes: log_schema::DEFAULT_MAX_RAW_BYTES,
         batch_max_rows: 8,
         max_in_flight: 256,
         retry_max_attempts: 0,
@@ -544,4 +545,152 @@ async fn unavailable_at_quorum_is_retried_and_commits_nothing_until_the_keyspace
     let want: BTreeSet<Uuid> = s.records.iter().map(|r| r.event_id).collect();
     assert_eq!(got, want, "exactly the input's rows");
     assert_eq!(support::topic_size(&s.dlq), 0, "still no dead letter");
+}
+
+/// A dead letter larger than the DLQ topic takes goes without its payload (`raw_truncated`,
+/// its size and coordinates kept), in both delivery modes, and the writer goes on: the record
+/// after it is written.
+async fn an_oversized_dead_letter_is_sent_without_its_payload(delivery: Delivery) {
+    let name = format!("dlq_big_{delivery:?}")
+        .to_lowercase()
+        .replace('-', "_");
+    let s = setup(&name, 20).await;
+    support::set_topic_config(&s.dlq, "max.message.bytes", "20000").await;
+    // 100 KB that are not a validated record, between valid records.
+    let garbage = vec![b'x'; 100_000];
+    support::produce(&s.topic, &[(None, garbage)]).await;
+    let last = &s.records[0];
+    support::produce(
+        &s.topic,
+        &[(
+            Some(last.source_ip.to_string().into_bytes()),
+            last.to_json(),
+        )],
+    )
+    .await;
+    let stats = write_all(
+        WriterArgs {
+            delivery,
+            ..args(&s, &s.group)
+        },
+        21,
+    )
+    .await;
+    assert_eq!(
+        stats.written.load(Relaxed),
+        21,
+        "every valid record written"
+    );
+    let dead = support::read_to_end(&s.dlq, DEADLINE);
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let d = DeadLetter::from_json(&dead[0].payload).expect("dead letter");
+    assert!(d.raw.is_empty() && d.raw_truncated, "{d:?}");
+    assert_eq!(d.raw_size, 100_000);
+    assert_eq!(
+        (d.source.partition, d.source.topic.as_str()),
+        (dead_partition(&s), s.topic.as_str())
+    );
+}
+
+/// The partition the unkeyed garbage record landed on (the only record of its offset that is
+/// not a validated record).
+fn dead_partition(s: &Setup) -> i32 {
+    support::read_to_end(&s.topic, DEADLINE)
+        .iter()
+        .find(|r| r.payload.len() == 100_000)
+        .map(|r| r.partition)
+        .expect("the garbage record")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_dead_letter_is_sent_without_its_payload_at_least_once() {
+    an_oversized_dead_letter_is_sent_without_its_payload(Delivery::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_dead_letter_is_sent_without_its_payload_exactly_once() {
+    an_oversized_dead_letter_is_sent_without_its_payload(Delivery::ExactlyOnce).await;
+}
+
+/// Two exactly-once writers in one group under an incremental protocol: the second joins
+/// mid-stream, so the first loses some partitions and keeps the others with writes in flight.
+/// Every partition is committed to its end through a second round after the rebalance (a kept
+/// partition's in-flight writes still count), and every row is written once.
+async fn exactly_once_writers_share_partitions_incrementally(name: &str, option: &str) {
+    let n = 20_000;
+    let s = setup(name, n).await;
+    let with = |id: &str| {
+        let mut a = args(&s, &s.group);
+        a.delivery = Delivery::ExactlyOnce;
+        a.transactional_id = format!("{}-{id}", s.group);
+        a.kafka.options = vec![option.parse().expect("option")];
+        a
+    };
+    let (first_stats, second_stats) = (
+        Arc::new(WriterStats::default()),
+        Arc::new(WriterStats::default()),
+    );
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(cassandra_writer::writer::run_until(
+        with("a"),
+        stop.clone(),
+        first_stats.clone(),
+    ));
+    support::wait_until(DEADLINE, "the first writer under way", || {
+        first_stats.written.load(Relaxed) >= 2_000
+    })
+    .await;
+    let second = tokio::spawn(cassandra_writer::writer::run_until(
+        with("b"),
+        stop.clone(),
+        second_stats.clone(),
+    ));
+    let assigned = |w: &WriterStats| w.assigned_partitions.load(Relaxed);
+    // The input, stats and alerts topics: 9 partitions between the two.
+    support::wait_until(DEADLINE, "the second writer holds partitions", || {
+        assigned(&second_stats) > 0 && assigned(&first_stats) + assigned(&second_stats) == 9
+    })
+    .await;
+    // The same records again (idempotent rows): work for both members after the rebalance.
+    let payloads: Vec<_> = s
+        .records
+        .iter()
+        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
+        .collect();
+    support::produce(&s.topic, &payloads).await;
+    support::wait_until(DEADLINE * 3, "every partition committed to its end", || {
+        support::committed(&s.group, &s.topic).values().sum::<i64>() == 2 * n as i64
+    })
+    .await;
+    stop.cancel();
+    first
+        .await
+        .expect("join")
+        .expect("first writer stopped cleanly");
+    second
+        .await
+        .expect("join")
+        .expect("second writer stopped cleanly");
+    let session = support::session(&s.keyspace).await;
+    let ids = support::event_ids(&session, &s.keyspace, &ips(&s.records)).await;
+    assert_eq!(
+        ids.into_iter().collect::<BTreeSet<_>>().len(),
+        n,
+        "every row written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_writers_share_partitions_with_cooperative_sticky_assignment() {
+    exactly_once_writers_share_partitions_incrementally(
+        "eosw_coop",
+        "partition.assignment.strategy=cooperative-sticky",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_writers_share_partitions_with_the_kip_848_consumer_protocol() {
+    exactly_once_writers_share_partitions_incrementally("eosw_kip848", "group.protocol=consumer")
+        .await;
 }

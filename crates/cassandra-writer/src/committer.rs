@@ -9,9 +9,11 @@
 //! without the dead letters below it. Rows need no transaction: they are idempotent upserts.
 //!
 //! Revocations come from [`PartitionChanges`] (taken before every commit): a revoked
-//! partition's frontier and dead letters are dropped, and completions of writes started
-//! before a revocation are ignored ([`Committer::epoch`]), so nothing is committed for a
-//! partition this instance no longer owns.
+//! partition's frontier and dead letters are dropped, and completions of that partition's
+//! writes started before its revocation are ignored ([`Committer::epoch`],
+//! [`Committer::is_current`]), so nothing is committed for a partition this instance no longer
+//! owns. A partition that stays assigned keeps its writes in flight: a revocation of another
+//! partition (cooperative-sticky, KIP-848) does not void them.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -47,8 +49,13 @@ pub(crate) struct Committer {
     transaction: Transaction,
     changes: PartitionChanges,
     owned: HashSet<(Arc<str>, i32)>,
-    /// Incremented on every revocation: writes started before it no longer count.
+    /// Incremented on every revocation and reset; a write is tagged with it when it starts.
     epoch: u64,
+    /// Per partition, the epoch of its last revocation: its writes tagged before it no longer
+    /// count.
+    revoked_at: BTreeMap<(Arc<str>, i32), u64>,
+    /// The epoch of the last reset (an abort): every write tagged before it no longer counts.
+    reset_at: u64,
     /// Next offset to commit per partition (contiguously written up to it).
     frontier: BTreeMap<(Arc<str>, i32), i64>,
     /// Dead letters by (topic, partition, offset) of the record they replace.
@@ -62,6 +69,8 @@ impl Committer {
             changes,
             owned: HashSet::new(),
             epoch: 0,
+            revoked_at: BTreeMap::new(),
+            reset_at: 0,
             frontier: BTreeMap::new(),
             dead_letters: BTreeMap::new(),
         }
@@ -70,6 +79,16 @@ impl Committer {
     /// The current epoch, to tag a write with when it starts.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Whether a write of `partition` tagged `epoch` still counts: neither the partition was
+    /// revoked nor the transaction reset since it started.
+    pub fn is_current(&self, topic: &Arc<str>, partition: i32, epoch: u64) -> bool {
+        epoch >= self.reset_at
+            && self
+                .revoked_at
+                .get(&(topic.clone(), partition))
+                .is_none_or(|at| epoch >= *at)
     }
 
     /// Applies the assignment changes since the last call.
@@ -82,6 +101,7 @@ impl Committer {
                 PartitionChange::Revoked(topic, p) => {
                     self.epoch += 1;
                     let key = (Arc::from(topic.as_str()), p);
+                    self.revoked_at.insert(key.clone(), self.epoch);
                     self.owned.remove(&key);
                     self.frontier.remove(&key);
                     self.dead_letters
@@ -100,7 +120,9 @@ impl Committer {
         next: Option<i64>,
         dead_letter: Option<Deferred>,
     ) {
-        if epoch != self.epoch || !self.owned.contains(&(topic.clone(), partition)) {
+        if !self.is_current(&topic, partition, epoch)
+            || !self.owned.contains(&(topic.clone(), partition))
+        {
             return;
         }
         if let Some(next) = next {
@@ -163,6 +185,7 @@ impl Committer {
     /// After an abort: forgets everything not committed; writes in flight no longer count.
     pub fn reset(&mut self) {
         self.epoch += 1;
+        self.reset_at = self.epoch;
         self.frontier.clear();
         self.dead_letters.clear();
     }
@@ -185,7 +208,7 @@ pub(crate) fn completed<C: rdkafka::consumer::ConsumerContext>(
 ) {
     match committer {
         None => complete_and_store(tracker, consumer, &topic, partition, offset),
-        Some(c) if c.epoch() == epoch => {
+        Some(c) if c.is_current(&topic, partition, epoch) => {
             let next = tracker.lock().complete(&topic, partition, offset);
             let deferred = match outcome {
                 Outcome::DeadLettered(d) => d,

@@ -43,6 +43,12 @@ pub struct WriterArgs {
     #[arg(long, env = "WRITER_DLQ_TOPIC", default_value = log_schema::topics::DLQ)]
     pub dlq_topic: String,
 
+    /// Budget of the payload inside a dead letter, in bytes (encoded); larger payloads are
+    /// kept as a flagged prefix, and a dead letter the DLQ topic's max.message.bytes cannot
+    /// take is sent without its payload.
+    #[arg(long, env = "WRITER_DLQ_MAX_RAW_BYTES", default_value_t = log_schema::DEFAULT_MAX_RAW_BYTES)]
+    pub dlq_max_raw_bytes: usize,
+
     /// Most `access_logs` rows of one source IP written as one single-partition unlogged batch,
     /// from the records the consumer already has buffered (nothing waits to fill a batch);
     /// 1 writes every row on its own.

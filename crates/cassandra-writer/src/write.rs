@@ -7,9 +7,7 @@ use std::{
 
 use backon::Retryable as _;
 use chrono::{DateTime, Utc};
-use log_schema::{
-    Alert, DEFAULT_MAX_RAW_BYTES, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats,
-};
+use log_schema::{Alert, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats};
 use pipeline_runtime::observe;
 use pipeline_runtime::{
     failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
@@ -45,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) logs: LogLimiter,
     /// Partitions whose writes keep failing (`/readyz`).
     pub(crate) stalls: std::sync::Mutex<Stalls>,
+    /// Largest dead letter the DLQ topic takes (its `max.message.bytes` less the record
+    /// overhead): a larger one is sent without its payload.
+    pub(crate) dlq_max_envelope: usize,
 }
 
 impl Shared {
@@ -279,8 +280,18 @@ async fn dead_letter(
     key: Option<&[u8]>,
     origin: &Origin<'_>,
 ) -> anyhow::Result<Option<Deferred>> {
-    let envelope =
-        DeadLetter::new(error, payload, origin, failed_at(), DEFAULT_MAX_RAW_BYTES).to_json();
+    let dead_letter = DeadLetter::new(
+        error,
+        payload,
+        origin,
+        failed_at(),
+        shared.args.dlq_max_raw_bytes,
+    );
+    let mut envelope = dead_letter.to_json();
+    if envelope.len() > shared.dlq_max_envelope {
+        // The DLQ topic would refuse it: the payload stays on the input topic at `origin`.
+        envelope = dead_letter.without_raw().to_json();
+    }
     if shared.args.delivery == Delivery::ExactlyOnce {
         return Ok(Some(Deferred {
             envelope,

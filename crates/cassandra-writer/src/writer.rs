@@ -162,7 +162,9 @@ pub async fn run_until(
         args.stats_topic.clone(),
         args.alerts_topic.clone(),
     ];
+    let dlq_max_envelope = dlq_max_envelope(&args).await;
     let shared = Arc::new(Shared {
+        dlq_max_envelope,
         session,
         statements,
         producer,
@@ -411,3 +413,24 @@ const TRANSACTIONAL: &[(&str, &str)] = &[
     ("isolation.level", "read_committed"),
     ("enable.auto.commit", "false"),
 ];
+
+/// Bytes a record batch adds around one record's value (headers, key, batch framing), kept
+/// free below the DLQ topic's `max.message.bytes`.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// The largest dead letter the DLQ topic takes whole, from its `max.message.bytes`; when the
+/// broker does not say (no DescribeConfigs permission), the dead-letter budget stands.
+async fn dlq_max_envelope(args: &WriterArgs) -> usize {
+    match args.kafka.topic_max_message_bytes(&args.dlq_topic).await {
+        Ok(max) => max.saturating_sub(RECORD_OVERHEAD),
+        Err(error) => {
+            warn!(
+                error = format!("{error:#}"),
+                topic = %args.dlq_topic,
+                "cannot read the DLQ topic's max.message.bytes; dead letters keep up to \
+                 WRITER_DLQ_MAX_RAW_BYTES of their payload"
+            );
+            usize::MAX
+        }
+    }
+}

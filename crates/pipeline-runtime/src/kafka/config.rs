@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use rdkafka::{
     ClientConfig,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication},
     client::DefaultClientContext,
     consumer::{ConsumerContext, StreamConsumer},
     producer::FutureProducer,
@@ -343,6 +343,27 @@ impl KafkaArgs {
             }
         }
         Ok(())
+    }
+
+    /// The largest record `topic` accepts: its `max.message.bytes` (topic override or the
+    /// broker's default), as the broker describes it.
+    pub async fn topic_max_message_bytes(&self, topic: &str) -> anyhow::Result<usize> {
+        let admin = self.admin()?;
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
+            .await
+            .with_context(|| format!("describe the configuration of `{topic}`"))?;
+        let resource = results
+            .into_iter()
+            .next()
+            .context("no answer")?
+            .map_err(|code| anyhow::anyhow!("cannot describe `{topic}`: {code}"))?;
+        resource
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("`{topic}` has no max.message.bytes"))
     }
 }
 
