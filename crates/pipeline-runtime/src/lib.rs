@@ -6,6 +6,7 @@
 pub mod cassandra;
 pub mod failure;
 pub mod kafka;
+pub mod memory;
 pub mod observe;
 pub mod secret;
 pub mod shutdown;
