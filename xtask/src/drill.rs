@@ -414,20 +414,23 @@ const CLOSERS: usize = 64;
 /// The allowed lateness of the drills' stream-reader (its default).
 const LATENESS: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
-/// Produces [`CLOSERS`] records two minutes ahead in event time (within the reader's future
-/// skew), from 64 sources so that every validated partition gets one: they close every window
-/// of the drill's data by event time; their own windows stay open.
+/// Produces [`CLOSERS`] records two minutes ahead in event time and with a Kafka timestamp two
+/// minutes ahead (a stream that has moved on: a record moves event time no further than its
+/// Kafka timestamp), from 64 sources so that every validated partition gets one: they close
+/// every window of the drill's data by event time; their own windows stay open.
 async fn produce_closers(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<()> {
     let producer = kafka.producer(&[])?;
-    let at = (Utc::now() + chrono::TimeDelta::minutes(2))
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let ahead = Utc::now() + chrono::TimeDelta::minutes(2);
+    let at = ahead.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     for i in 0..CLOSERS {
         let json = format!(
             r#"{{"timestamp":"{at}","source_ip":"198.51.100.{i}","destination_ip":"10.9.0.1","port":9,"protocol":"TCP","bytes_sent":1,"bytes_received":1,"action":"ALLOW"}}"#
         );
         producer
             .send(
-                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(json.as_bytes()),
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic)
+                    .payload(json.as_bytes())
+                    .timestamp(ahead.timestamp_millis()),
                 Duration::from_secs(30),
             )
             .await
