@@ -56,10 +56,7 @@ async fn setup(name: &str, n: usize) -> Setup {
                 .expect("generated records are valid")
         })
         .collect();
-    let payloads: Vec<_> = records
-        .iter()
-        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
-        .collect();
+    let payloads = keyed(&records);
     support::produce(&topic, &payloads).await;
     Setup {
         keyspace,
@@ -70,6 +67,14 @@ async fn setup(name: &str, n: usize) -> Setup {
         group: support::unique(&format!("it_{name}_group")),
         records,
     }
+}
+
+/// Validated records as they travel: keyed by source IP, as the stream-reader writes them.
+fn keyed(records: &[ValidatedRecord]) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    records
+        .iter()
+        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
+        .collect()
 }
 
 fn args(s: &Setup, group: &str) -> WriterArgs {
@@ -476,11 +481,7 @@ async fn unavailable_at_quorum_is_retried_and_commits_nothing_until_the_keyspace
         late_stats.clone(),
     ));
 
-    let payloads: Vec<_> = s
-        .records
-        .iter()
-        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
-        .collect();
+    let payloads = keyed(&s.records);
     support::produce(&s.topic, &payloads).await;
     support::wait_until(DEADLINE, "Unavailable writes retried", || {
         stats.retries.load(Relaxed) >= 20 && stats.consumed.load(Relaxed) > 0
@@ -652,11 +653,7 @@ async fn exactly_once_writers_share_partitions_incrementally(name: &str, option:
     })
     .await;
     // The same records again (idempotent rows): work for both members after the rebalance.
-    let payloads: Vec<_> = s
-        .records
-        .iter()
-        .map(|r| (Some(r.source_ip.to_string().into_bytes()), r.to_json()))
-        .collect();
+    let payloads = keyed(&s.records);
     support::produce(&s.topic, &payloads).await;
     support::wait_until(DEADLINE * 3, "every partition committed to its end", || {
         support::committed(&s.group, &s.topic).values().sum::<i64>() == 2 * n as i64
