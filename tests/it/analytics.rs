@@ -32,7 +32,7 @@ fn minute(ago: i64) -> DateTime<Utc> {
         .expect("trunc")
 }
 
-fn raw(
+pub(crate) fn raw(
     at: DateTime<Utc>,
     ip: &str,
     port: u16,

@@ -17,7 +17,7 @@ use producer::{Generator, GeneratorConfig, Scenario};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use stream_reader::{
     ReaderStats,
-    reference::{Reference, reference},
+    reference::{Reference, reference_with_idle_steps},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -102,27 +102,47 @@ pub(crate) fn assert_matches(
     );
 }
 
-/// Waits until the validation stage committed all `n` input records and the analytics stage
-/// emitted every window the reference closes; returns the reference.
-async fn settle(t: &Topics, n: i64, cutoff: DateTime<Utc>, lateness: TimeDelta) -> Reference {
-    support::wait_until(DEADLINE * 3, "every input record committed", || {
-        support::committed(&t.group, &t.input).values().sum::<i64>() == n
-    })
-    .await;
+/// The reference over what the validation stage committed, with the idle steps committed by
+/// the stream-readers logging to `logs`; only the windows before `cutoff`.
+pub(crate) fn reference_of(
+    t: &Topics,
+    lateness: TimeDelta,
+    logs: &[&str],
+    cutoff: DateTime<Utc>,
+) -> Reference {
     let validated = support::read_to_end(&t.validated, DEADLINE);
-    let r = reference(
+    let mut r = reference_with_idle_steps(
         validated.iter().map(|r| {
             let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
             (r.partition, r.offset, v)
         }),
         lateness,
+        &support::idle_steps(logs, &t.validated),
     );
+    r.windows.retain(|(_, m), _| *m < cutoff);
+    r
+}
+
+/// Waits until the validation stage committed all `n` input records and the analytics stage
+/// emitted every window the reference closes so far. Idle steps may still close more: the
+/// final reference is taken once the stream-readers stopped.
+pub(crate) async fn settle(
+    t: &Topics,
+    n: i64,
+    cutoff: DateTime<Utc>,
+    lateness: TimeDelta,
+    logs: &[&str],
+) {
+    support::wait_until(DEADLINE * 3, "every input record committed", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == n
+    })
+    .await;
+    let r = reference_of(t, lateness, logs, cutoff);
     support::wait_until(DEADLINE * 3, "every reference window emitted", || {
         let emitted = final_stats(&t.stats, cutoff);
         r.windows.keys().all(|k| emitted.contains_key(k))
     })
     .await;
-    r
 }
 
 /// Every input offset ended on the validated topic or the DLQ (counted by source offset).
@@ -158,9 +178,6 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
     support::produce(&t.input, &records).await;
     let env = t.env(&[
         ("READER_ALLOWED_LATENESS_SECS", "300".to_owned()),
-        // Idle steps depend on wall-clock pauses the reference cannot see; the unit tests
-        // cover their replay. Here only event time closes windows.
-        ("READER_IDLE_FLUSH_MS", "3600000".to_owned()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
     ]);
     let mut service = support::spawn_service("stream-reader", &t.group, &env);
@@ -196,8 +213,9 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
         after_output >= 3,
         "kills right after an output: {after_output}"
     );
-    let r = settle(&t, n + 64, minute(30), lateness).await;
+    settle(&t, n + 64, minute(30), lateness, &[&t.group]).await;
     assert!(support::terminate(&mut service).success());
+    let r = reference_of(&t, lateness, &[&t.group], minute(30));
     assert_eq!(kills, 12);
     assert_nothing_lost(&t, n + 64);
     assert!(r.windows.len() > 1_000, "many windows: {}", r.windows.len());
@@ -286,19 +304,42 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
     );
 }
 
+/// Idle steps in a matrix test.
+#[derive(Clone, Copy)]
+enum Idle {
+    /// `READER_IDLE_FLUSH_MS` as users get it.
+    Default,
+    /// `READER_IDLE_FLUSH_MS=0`: only event time closes windows.
+    Off,
+}
+
 /// Two instances of the analytics stage, the second joining mid-stream and the first leaving
-/// mid-stream, under the given assignment protocol and delivery mode; the windows equal the
-/// reference.
-async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Delivery) {
+/// mid-stream, under the given assignment protocol, delivery mode and idle flush; the windows
+/// equal the reference.
+async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Delivery, idle: Idle) {
+    support::log_in_process();
     let t = reader::topics(name).await;
     let lateness = TimeDelta::seconds(60);
-    let records = traffic(23, minute(80), 12_000, 8);
-    let n = records.len() as i64;
+    let start = minute(80);
+    let records = traffic(23, start, 12_000, 8);
+    // The first half ends just before start + 4 min: event time alone closes the minutes
+    // before start + 2 min, an idle step after it those before start + 3 min. The stragglers,
+    // dated start + 2.5 min, arrive after the pause: late only if the step was taken.
+    let stragglers: Vec<Raw> = (0..64)
+        .map(|i| {
+            let at = start + TimeDelta::seconds(150);
+            crate::analytics::raw(at, &format!("198.51.100.{i}"), 9, 1, "ALLOW")
+        })
+        .collect();
+    let n = (records.len() + stragglers.len()) as i64;
     let (first, second) = records.split_at(records.len() / 2);
+    let logs = [support::IN_PROCESS_LOG];
     let mut args = reader::args(&t);
     args.delivery = delivery;
     args.allowed_lateness_secs = 60;
-    args.idle_flush_ms = 3_600_000;
+    if let Idle::Off = idle {
+        args.idle_flush_ms = 0;
+    }
     args.kafka.options = options
         .iter()
         .map(|o| o.parse::<KafkaOption>().expect("option"))
@@ -333,8 +374,21 @@ async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Del
         analytics(&stats_b) > 0 && analytics(&stats_a) + analytics(&stats_b) == 3
     })
     .await;
+    if let Idle::Default = idle {
+        support::wait_until(DEADLINE, "an idle step on every partition", || {
+            let steps = support::idle_steps(&logs, &t.validated);
+            steps
+                .iter()
+                .map(|s| s.partition)
+                .collect::<BTreeSet<_>>()
+                .len()
+                == 3
+        })
+        .await;
+    }
     let closed = |s: &ReaderStats| s.windows_closed.load(std::sync::atomic::Ordering::Relaxed);
     let closed_before = closed(&stats_a) + closed(&stats_b);
+    support::produce(&t.input, &stragglers).await;
     support::produce(&t.input, second).await;
     // Windows of the second half close while both instances hold partitions.
     let deadline = std::time::Instant::now() + DEADLINE * 3;
@@ -365,9 +419,23 @@ async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Del
     stop_a.cancel();
     a.await.expect("join").expect("A stopped cleanly");
     support::produce(&t.input, &closers()).await;
-    let r = settle(&t, n + 64, minute(30), lateness).await;
+    settle(&t, n + 64, minute(30), lateness, &logs).await;
     stop_b.cancel();
     b.await.expect("join").expect("B stopped cleanly");
+    let r = reference_of(&t, lateness, &logs, minute(30));
+    let event_time_only = reference_of(&t, lateness, &[], minute(30));
+    match idle {
+        Idle::Default => assert!(
+            r.late >= event_time_only.late + stragglers.len(),
+            "the idle steps made the stragglers late ({} late, {} by event time alone)",
+            r.late,
+            event_time_only.late
+        ),
+        Idle::Off => assert!(
+            support::idle_steps(&logs, &t.validated).is_empty(),
+            "no idle step when they are off"
+        ),
+    }
     assert!(r.windows.len() > 500, "many windows: {}", r.windows.len());
     assert_matches(&final_stats(&t.stats, minute(30)), &r);
 }
@@ -378,6 +446,18 @@ async fn revocation_is_per_partition_with_eager_assignment() {
         "eager",
         &["partition.assignment.strategy=range"],
         Delivery::AtLeastOnce,
+        Idle::Default,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_is_per_partition_with_eager_assignment_and_idle_steps_off() {
+    revocation_is_per_partition(
+        "eager_noidle",
+        &["partition.assignment.strategy=range"],
+        Delivery::AtLeastOnce,
+        Idle::Off,
     )
     .await;
 }
@@ -388,6 +468,18 @@ async fn revocation_is_per_partition_with_cooperative_sticky_assignment() {
         "coop",
         &["partition.assignment.strategy=cooperative-sticky"],
         Delivery::AtLeastOnce,
+        Idle::Default,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_is_per_partition_with_cooperative_sticky_assignment_and_idle_steps_off() {
+    revocation_is_per_partition(
+        "coop_noidle",
+        &["partition.assignment.strategy=cooperative-sticky"],
+        Delivery::AtLeastOnce,
+        Idle::Off,
     )
     .await;
 }
@@ -398,6 +490,18 @@ async fn revocation_is_per_partition_with_the_kip_848_consumer_protocol() {
         "kip848",
         &["group.protocol=consumer"],
         Delivery::AtLeastOnce,
+        Idle::Default,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_is_per_partition_with_the_kip_848_consumer_protocol_and_idle_steps_off() {
+    revocation_is_per_partition(
+        "kip848_noidle",
+        &["group.protocol=consumer"],
+        Delivery::AtLeastOnce,
+        Idle::Off,
     )
     .await;
 }
@@ -408,6 +512,18 @@ async fn exactly_once_revocation_is_per_partition_with_eager_assignment() {
         "eos_eager",
         &["partition.assignment.strategy=range"],
         Delivery::ExactlyOnce,
+        Idle::Default,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_revocation_is_per_partition_with_eager_assignment_and_idle_steps_off() {
+    revocation_is_per_partition(
+        "eos_eager_noidle",
+        &["partition.assignment.strategy=range"],
+        Delivery::ExactlyOnce,
+        Idle::Off,
     )
     .await;
 }
@@ -418,6 +534,19 @@ async fn exactly_once_revocation_is_per_partition_with_cooperative_sticky_assign
         "eos_coop",
         &["partition.assignment.strategy=cooperative-sticky"],
         Delivery::ExactlyOnce,
+        Idle::Default,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_revocation_is_per_partition_with_cooperative_sticky_assignment_and_idle_steps_off()
+ {
+    revocation_is_per_partition(
+        "eos_coop_noidle",
+        &["partition.assignment.strategy=cooperative-sticky"],
+        Delivery::ExactlyOnce,
+        Idle::Off,
     )
     .await;
 }
@@ -428,6 +557,19 @@ async fn exactly_once_revocation_is_per_partition_with_the_kip_848_consumer_prot
         "eos_kip848",
         &["group.protocol=consumer"],
         Delivery::ExactlyOnce,
+        Idle::Default,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_revocation_is_per_partition_with_the_kip_848_consumer_protocol_and_idle_steps_off()
+ {
+    revocation_is_per_partition(
+        "eos_kip848_noidle",
+        &["group.protocol=consumer"],
+        Delivery::ExactlyOnce,
+        Idle::Off,
     )
     .await;
 }

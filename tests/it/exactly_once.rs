@@ -14,12 +14,12 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt as _;
 use log_schema::{Alert, AlertRule, DeadLetter, ValidatedRecord, WindowStats};
-use stream_reader::reference::{Reference, reference};
+use stream_reader::reference::Reference;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     analytics::closers,
-    exact::{Raw, assert_matches, minute, traffic},
+    exact::{Raw, assert_matches, minute, reference_of, traffic},
     reader::{self, Topics},
     support::{self, DEADLINE},
 };
@@ -33,9 +33,6 @@ fn eos_env(
         ("READER_DELIVERY", "exactly-once".to_owned()),
         ("READER_TRANSACTIONAL_ID", format!("{}-{instance}", t.group)),
         ("READER_ALLOWED_LATENESS_SECS", "300".to_owned()),
-        // Only event time closes windows here (idle steps depend on wall-clock pauses the
-        // reference cannot see; the unit tests cover their replay).
-        ("READER_IDLE_FLUSH_MS", "3600000".to_owned()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
     ]);
     env.extend_from_slice(extra);
@@ -81,27 +78,15 @@ fn read_outputs(t: &Topics) -> Seen {
     }
 }
 
-/// The reference of what the validation stage committed, computed with a plain loop.
-fn reference_of(t: &Topics, lateness: TimeDelta) -> Reference {
-    let validated = support::read_to_end(&t.validated, DEADLINE);
-    reference(
-        validated.iter().map(|r| {
-            let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
-            (r.partition, r.offset, v)
-        }),
-        lateness,
-    )
-}
-
-/// Waits until every input record is committed and every reference window is on the stats
-/// topic, then asserts exactly-once on every output topic; returns what was seen.
-async fn assert_exactly_once(t: &Topics, n: i64, cutoff: DateTime<Utc>) -> (Seen, Reference) {
-    let lateness = TimeDelta::seconds(300);
+/// Waits until every input record is committed and every window of the reference so far is
+/// on the stats topic (the stream-readers logging to `logs` may still take idle steps: the
+/// final check comes once they stopped).
+async fn settle(t: &Topics, n: i64, logs: &[&str]) {
     support::wait_until(DEADLINE * 3, "every input record committed", || {
         support::committed(&t.group, &t.input).values().sum::<i64>() == n
     })
     .await;
-    let r = reference_of(t, lateness);
+    let r = reference_of(t, LATENESS, logs, minute(30));
     support::wait_until(DEADLINE * 3, "every reference window emitted", || {
         let emitted: BTreeSet<(IpAddr, DateTime<Utc>)> = support::read_to_end(&t.stats, DEADLINE)
             .iter()
@@ -111,6 +96,19 @@ async fn assert_exactly_once(t: &Topics, n: i64, cutoff: DateTime<Utc>) -> (Seen
         r.windows.keys().all(|k| emitted.contains(k))
     })
     .await;
+}
+
+const LATENESS: TimeDelta = TimeDelta::seconds(300);
+
+/// Asserts exactly-once on every output topic once the stream-readers logging to `logs`
+/// stopped; returns what was seen and the reference.
+fn assert_exactly_once(
+    t: &Topics,
+    n: i64,
+    cutoff: DateTime<Utc>,
+    logs: &[&str],
+) -> (Seen, Reference) {
+    let r = reference_of(t, LATENESS, logs, cutoff);
     let seen = read_outputs(t);
 
     // Validated + DLQ: each input offset exactly once.
@@ -237,8 +235,9 @@ async fn twelve_sigkills_in_exactly_once_mode_leave_every_output_exactly_once() 
         service = support::spawn_service("stream-reader", &t.group, &env);
     }
     assert!(mid_output >= 5, "kills right after an output: {mid_output}");
-    let (seen, r) = assert_exactly_once(&t, n + 64, minute(30)).await;
+    settle(&t, n + 64, &[&t.group]).await;
     assert!(support::terminate(&mut service).success());
+    let (seen, r) = assert_exactly_once(&t, n + 64, minute(30), &[&t.group]);
     assert!(r.windows.len() > 1_000, "many windows: {}", r.windows.len());
     // The kills aborted transactions: the topics hold more records than were committed (on
     // any of the four: a kill may follow a stats output of the analytics stage alone).
@@ -332,11 +331,12 @@ async fn a_stalled_instance_is_fenced_and_writes_nothing_twice() {
     support::produce(&t.input, third).await;
     support::produce(&t.input, &closers()).await;
     let n = records.len() as i64 + 64;
-    assert_exactly_once(&t, n, minute(30)).await;
+    settle(&t, n, &[&log_a, &log_b]).await;
     for s in [&mut a, &mut b] {
         let status = support::terminate(s);
         assert!(status.success() || status.code() == Some(1), "{status:?}");
     }
+    assert_exactly_once(&t, n, minute(30), &[&log_a, &log_b]);
 }
 
 /// The writer in exactly-once mode, SIGKILLed repeatedly, some kills right after a dead letter

@@ -311,16 +311,50 @@ impl Drop for Service {
     }
 }
 
-/// Starts a service binary against the test stack with `env` on top; its output goes to
-/// `target/it-logs/<log_name>.log`.
-pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Service {
+/// `target/it-logs/<log_name>.log`, opened for appending.
+fn log_file(log_name: &str) -> std::fs::File {
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/it-logs");
     std::fs::create_dir_all(&logs).expect("log dir");
-    let log = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(logs.join(format!("{log_name}.log")))
-        .expect("log file");
+        .expect("log file")
+}
+
+/// The log of the services a test runs in its own process ([`log_in_process`]).
+pub const IN_PROCESS_LOG: &str = "in-process";
+
+/// Sends the logs of services run inside the test process to
+/// `target/it-logs/in-process.log` (once per test binary).
+pub fn log_in_process() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let file = std::sync::Mutex::new(log_file(IN_PROCESS_LOG));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,librdkafka=off"))
+            .with_ansi(false)
+            .with_writer(file)
+            .try_init();
+    });
+}
+
+/// The idle steps the stream-readers logging to `logs` committed on `topic` (the validated
+/// topic).
+pub fn idle_steps(logs: &[&str], topic: &str) -> Vec<stream_reader::reference::IdleStep> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/it-logs");
+    logs.iter()
+        .flat_map(|name| {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            stream_reader::reference::idle_steps_in_log(&text, topic)
+        })
+        .collect()
+}
+
+/// Starts a service binary against the test stack with `env` on top; its output goes to
+/// `target/it-logs/<log_name>.log`.
+pub fn spawn_service(name: &str, log_name: &str, env: &[(&str, String)]) -> Service {
+    let log = log_file(log_name);
     std::process::Command::new(bin(name))
         .env("KAFKA_BROKER", kafka_broker())
         .env("CASSANDRA_NODES", cassandra_nodes())
@@ -344,31 +378,13 @@ pub fn assignments(log_name: &str) -> Vec<usize> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(strip_ansi)
+        .map(pipeline_runtime::telemetry::without_colours)
         .filter(|l| l.contains("partitions assigned"))
         .filter_map(|l| {
             let list = l.split("partitions=[").nth(1)?.split(']').next()?;
             Some(list.matches('"').count() / 2)
         })
         .collect()
-}
-
-/// A log line without its terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// SIGKILL, no goodbye.

@@ -7,8 +7,9 @@
 //! reference model ([`stream_reader::reference`]) closes over the validated topic was emitted to
 //! the stats topic with exactly its statistics (every emission of a window identical), and
 //! `ip_stats_by_ip` and `top_talkers_by_minute` hold exactly one row per window with its count.
-//! (Only event time closes windows in a drill: idle steps follow wall-clock pauses that the
-//! reference cannot see; closing records two minutes ahead end the run.)
+//! The stream-readers run with their default idle flush: the reference applies the idle steps
+//! they committed, read from their `idle step committed` log lines (a step follows wall-clock
+//! quiet, which the reference cannot compute); closing records two minutes ahead end the run.
 //!
 //! Every topic is read as a `read_committed` consumer would, and each drill counts the
 //! duplicates per output topic: the validated topic and the DLQ by source offset, the stats
@@ -18,7 +19,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -182,7 +183,6 @@ impl Names {
             format!("{}_analytics", self.tag),
         ));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
-        env.push(("READER_IDLE_FLUSH_MS".into(), "3600000".into()));
         if let Some(v) = delivery.to_possible_value() {
             env.push(("READER_DELIVERY".into(), v.get_name().to_owned()));
             env.push(("WRITER_DELIVERY".into(), v.get_name().to_owned()));
@@ -365,9 +365,18 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         },
     )
     .await?;
-    let analytics = wait_for_analytics(&kafka, &names, &writer_group).await?;
+    wait_for_analytics(&kafka, &names, &log).await?;
     producer.sigterm().ok();
+    // The stream-reader stops first: its idle steps are final, and the writer then stores
+    // every window they closed.
     reader.sigterm()?;
+    let analytics = reference_now(&kafka, &names, &log)?;
+    wait_for(
+        "the writer to commit the statistics",
+        Duration::from_secs(300),
+        || caught_up(&kafka, &writer_group, &names.stats),
+    )
+    .await?;
     writer.sigterm()?;
 
     let mut outcome = reconcile(

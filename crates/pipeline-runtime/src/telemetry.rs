@@ -36,6 +36,25 @@ impl TelemetryArgs {
     }
 }
 
+/// A text log without its terminal colour codes (`ESC [ ... m`), as the text format writes
+/// them, for reading a log back.
+pub fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Lets through at most `per_second` log lines of one kind and counts the rest, so a flood of
 /// bad input or a long outage cannot flood the log. The exact counts are in the metrics.
 #[derive(Debug)]

@@ -82,7 +82,8 @@ pub struct ReaderArgs {
     pub allowed_lateness_secs: u64,
 
     /// A caught-up partition without records for this long advances its event time by the
-    /// quiet time (so live traffic flushes its last minute), in ms.
+    /// quiet time (so live traffic flushes its last minute), in ms; 0 turns idle steps off
+    /// (only event time closes windows).
     #[arg(long, env = "READER_IDLE_FLUSH_MS", default_value_t = 2_000)]
     pub idle_flush_ms: u64,
 

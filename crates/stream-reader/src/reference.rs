@@ -1,12 +1,16 @@
 //! The window rule of [`crate::windows`] written as a plain loop, for tests and drills to
 //! compare the analytics stage's outputs with.
 //!
-//! It shares no code with the state machine: no checkpoints, no caps, no idle steps (the
-//! callers disable them, or stay below the caps). Per partition of the validated topic in
-//! offset order: a record whose raw coordinates were seen before (at any earlier offset) is a
-//! duplicate; a record's event time is `min(timestamp, ingested_at)`; an event of a minute
-//! below the horizon (the minute of the largest event time so far minus the lateness) is late;
-//! the windows of minutes below the final horizon are the closed ones.
+//! It shares no code with the state machine: no checkpoints, no caps (the callers stay below
+//! them). Per partition of the validated topic in offset order: a record whose raw
+//! coordinates were seen before (at any earlier offset) is a duplicate; a record's event time
+//! is `min(timestamp, ingested_at)`; an event of a minute below the horizon is late; the
+//! windows of minutes below the final horizon are the closed ones. The horizon is the largest
+//! of the minute of the largest event time so far minus the lateness, and of the idle steps
+//! taken at or before the record's offset.
+//!
+//! Idle steps depend on wall-clock quiet, so the reference cannot compute them: it takes the
+//! ones the stream-reader committed, as it logged them ([`idle_steps_in_log`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -101,22 +105,74 @@ fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
 }
 
+/// An idle step the stream-reader committed: from offset `position` of `partition` on, the
+/// minutes before `horizon` are closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleStep {
+    /// Partition of the validated topic.
+    pub partition: i32,
+    /// First offset the step applies to.
+    pub position: i64,
+    /// Start of the first minute left open.
+    pub horizon: DateTime<Utc>,
+}
+
+/// The idle steps committed for `topic` (the validated topic) in a stream-reader log: its
+/// `idle step committed` lines, with or without terminal colours.
+pub fn idle_steps_in_log(log: &str, topic: &str) -> Vec<IdleStep> {
+    let plain = pipeline_runtime::telemetry::without_colours(log);
+    plain
+        .lines()
+        .filter(|l| l.contains("idle step committed"))
+        .filter_map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            };
+            (field("topic")? == topic).then_some(())?;
+            Some(IdleStep {
+                partition: field("partition")?.parse().ok()?,
+                position: field("position")?.parse().ok()?,
+                horizon: DateTime::parse_from_rfc3339(field("horizon")?)
+                    .ok()?
+                    .with_timezone(&Utc),
+            })
+        })
+        .collect()
+}
+
 /// The reference run over `records` (partition, offset, record) of the validated topic, in any
-/// order.
+/// order, without idle steps.
 pub fn reference(
     records: impl IntoIterator<Item = (i32, i64, ValidatedRecord)>,
     lateness: TimeDelta,
+) -> Reference {
+    reference_with_idle_steps(records, lateness, &[])
+}
+
+/// The reference run over `records` with the idle steps the stream-reader committed.
+pub fn reference_with_idle_steps(
+    records: impl IntoIterator<Item = (i32, i64, ValidatedRecord)>,
+    lateness: TimeDelta,
+    steps: &[IdleStep],
 ) -> Reference {
     let mut by_partition: BTreeMap<i32, BTreeMap<i64, ValidatedRecord>> = BTreeMap::new();
     for (p, o, r) in records {
         by_partition.entry(p).or_default().insert(o, r);
     }
     let mut out = Reference::default();
-    for records in by_partition.into_values() {
+    for (partition, records) in by_partition {
+        let stepped = |offset: i64| {
+            steps
+                .iter()
+                .filter(|s| s.partition == partition && s.position <= offset)
+                .map(|s| s.horizon)
+                .max()
+        };
         let mut seen: HashSet<(i32, i64)> = HashSet::new();
         let mut max_event: Option<DateTime<Utc>> = None;
         let mut open: BTreeMap<(IpAddr, DateTime<Utc>), Window> = BTreeMap::new();
-        for v in records.into_values() {
+        for (offset, v) in records {
             if let Some(s) = v.source
                 && !seen.insert((s.partition, s.offset))
             {
@@ -124,7 +180,8 @@ pub fn reference(
                 continue;
             }
             let m = minute(v.timestamp);
-            if max_event.is_some_and(|e| m < minute(e - lateness)) {
+            let horizon = max_event.map(|e| minute(e - lateness)).max(stepped(offset));
+            if horizon.is_some_and(|h| m < h) {
                 out.late += 1;
             } else {
                 let w = open.entry((v.source_ip, m)).or_insert_with(|| Window {
@@ -149,8 +206,10 @@ pub fn reference(
             let reached = v.timestamp.min(v.ingested_at);
             max_event = Some(max_event.map_or(reached, |e| e.max(reached)));
         }
-        if let Some(e) = max_event {
-            let horizon = minute(e - lateness);
+        let horizon = max_event
+            .map(|e| minute(e - lateness))
+            .max(stepped(i64::MAX));
+        if let Some(horizon) = horizon {
             out.windows
                 .extend(open.into_iter().filter(|((_, m), _)| *m < horizon));
         }

@@ -17,19 +17,17 @@ impl Analytics {
     /// True when the stage must not read now: a transaction commit is due, or an idle step's
     /// checkpoint is not committed yet (the next record must find it durable).
     pub(super) fn committing(&self) -> bool {
-        self.batch.as_ref().is_some_and(Batch::committing) || !self.unsaved_steps.is_empty()
+        self.batch.as_ref().is_some_and(Batch::committing) || !self.pending_steps.is_empty()
     }
 
     /// Commits the checkpoints of idle steps whose commit failed (at-least-once mode); the
     /// stage reads nothing until they are committed.
     pub(super) fn save_steps(&mut self) {
-        if self.unsaved_steps.is_empty() {
+        if self.batch.is_some() || self.pending_steps.is_empty() {
             return;
         }
-        let partitions = std::mem::take(&mut self.unsaved_steps);
-        if !self.commit(&partitions) {
-            self.unsaved_steps = partitions;
-        }
+        let partitions: Vec<i32> = self.pending_steps.iter().map(|s| s.partition).collect();
+        self.commit(&partitions);
     }
 
     /// In exactly-once mode: once a commit is due and every closed window is sent and
@@ -53,8 +51,10 @@ impl Analytics {
                 changed.push((self.input.to_string(), p, offset, metadata));
             }
         }
+        let everything: Vec<i32> = self.windows.partitions().collect();
         if changed.is_empty() && !batch.transaction.is_open() {
             batch.reset();
+            self.steps_committed(&everything);
             return;
         }
         let result = batch
@@ -66,6 +66,7 @@ impl Analytics {
                 for (_, p, offset, metadata) in changed {
                     self.committed.insert(p, (offset, metadata));
                 }
+                self.steps_committed(&everything);
             }
             Err(error) => self.transaction_failed(error),
         }
@@ -98,6 +99,7 @@ impl Analytics {
         batch.reset();
         self.outputs.clear();
         self.outbox.clear();
+        self.pending_steps.clear();
         self.waiting.clear();
         self.flow.reset(&self.consumer);
         let partitions: Vec<i32> = self.windows.partitions().collect();
@@ -118,8 +120,8 @@ impl Analytics {
 
     /// Commits the current checkpoints of `partitions` that changed (synchronously: at most
     /// one broker round trip a second, and before the next record after an idle step).
-    /// Returns false when the commit failed.
-    pub(super) fn commit(&mut self, partitions: &[i32]) -> bool {
+    /// A failed commit is logged and retried by the next call.
+    pub(super) fn commit(&mut self, partitions: &[i32]) {
         let mut changed = Vec::new();
         for &p in partitions {
             let Some((offset, metadata)) = self.windows.checkpoint(p) else {
@@ -132,26 +134,21 @@ impl Analytics {
             }
         }
         if changed.is_empty() {
-            return true;
+            return self.steps_committed(partitions);
         }
         match commit_checkpoints(&*self.consumer, &changed, CommitMode::Sync) {
             Ok(()) => {
                 for (_, p, offset, metadata) in changed {
                     self.committed.insert(p, (offset, metadata));
                 }
-                true
+                self.steps_committed(partitions);
             }
-            Err(error) => {
-                warn!(%error, "checkpoint commit failed; retried");
-                false
-            }
+            Err(error) => warn!(%error, "checkpoint commit failed; retried"),
         }
     }
 
     pub(super) fn commit_all(&mut self) {
         let partitions: Vec<i32> = self.windows.partitions().collect();
-        if self.commit(&partitions) {
-            self.unsaved_steps.clear();
-        }
+        self.commit(&partitions);
     }
 }

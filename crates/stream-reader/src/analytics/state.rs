@@ -30,7 +30,9 @@ use crate::{
     ReaderArgs, ReaderStats, TRANSACTIONAL_CONSUMER,
     batch::Batch,
     outputs::{Landed, Out, Outputs},
-    windows::{Closed, Emission, Observed, RestoreError, Thresholds, WindowConfig, Windows},
+    windows::{
+        Closed, Emission, IdleStep, Observed, RestoreError, Thresholds, WindowConfig, Windows,
+    },
 };
 /// A closed window whose outputs are in flight.
 pub(super) struct Waiting {
@@ -67,8 +69,8 @@ pub(super) struct Analytics {
     pub(super) last_window_tick: Instant,
     /// When checkpoints were last committed (at-least-once mode).
     pub(super) last_commit: Instant,
-    /// Partitions that took an idle step whose checkpoint commit failed (at-least-once mode).
-    pub(super) unsaved_steps: Vec<i32>,
+    /// Idle steps taken whose checkpoints are not committed yet.
+    pub(super) pending_steps: Vec<IdleStep>,
 }
 
 impl Analytics {
@@ -79,7 +81,10 @@ impl Analytics {
     ) -> anyhow::Result<Self> {
         let windows = Windows::new(WindowConfig {
             lateness: chrono::TimeDelta::seconds(args.allowed_lateness_secs as i64),
-            idle: Duration::from_millis(args.idle_flush_ms),
+            idle: match args.idle_flush_ms {
+                0 => Duration::MAX,
+                ms => Duration::from_millis(ms),
+            },
             thresholds: Thresholds {
                 port_scan: args.alert_port_scan_ports,
                 flood: args.alert_flood_events,
@@ -131,7 +136,7 @@ impl Analytics {
             batch,
             last_window_tick: Instant::now(),
             last_commit: Instant::now(),
-            unsaved_steps: Vec::new(),
+            pending_steps: Vec::new(),
         })
     }
 
@@ -156,7 +161,7 @@ impl Analytics {
             match change {
                 PartitionChange::Revoked(topic, p) if *topic == *self.input => {
                     self.windows.revoke(p);
-                    self.unsaved_steps.retain(|u| *u != p);
+                    self.pending_steps.retain(|s| s.partition != p);
                     self.committed.remove(&p);
                     assigned.retain(|a| *a != p);
                     // Its queued windows are the next owner's to emit (identically).
@@ -311,6 +316,11 @@ impl Analytics {
     /// exactly-once mode inside the open transaction (opened here when windows closed without
     /// a record: an idle step, or a restore at a step's position).
     pub(super) fn pump(&mut self) {
+        if self.batch.is_none() && !self.pending_steps.is_empty() {
+            // At-least-once: an idle step's windows go out once the step is committed, so a
+            // crash before that cannot emit windows its replay would not close the same way.
+            return;
+        }
         if !self.outbox.is_empty()
             && let Some(batch) = &mut self.batch
             && let Err(error) = batch.begin()
@@ -458,14 +468,32 @@ impl Analytics {
         if stepped.is_empty() {
             return;
         }
+        // Nothing is read until the steps are committed (`committing`).
+        let partitions: Vec<i32> = stepped.iter().map(|s| s.partition).collect();
+        self.pending_steps.extend(stepped);
         match &mut self.batch {
             Some(batch) => batch.commit_now(),
-            None => {
-                if !self.commit(&stepped) {
-                    // Nothing is read until the steps are committed (`committing`).
-                    self.unsaved_steps.extend(stepped);
-                }
-            }
+            None => self.commit(&partitions),
+        }
+    }
+
+    /// The checkpoints of `partitions` are committed: their idle steps are final. Each is
+    /// logged once (`idle step committed`), for operators and for the tests and drills that
+    /// compare the outputs with the reference model.
+    pub(super) fn steps_committed(&mut self, partitions: &[i32]) {
+        let (done, pending): (Vec<IdleStep>, Vec<IdleStep>) =
+            std::mem::take(&mut self.pending_steps)
+                .into_iter()
+                .partition(|s| partitions.contains(&s.partition));
+        self.pending_steps = pending;
+        for s in done {
+            info!(
+                topic = %self.input,
+                partition = s.partition,
+                position = s.position,
+                horizon = %s.horizon.to_rfc3339(),
+                "idle step committed"
+            );
         }
     }
 }

@@ -47,7 +47,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, TimeDelta};
+use chrono::{DateTime, TimeDelta, Utc};
 use log_schema::{Alert, AlertRule, ValidatedRecord, WindowStats};
 
 const WINDOW_MICROS: i64 = 60_000_000;
@@ -101,6 +101,18 @@ pub struct WindowConfig {
     pub max_windows_per_minute: usize,
     /// Most distinct ports plus destinations tracked for one minute on one partition.
     pub max_distinct_per_minute: usize,
+}
+
+/// An idle step: `partition` closed the minutes before `horizon` at `position` (before its
+/// record at that offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleStep {
+    /// Partition of the validated topic.
+    pub partition: i32,
+    /// The partition's position when the step was taken.
+    pub position: i64,
+    /// Start of the first minute left open.
+    pub horizon: DateTime<Utc>,
 }
 
 /// How a record was taken.
@@ -313,9 +325,12 @@ impl Windows {
 
     /// Idle steps for partitions that are quiet: no record for `idle`, open windows, and caught
     /// up (`caught_up(partition, last_activity)`: the broker reported no lag after the
-    /// partition's last record). Returns the closed windows and the partitions that took a
-    /// step: their checkpoint must be committed before their next record is processed.
-    pub fn tick(&mut self, caught_up: impl Fn(i32, Instant) -> bool) -> (Vec<Closed>, Vec<i32>) {
+    /// partition's last record). Returns the closed windows and the steps taken: their
+    /// partitions' checkpoints must be committed before their next record is processed.
+    pub fn tick(
+        &mut self,
+        caught_up: impl Fn(i32, Instant) -> bool,
+    ) -> (Vec<Closed>, Vec<IdleStep>) {
         let lateness = self.config.lateness.num_microseconds().unwrap_or(i64::MAX);
         let steps: Vec<(i32, i64)> = self
             .partitions
@@ -344,7 +359,12 @@ impl Windows {
                 }
                 pw.idle_steps.push((position, horizon));
                 closed.extend(self.advance(p, horizon));
-                stepped.push(p);
+                stepped.push(IdleStep {
+                    partition: p,
+                    position,
+                    horizon: DateTime::from_timestamp_micros(horizon.saturating_mul(WINDOW_MICROS))
+                        .unwrap_or_default(),
+                });
             }
         }
         (closed, stepped)

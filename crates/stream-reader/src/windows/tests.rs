@@ -122,7 +122,14 @@ fn quiet_partitions_advance_event_time_by_the_quiet_time() {
     );
     let (closed, stepped) = w.tick(|_, _| true);
     assert_eq!(closed.len(), 1);
-    assert_eq!(stepped, vec![1]);
+    assert_eq!(
+        stepped,
+        vec![IdleStep {
+            partition: 1,
+            position: 6,
+            horizon: at("2025-12-28T10:01:00Z"),
+        }]
+    );
     assert_eq!(closed[0].stats.events, 1);
     assert_eq!(w.open_windows(), 0);
 }
