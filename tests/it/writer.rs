@@ -613,16 +613,16 @@ async fn an_oversized_dead_letter_is_sent_without_its_payload_exactly_once() {
     an_oversized_dead_letter_is_sent_without_its_payload(Delivery::ExactlyOnce).await;
 }
 
-/// Two exactly-once writers in one group under an incremental protocol: the second joins
-/// mid-stream, so the first loses some partitions and keeps the others with writes in flight.
-/// Every partition is committed to its end through a second round after the rebalance (a kept
-/// partition's in-flight writes still count), and every row is written once.
-async fn exactly_once_writers_share_partitions_incrementally(name: &str, option: &str) {
+/// Two writers in one group under the given delivery mode and assignment protocol: the second
+/// joins mid-stream (scale-out), so the first loses some partitions and keeps the others with
+/// writes in flight; then the first leaves mid-stream (scale-in). Every partition is committed
+/// to its end (a kept partition's in-flight writes still count), and every row is written.
+async fn writers_share_partitions(name: &str, delivery: Delivery, option: &str) {
     let n = 20_000;
     let s = setup(name, n).await;
     let with = |id: &str| {
         let mut a = args(&s, &s.group);
-        a.delivery = Delivery::ExactlyOnce;
+        a.delivery = delivery;
         a.transactional_id = format!("{}-{id}", s.group);
         a.kafka.options = vec![option.parse().expect("option")];
         a
@@ -631,10 +631,10 @@ async fn exactly_once_writers_share_partitions_incrementally(name: &str, option:
         Arc::new(WriterStats::default()),
         Arc::new(WriterStats::default()),
     );
-    let stop = CancellationToken::new();
+    let (stop_first, stop_second) = (CancellationToken::new(), CancellationToken::new());
     let first = tokio::spawn(cassandra_writer::writer::run_until(
         with("a"),
-        stop.clone(),
+        stop_first.clone(),
         first_stats.clone(),
     ));
     support::wait_until(DEADLINE, "the first writer under way", || {
@@ -643,7 +643,7 @@ async fn exactly_once_writers_share_partitions_incrementally(name: &str, option:
     .await;
     let second = tokio::spawn(cassandra_writer::writer::run_until(
         with("b"),
-        stop.clone(),
+        stop_second.clone(),
         second_stats.clone(),
     ));
     let assigned = |w: &WriterStats| w.assigned_partitions.load(Relaxed);
@@ -655,15 +655,22 @@ async fn exactly_once_writers_share_partitions_incrementally(name: &str, option:
     // The same records again (idempotent rows): work for both members after the rebalance.
     let payloads = keyed(&s.records);
     support::produce(&s.topic, &payloads).await;
-    support::wait_until(DEADLINE * 3, "every partition committed to its end", || {
-        support::committed(&s.group, &s.topic).values().sum::<i64>() == 2 * n as i64
+    let committed = || support::committed(&s.group, &s.topic).values().sum::<i64>();
+    support::wait_until(DEADLINE * 3, "both writers under way", || {
+        committed() >= n as i64 + n as i64 / 5
     })
     .await;
-    stop.cancel();
+    // Scale-in mid-stream: the second writer finishes alone.
+    stop_first.cancel();
     first
         .await
         .expect("join")
         .expect("first writer stopped cleanly");
+    support::wait_until(DEADLINE * 3, "every partition committed to its end", || {
+        committed() == 2 * n as i64
+    })
+    .await;
+    stop_second.cancel();
     second
         .await
         .expect("join")
@@ -678,9 +685,45 @@ async fn exactly_once_writers_share_partitions_incrementally(name: &str, option:
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn writers_share_partitions_with_eager_assignment() {
+    writers_share_partitions(
+        "w_eager",
+        Delivery::AtLeastOnce,
+        "partition.assignment.strategy=range",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_share_partitions_with_cooperative_sticky_assignment() {
+    writers_share_partitions(
+        "w_coop",
+        Delivery::AtLeastOnce,
+        "partition.assignment.strategy=cooperative-sticky",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_share_partitions_with_the_kip_848_consumer_protocol() {
+    writers_share_partitions("w_kip848", Delivery::AtLeastOnce, "group.protocol=consumer").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_writers_share_partitions_with_eager_assignment() {
+    writers_share_partitions(
+        "eosw_eager",
+        Delivery::ExactlyOnce,
+        "partition.assignment.strategy=range",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_writers_share_partitions_with_cooperative_sticky_assignment() {
-    exactly_once_writers_share_partitions_incrementally(
+    writers_share_partitions(
         "eosw_coop",
+        Delivery::ExactlyOnce,
         "partition.assignment.strategy=cooperative-sticky",
     )
     .await;
@@ -688,6 +731,10 @@ async fn exactly_once_writers_share_partitions_with_cooperative_sticky_assignmen
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_writers_share_partitions_with_the_kip_848_consumer_protocol() {
-    exactly_once_writers_share_partitions_incrementally("eosw_kip848", "group.protocol=consumer")
-        .await;
+    writers_share_partitions(
+        "eosw_kip848",
+        Delivery::ExactlyOnce,
+        "group.protocol=consumer",
+    )
+    .await;
 }

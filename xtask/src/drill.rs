@@ -61,6 +61,10 @@ pub enum Drill {
     BrokerRestart,
     /// A second reader and a second writer join the groups and leave again.
     Rebalance,
+    /// Freeze the Kafka broker (SIGSTOP) for 10 s between the two halves of a 150-port scan;
+    /// the stream-reader runs with `message.timeout.ms=3000`, so its outputs in flight time
+    /// out and are retried, out of order. The scan must give exactly one `port_scan` alert.
+    BrokerOutage,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,6 +120,7 @@ pub async fn run(stack: &Stack, args: &DrillArgs) -> anyhow::Result<Vec<Outcome>
             Drill::CassandraRestart,
             Drill::BrokerRestart,
             Drill::Rebalance,
+            Drill::BrokerOutage,
         ]
     } else {
         args.drills.clone()
@@ -230,7 +235,18 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
 
     let reader_group = format!("{}_reader", names.tag);
     let writer_group = format!("{}_writer", names.tag);
-    let mut reader = spawn("stream-reader", &[], &env, &log)?;
+    let mut reader = if drill == Drill::BrokerOutage {
+        // Outputs in flight during the outage fail after 3 s and are retried.
+        let mut env = env.clone();
+        env.retain(|(k, _)| k != "KAFKA_OPTIONS");
+        env.push((
+            "KAFKA_OPTIONS".into(),
+            "session.timeout.ms=6000;message.timeout.ms=3000".into(),
+        ));
+        spawn("stream-reader", &[], &env, &log)?
+    } else {
+        spawn("stream-reader", &[], &env, &log)?
+    };
     let mut writer = spawn("cassandra-writer", &[], &env, &log)?;
     let producer_args: Vec<String> = [
         "--count",
@@ -313,6 +329,26 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             .await?;
             recover_max = t.elapsed();
         }
+        Drill::BrokerOutage => {
+            tokio::time::sleep(production / 3).await;
+            let pid = stack.pid(Server::Kafka).context("Kafka is not running")?;
+            let at = Utc::now();
+            produce_scan(&kafka, &names.raw, at, 0..SCAN_PORTS / 2).await?;
+            stack::signal(pid, libc::SIGSTOP);
+            tokio::time::sleep(OUTAGE).await;
+            stack::signal(pid, libc::SIGCONT);
+            faults += 1;
+            let t = Instant::now();
+            produce_scan(&kafka, &names.raw, at, SCAN_PORTS / 2..SCAN_PORTS).await?;
+            let before = progress_retrying(&kafka, &reader_group, &names.raw)
+                .await?
+                .1;
+            wait_for("reads after the outage", Duration::from_secs(180), || {
+                recovered(&reader_group, &names.raw, before)
+            })
+            .await?;
+            recover_max = t.elapsed();
+        }
         Drill::Rebalance => {
             tokio::time::sleep(production / 4).await;
             let mut reader2 = spawn("stream-reader", &[], &env, &log)?;
@@ -341,7 +377,12 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     let produced = progress_retrying(&kafka, &reader_group, &names.raw)
         .await?
         .0;
-    let generated = produced - CLOSERS as i64;
+    let scan = if drill == Drill::BrokerOutage {
+        i64::from(SCAN_PORTS)
+    } else {
+        0
+    };
+    let generated = produced - CLOSERS as i64 - scan;
     if generated < delivered as i64 || generated > sent as i64 {
         bail!(
             "{generated} generated records on the input topic, but {delivered} delivered of {sent} sent"
@@ -390,6 +431,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     )
     .await?;
     outcome.producer_failed = failed;
+    outcome.reader_failures = reader_failures(&log)?;
     outcome.delivery = s.delivery;
     reconcile_analytics(stack, &names, &analytics, &mut outcome).await?;
     Ok(outcome)
@@ -427,6 +469,63 @@ const LATENESS: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// minutes ahead (a stream that has moved on: a record moves event time no further than its
 /// Kafka timestamp), from 64 sources so that every validated partition gets one: they close
 /// every window of the drill's data by event time; their own windows stay open.
+/// The broker-outage drill's scanner (TEST-NET-3, outside the generator's attackers).
+const SCANNER: &str = "203.0.113.250";
+/// Distinct ports of its scan, all in one minute.
+const SCAN_PORTS: u16 = 150;
+/// How long the broker-outage drill freezes the broker.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+/// The scan's records for `ports` (ports 1 + i), dated and timestamped `at`.
+async fn produce_scan(
+    kafka: &KafkaArgs,
+    topic: &str,
+    at: chrono::DateTime<Utc>,
+    ports: std::ops::Range<u16>,
+) -> anyhow::Result<()> {
+    let producer = kafka.producer(&[])?;
+    let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for i in ports {
+        let json = format!(
+            r#"{{"timestamp":"{stamp}","source_ip":"{SCANNER}","destination_ip":"10.9.0.2","port":{},"protocol":"TCP","bytes_sent":60,"bytes_received":0,"action":"ALLOW"}}"#,
+            i + 1
+        );
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic)
+                    .payload(json.as_bytes())
+                    .timestamp(at.timestamp_millis()),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("produce the scan")?;
+    }
+    Ok(())
+}
+
+/// The stream-reader's output failures in the drill log: the retried produce attempts of its
+/// last status line plus its aborted transactions.
+fn reader_failures(log: &Path) -> anyhow::Result<u64> {
+    let text = pipeline_runtime::telemetry::without_colours(&fs::read_to_string(log)?);
+    let retries = text
+        .lines()
+        .filter(|l| l.contains("stream_reader::metrics") && l.contains(" status "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("retries="))?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let aborted = text
+        .lines()
+        .filter(|l| l.contains("stream_reader") && l.contains("transaction aborted"))
+        .count() as u64;
+    Ok(retries + aborted)
+}
+
 async fn produce_closers(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<()> {
     let producer = kafka.producer(&[])?;
     let ahead = Utc::now() + chrono::TimeDelta::minutes(2);

@@ -31,6 +31,14 @@ pub struct Outcome {
     /// Windows whose rows in `ip_stats_by_ip` / `top_talkers_by_minute` are not exactly one
     /// with the reference's count.
     pub window_rows_wrong: usize,
+    /// Alerts on the alerts topic that the emitted windows do not trigger, plus alerts they
+    /// trigger that are missing (default thresholds).
+    pub alerts_wrong: usize,
+    /// `port_scan` alerts of the drill's own scanner (the broker-outage drill: exactly one).
+    pub scan_alerts: Option<usize>,
+    /// Output failures the stream-reader reported: produce attempts retried (its last status
+    /// line) plus transactions aborted (exactly-once).
+    pub reader_failures: u64,
     pub recover_max: Duration,
     pub elapsed: Duration,
     pub delivery: Delivery,
@@ -73,13 +81,16 @@ impl Outcome {
             && self.windows > 0
             && self.windows_wrong == 0
             && self.window_rows_wrong == 0
+            && self.alerts_wrong == 0
+            && self.scan_alerts.is_none_or(|n| n == 1)
+            && (self.drill != Drill::BrokerOutage || self.reader_failures > 0)
             && self.valid + self.invalid == self.records as usize
             && (self.delivery == Delivery::AtLeastOnce || self.topic_duplicates.total() == 0)
     }
 
     pub fn line(&self) -> String {
         format!(
-            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s",
+            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} alerts_wrong={}{} reader_failures={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s",
             format!("{:?}", self.drill).to_lowercase(),
             if self.ok() { "PASS" } else { "FAIL" },
             self.delivery
@@ -97,6 +108,10 @@ impl Outcome {
             self.windows,
             self.windows_wrong,
             self.window_rows_wrong,
+            self.alerts_wrong,
+            self.scan_alerts
+                .map_or_else(String::new, |n| format!(" scan_alerts={n}")),
+            self.reader_failures,
             self.topic_duplicates.validated,
             self.topic_duplicates.dlq,
             self.topic_duplicates.stats,

@@ -109,6 +109,9 @@ pub(super) async fn reconcile(
         windows: 0,
         windows_wrong: 0,
         window_rows_wrong: 0,
+        alerts_wrong: 0,
+        scan_alerts: None,
+        reader_failures: 0,
         recover_max,
         elapsed: started.elapsed(),
         delivery: Delivery::AtLeastOnce,
@@ -185,10 +188,51 @@ pub(super) async fn reconcile_analytics(
     wrong += reference.differences(&emitted).len();
     outcome.topic_duplicates.stats = repeats(windows);
     let mut alert_ids = Vec::new();
+    let mut alerts = Vec::new();
     for (_, _, payload) in read_all(&kafka, &names.alerts)? {
-        alert_ids.push(log_schema::Alert::from_json(&payload)?.alert_id);
+        let alert = log_schema::Alert::from_json(&payload)?;
+        alert_ids.push(alert.alert_id);
+        alerts.push(alert);
     }
     outcome.topic_duplicates.alerts = repeats(alert_ids);
+    // The alerts are exactly those the windows trigger under the default thresholds (the
+    // drills set none).
+    let defaults = <stream_reader::ReaderArgs as clap::Parser>::try_parse_from(["stream-reader"])?;
+    let thresholds = [
+        (
+            log_schema::AlertRule::PortScan,
+            defaults.alert_port_scan_ports,
+        ),
+        (log_schema::AlertRule::Flood, defaults.alert_flood_events),
+        (
+            log_schema::AlertRule::DenyBurst,
+            defaults.alert_deny_burst_denied,
+        ),
+    ];
+    let want: BTreeSet<Uuid> = emitted
+        .values()
+        .flat_map(|s| {
+            thresholds
+                .iter()
+                .filter_map(|(rule, t)| log_schema::Alert::evaluate(*rule, s, *t))
+                .map(|a| a.alert_id)
+        })
+        .collect();
+    let got: BTreeSet<Uuid> = alerts
+        .iter()
+        .filter(|a| Some(a.window_start) <= horizon)
+        .map(|a| a.alert_id)
+        .collect();
+    outcome.alerts_wrong = want.symmetric_difference(&got).count();
+    if outcome.drill == Drill::BrokerOutage {
+        outcome.scan_alerts = Some(
+            alerts
+                .iter()
+                .filter(|a| a.rule == log_schema::AlertRule::PortScan)
+                .filter(|a| a.source_ip.to_string() == SCANNER)
+                .count(),
+        );
+    }
 
     let session = CassandraArgs::new(stack.cql_addr(), &names.keyspace)
         .connect()
