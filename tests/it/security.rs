@@ -137,3 +137,69 @@ fn all_output(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The documented `KAFKA_SECURITY_PROTOCOL=sasl_ssl` (README, docker/README.md, compose) and
+/// the spellings people copy from Kafka's documentation are one value for every service, and
+/// so are the other enumerated settings; an unknown value names the setting and the choices.
+#[test]
+fn every_service_takes_enumerated_settings_as_users_spell_them() {
+    use clap::Parser as _;
+    use pipeline_runtime::kafka::config::SecurityProtocol;
+    use pipeline_runtime::transaction::Delivery;
+    for spelling in ["sasl_ssl", "SASL_SSL", "sasl-ssl"] {
+        let flags = [
+            "--kafka-security-protocol",
+            spelling,
+            "--log-format",
+            "JSON",
+        ];
+        let reader = stream_reader::ReaderArgs::try_parse_from(
+            ["stream-reader", "--delivery", "EXACTLY_ONCE"]
+                .into_iter()
+                .chain(flags),
+        )
+        .expect(spelling);
+        assert_eq!(reader.kafka.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(reader.delivery, Delivery::ExactlyOnce);
+        let writer = cassandra_writer::Cli::try_parse_from(
+            [
+                "cassandra-writer",
+                "--delivery",
+                "exactly_once",
+                "--cassandra-consistency",
+                "LOCAL_QUORUM",
+            ]
+            .into_iter()
+            .chain(flags),
+        )
+        .expect(spelling)
+        .writer;
+        assert_eq!(writer.kafka.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(writer.delivery, Delivery::ExactlyOnce);
+        let producer = producer::Cli::try_parse_from(
+            [
+                "producer",
+                "--scenario",
+                "PORT_SCAN",
+                "--format",
+                "SEED_JSON",
+            ]
+            .into_iter()
+            .chain(flags),
+        )
+        .expect(spelling)
+        .producer;
+        assert_eq!(producer.kafka.security_protocol, SecurityProtocol::SaslSsl);
+    }
+    let error = stream_reader::ReaderArgs::try_parse_from([
+        "stream-reader",
+        "--kafka-security-protocol",
+        "tls",
+    ])
+    .expect_err("tls is not a protocol")
+    .to_string();
+    assert!(
+        error.contains("KAFKA_SECURITY_PROTOCOL") && error.contains("sasl-ssl"),
+        "{error}"
+    );
+}

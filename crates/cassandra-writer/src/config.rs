@@ -82,7 +82,7 @@ pub struct WriterArgs {
 
     /// Delivery guarantee of the writer's dead letters: `at-least-once`, or `exactly-once`
     /// (committed with the input offsets in Kafka transactions). Rows are idempotent either way.
-    #[arg(long, env = "WRITER_DELIVERY", value_enum, default_value_t = Delivery::AtLeastOnce)]
+    #[arg(long, env = "WRITER_DELIVERY", value_enum, value_parser = pipeline_runtime::enums::Lenient::<Delivery>::new(), default_value_t = Delivery::AtLeastOnce)]
     pub delivery: Delivery,
 
     /// Transactional id of this instance in exactly-once mode (`-writer` is appended); empty:

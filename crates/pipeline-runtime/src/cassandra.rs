@@ -87,7 +87,7 @@ pub struct CassandraArgs {
     pub local_dc: Option<String>,
 
     /// Consistency level of reads and writes.
-    #[arg(long = "cassandra-consistency", env = "CASSANDRA_CONSISTENCY", value_enum, default_value_t = ConsistencyArg::LocalQuorum)]
+    #[arg(long = "cassandra-consistency", env = "CASSANDRA_CONSISTENCY", value_enum, value_parser = crate::enums::Lenient::<ConsistencyArg>::new(), default_value_t = ConsistencyArg::LocalQuorum)]
     pub consistency: ConsistencyArg,
 
     /// Username for password authentication.

@@ -4,6 +4,7 @@
 //! flattens into its own config, so flags and environment variables are the same everywhere.
 
 pub mod cassandra;
+pub mod enums;
 pub mod failure;
 pub mod kafka;
 pub mod memory;

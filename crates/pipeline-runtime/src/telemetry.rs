@@ -17,7 +17,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
     /// Log format (the level comes from RUST_LOG, default `info`).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "LOG_FORMAT", value_enum, value_parser = crate::enums::Lenient::<LogFormat>::new(), default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

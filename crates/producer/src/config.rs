@@ -79,7 +79,7 @@ pub struct ProducerArgs {
 
     /// Format of the --input lines: seed-json (sent byte for byte), aws-vpc-flow, zeek-conn,
     /// suricata-eve, iptables, nftables, or auto (detected from the first line).
-    #[arg(long, env = "PRODUCER_FORMAT", value_enum, default_value_t = formats::InputFormat::SeedJson)]
+    #[arg(long, env = "PRODUCER_FORMAT", value_enum, value_parser = pipeline_runtime::enums::Lenient::<formats::InputFormat>::new(), default_value_t = formats::InputFormat::SeedJson)]
     pub format: formats::InputFormat,
 
     /// With --format iptables|nftables: log prefixes matching this regular expression are
@@ -133,6 +133,7 @@ pub struct GeneratorArgs {
         long = "scenario",
         env = "PRODUCER_SCENARIOS",
         value_enum,
+        value_parser = pipeline_runtime::enums::Lenient::<Scenario>::new(),
         value_delimiter = ','
     )]
     pub scenarios: Vec<Scenario>,
@@ -142,7 +143,7 @@ pub struct GeneratorArgs {
     pub scenario_interval_secs: u64,
 
     /// Timestamp style.
-    #[arg(long, env = "PRODUCER_TIMESTAMP_STYLE", value_enum, default_value_t = TimestampArg::Seed)]
+    #[arg(long, env = "PRODUCER_TIMESTAMP_STYLE", value_enum, value_parser = pipeline_runtime::enums::Lenient::<TimestampArg>::new(), default_value_t = TimestampArg::Seed)]
     pub timestamp_style: TimestampArg,
 }
 

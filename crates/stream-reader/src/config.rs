@@ -131,7 +131,7 @@ pub struct ReaderArgs {
     /// `at-least-once`, or `exactly-once` with Kafka transactions (outputs and input offsets
     /// committed together; consumers of the outputs must read with
     /// `isolation.level=read_committed`).
-    #[arg(long, env = "READER_DELIVERY", value_enum, default_value_t = Delivery::AtLeastOnce)]
+    #[arg(long, env = "READER_DELIVERY", value_enum, value_parser = pipeline_runtime::enums::Lenient::<Delivery>::new(), default_value_t = Delivery::AtLeastOnce)]
     pub delivery: Delivery,
 
     /// Transactional id of this instance in exactly-once mode (each stage appends

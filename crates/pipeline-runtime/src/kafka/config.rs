@@ -86,8 +86,8 @@ pub struct KafkaArgs {
     )]
     pub options: Vec<KafkaOption>,
 
-    /// Security protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
-    #[arg(long = "kafka-security-protocol", env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t = SecurityProtocol::Plaintext)]
+    /// Security protocol: plaintext, ssl, sasl_plaintext or sasl_ssl (any case, `_` or `-`).
+    #[arg(long = "kafka-security-protocol", env = "KAFKA_SECURITY_PROTOCOL", value_enum, value_parser = crate::enums::Lenient::<SecurityProtocol>::new(), default_value_t = SecurityProtocol::Plaintext)]
     pub security_protocol: SecurityProtocol,
 
     /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
