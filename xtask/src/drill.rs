@@ -483,12 +483,25 @@ async fn produce_scan(
     at: chrono::DateTime<Utc>,
     ports: std::ops::Range<u16>,
 ) -> anyhow::Result<()> {
+    let records = ports.map(|i| (SCANNER.to_owned(), i + 1, 60, 0, "10.9.0.2"));
+    produce_logs(kafka, topic, at, records)
+        .await
+        .context("produce the scan")
+}
+
+/// Allowed logs (source, port, bytes sent, bytes received, destination), each dated `at` and
+/// with `at` as its Kafka timestamp.
+async fn produce_logs(
+    kafka: &KafkaArgs,
+    topic: &str,
+    at: chrono::DateTime<Utc>,
+    records: impl Iterator<Item = (String, u16, u64, u64, &'static str)>,
+) -> anyhow::Result<()> {
     let producer = kafka.producer(&[])?;
     let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    for i in ports {
+    for (source, port, sent, received, destination) in records {
         let json = format!(
-            r#"{{"timestamp":"{stamp}","source_ip":"{SCANNER}","destination_ip":"10.9.0.2","port":{},"protocol":"TCP","bytes_sent":60,"bytes_received":0,"action":"ALLOW"}}"#,
-            i + 1
+            r#"{{"timestamp":"{stamp}","source_ip":"{source}","destination_ip":"{destination}","port":{port},"protocol":"TCP","bytes_sent":{sent},"bytes_received":{received},"action":"ALLOW"}}"#
         );
         producer
             .send(
@@ -498,8 +511,7 @@ async fn produce_scan(
                 Duration::from_secs(60),
             )
             .await
-            .map_err(|(e, _)| e)
-            .context("produce the scan")?;
+            .map_err(|(e, _)| e)?;
     }
     Ok(())
 }
@@ -527,23 +539,9 @@ fn reader_failures(log: &Path) -> anyhow::Result<u64> {
 }
 
 async fn produce_closers(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<()> {
-    let producer = kafka.producer(&[])?;
     let ahead = Utc::now() + chrono::TimeDelta::minutes(2);
-    let at = ahead.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    for i in 0..CLOSERS {
-        let json = format!(
-            r#"{{"timestamp":"{at}","source_ip":"198.51.100.{i}","destination_ip":"10.9.0.1","port":9,"protocol":"TCP","bytes_sent":1,"bytes_received":1,"action":"ALLOW"}}"#
-        );
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic)
-                    .payload(json.as_bytes())
-                    .timestamp(ahead.timestamp_millis()),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .context("produce the closing records")?;
-    }
-    Ok(())
+    let records = (0..CLOSERS).map(|i| (format!("198.51.100.{i}"), 9, 1, 1, "10.9.0.1"));
+    produce_logs(kafka, topic, ahead, records)
+        .await
+        .context("produce the closing records")
 }

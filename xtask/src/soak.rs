@@ -1,7 +1,10 @@
 //! `cargo xtask soak`: the three services at a steady rate for minutes, nobody scraping their
 //! `/metrics`, with each one's resident set sampled from `/proc` over time. Flat memory is the
-//! verdict: each service's RSS at the end within `--tolerance-pct` of its RSS after the first
-//! minute (warm-up: client buffers, allocator arenas and caches fill during it).
+//! verdict: after the warm-up (`--warmup-minutes`: client buffers, allocator caches and the
+//! open windows fill during it), each service's median RSS over the last stretch of the run is
+//! within `--tolerance-pct` of its median over the first stretch after the warm-up (a stretch
+//! is 5 minutes, or half of what follows the warm-up if that is shorter). Medians, because an
+//! allocator that returns memory (jemalloc) makes the RSS follow the live heap up and down.
 
 use std::{
     fs,
@@ -25,8 +28,12 @@ pub struct SoakArgs {
     /// Seconds between RSS samples.
     #[arg(long, default_value_t = 30)]
     sample_secs: u64,
-    /// Largest accepted growth of RSS from the end of the first minute to the end, in percent.
-    #[arg(long, default_value_t = 10.0)]
+    /// Minutes of warm-up before the first stretch.
+    #[arg(long, default_value_t = 2)]
+    warmup_minutes: u64,
+    /// Largest accepted growth of the median RSS from the first stretch after the warm-up to
+    /// the last one, in percent.
+    #[arg(long, default_value_t = 5.0)]
     tolerance_pct: f64,
 }
 
@@ -85,8 +92,7 @@ async fn soak(stack: &Stack, args: &SoakArgs) -> anyhow::Result<ExitCode> {
     );
     let started = Instant::now();
     let end = started + Duration::from_secs(args.minutes * 60);
-    let mut after_first_minute: Option<Vec<u64>> = None;
-    let mut last: Vec<u64> = Vec::new();
+    let mut samples: Vec<(u64, Vec<u64>)> = Vec::new();
     let mut every = tokio::time::interval(Duration::from_secs(args.sample_secs.max(1)));
     every.tick().await;
     let mut exited = None;
@@ -103,10 +109,7 @@ async fn soak(stack: &Stack, args: &SoakArgs) -> anyhow::Result<ExitCode> {
             mib(sample[1]),
             mib(sample[2])
         );
-        if after_first_minute.is_none() && t >= 60 {
-            after_first_minute = Some(sample.clone());
-        }
-        last = sample;
+        samples.push((t, sample));
         if let Some((name, status)) = children
             .iter_mut()
             .find_map(|(n, c)| c.try_wait().ok().flatten().map(|s| (*n, s)))
@@ -124,16 +127,38 @@ async fn soak(stack: &Stack, args: &SoakArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{why}; see {}", logs.display());
     }
     println!("{totals}");
-    let base = after_first_minute.context("the soak needs more than one minute")?;
+    let warmup = args.warmup_minutes * 60;
+    let run = args.minutes * 60;
+    let stretch = 300.min(run.saturating_sub(warmup) / 2);
+    anyhow::ensure!(
+        stretch >= args.sample_secs,
+        "the soak needs more than {} minutes after the warm-up",
+        2 * args.sample_secs.div_ceil(60)
+    );
+    let median = |i: usize, from: u64, to: u64| {
+        let mut v: Vec<u64> = samples
+            .iter()
+            .filter(|(t, _)| (from..=to).contains(t))
+            .map(|(_, s)| s[i])
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
     let mut ok = true;
     for (i, (name, _)) in SERVICES.iter().enumerate() {
-        let change = (last[i] as f64 - base[i] as f64) / base[i].max(1) as f64 * 100.0;
+        let first = median(i, warmup, warmup + stretch);
+        let last = median(i, run - stretch, run);
+        let change = (last as f64 - first as f64) / first.max(1) as f64 * 100.0;
         let pass = change <= args.tolerance_pct;
         ok &= pass;
         println!(
-            "{name:<16} RSS after 1 min {:>6.1} MiB, at the end {:>6.1} MiB, change {change:+.1} % {}",
-            mib(base[i]),
-            mib(last[i]),
+            "{name:<16} median RSS {}–{} min {:>6.1} MiB, {}–{} min {:>6.1} MiB, change {change:+.1} % {}",
+            warmup / 60,
+            (warmup + stretch) / 60,
+            mib(first),
+            (run - stretch) / 60,
+            run / 60,
+            mib(last),
             if pass { "PASS" } else { "FAIL" }
         );
     }

@@ -7,7 +7,6 @@ pub mod cassandra;
 pub mod enums;
 pub mod failure;
 pub mod kafka;
-pub mod memory;
 pub mod observe;
 pub mod secret;
 pub mod shutdown;

@@ -3,14 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use stream_reader::ReaderArgs;
 
-fn main() -> ExitCode {
-    // Before any thread exists: the runtime's and librdkafka's threads share two arenas.
-    pipeline_runtime::memory::limit_malloc_arenas();
-    run()
-}
+/// jemalloc serves every allocation of the process, librdkafka's too: glibc's malloc let the
+/// resident set grow while the live heap stayed flat, and drained backlogs more slowly
+/// (RELIABILITY.md, "Memory over time"; BENCHMARKS.md, "stream-reader: profile and allocator").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn run() -> ExitCode {
+async fn main() -> ExitCode {
     let args = ReaderArgs::parse();
     args.telemetry.init();
     match stream_reader::run(args).await {
