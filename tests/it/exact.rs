@@ -334,8 +334,9 @@ async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Del
     let n = (records.len() + stragglers.len()) as i64;
     let (first, second) = records.split_at(records.len() / 2);
     let logs = [support::IN_PROCESS_LOG];
-    let mut args = reader::args(&t);
-    args.delivery = delivery;
+    // The defaults users get, but for what the test is about: the lateness its traffic needs,
+    // the protocol, and the idle flush.
+    let mut args = reader::defaults(&t, delivery);
     args.allowed_lateness_secs = 60;
     if let Idle::Off = idle {
         args.idle_flush_ms = 0;

@@ -6,8 +6,9 @@ use std::{
 };
 
 use chrono::Utc;
+use clap::Parser as _;
 use log_schema::{DeadLetter, ErrorKind, Limits, Origin, RawEncoding, ValidatedRecord, validate};
-use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs};
+use pipeline_runtime::{kafka::KafkaArgs, telemetry::TelemetryArgs, transaction::Delivery};
 use stream_reader::{ReaderArgs, ReaderStats};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -58,6 +59,23 @@ pub(crate) async fn topics(name: &str) -> Topics {
     t
 }
 
+/// The stream-reader's defaults (as users get them), on the test's topics and groups.
+pub(crate) fn defaults(t: &Topics, delivery: Delivery) -> ReaderArgs {
+    let mut args = ReaderArgs::try_parse_from(["stream-reader"]).expect("the defaults parse");
+    let named = self::args(t);
+    args.kafka = named.kafka;
+    args.group_id = named.group_id;
+    args.input_topic = named.input_topic;
+    args.validated_topic = named.validated_topic;
+    args.dlq_topic = named.dlq_topic;
+    args.stats_topic = named.stats_topic;
+    args.alerts_topic = named.alerts_topic;
+    args.analytics_group_id = named.analytics_group_id;
+    args.metrics_addr = named.metrics_addr;
+    args.delivery = delivery;
+    args
+}
+
 pub(crate) fn args(t: &Topics) -> ReaderArgs {
     ReaderArgs {
         kafka: KafkaArgs::new(support::kafka_broker()),
@@ -88,7 +106,7 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         max_windows_per_minute: 50_000,
         max_distinct_per_minute: 500_000,
         analytics_max_in_flight: 5_000,
-        delivery: pipeline_runtime::transaction::Delivery::AtLeastOnce,
+        delivery: Delivery::AtLeastOnce,
         transactional_id: String::new(),
         transaction_interval_ms: 100,
         transaction_max_records: 5_000,

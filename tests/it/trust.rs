@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
-use clap::Parser as _;
 use log_schema::{Alert, AlertRule, WindowStats};
 use pipeline_runtime::transaction::Delivery;
 use stream_reader::{ReaderArgs, ReaderStats};
@@ -16,23 +15,6 @@ use crate::{
     reader::{self, Topics},
     support::{self, DEADLINE},
 };
-
-/// The stream-reader's defaults, on the test's topics and groups.
-fn defaults(t: &Topics, delivery: Delivery) -> ReaderArgs {
-    let mut args = ReaderArgs::try_parse_from(["stream-reader"]).expect("the defaults parse");
-    let named = reader::args(t);
-    args.kafka = named.kafka;
-    args.group_id = named.group_id;
-    args.input_topic = named.input_topic;
-    args.validated_topic = named.validated_topic;
-    args.dlq_topic = named.dlq_topic;
-    args.stats_topic = named.stats_topic;
-    args.alerts_topic = named.alerts_topic;
-    args.analytics_group_id = named.analytics_group_id;
-    args.metrics_addr = named.metrics_addr;
-    args.delivery = delivery;
-    args
-}
 
 /// A raw record of the seed's format from `source` to `port`.
 fn raw(at: DateTime<Utc>, source: &str, port: u16) -> (Option<Vec<u8>>, Vec<u8>) {
@@ -135,7 +117,7 @@ async fn a_burst_then_silence_in_exactly_once_mode_emits_the_last_window_and_its
         .duration_trunc(TimeDelta::minutes(1))
         .expect("trunc");
     let (stats, alerts) = scan_alerts(
-        defaults(&t, Delivery::ExactlyOnce),
+        reader::defaults(&t, Delivery::ExactlyOnce),
         &t,
         "203.0.113.66",
         started,
@@ -159,7 +141,7 @@ async fn a_record_dated_290_s_ahead_does_not_hide_the_scan_after_it() {
         .duration_trunc(TimeDelta::minutes(1))
         .expect("trunc");
     let (stats, alerts) = scan_alerts(
-        defaults(&t, Delivery::AtLeastOnce),
+        reader::defaults(&t, Delivery::AtLeastOnce),
         &t,
         "203.0.113.77",
         started,
@@ -188,7 +170,7 @@ async fn a_flood_past_the_source_cap_does_not_hide_the_scan_after_it() {
         .duration_trunc(TimeDelta::minutes(1))
         .expect("trunc");
     let (stats, alerts) = scan_alerts(
-        defaults(&t, Delivery::AtLeastOnce),
+        reader::defaults(&t, Delivery::AtLeastOnce),
         &t,
         "203.0.113.88",
         started,
@@ -209,7 +191,7 @@ async fn more_partitions_on_the_validated_topic_stop_the_analytics_stage_with_a_
     // A first run commits window checkpoints for the 3 partitions.
     let stop = CancellationToken::new();
     let task = tokio::spawn(stream_reader::run_until(
-        defaults(&t, Delivery::AtLeastOnce),
+        reader::defaults(&t, Delivery::AtLeastOnce),
         stop.clone(),
         Arc::new(ReaderStats::default()),
     ));
@@ -232,7 +214,7 @@ async fn more_partitions_on_the_validated_topic_stop_the_analytics_stage_with_a_
         .expect("create partitions");
     grown[0].clone().expect("4 partitions");
     let run = stream_reader::run_until(
-        defaults(&t, Delivery::AtLeastOnce),
+        reader::defaults(&t, Delivery::AtLeastOnce),
         CancellationToken::new(),
         Arc::new(ReaderStats::default()),
     );
