@@ -14,14 +14,16 @@ use super::state::Analytics;
 use crate::batch::Batch;
 
 impl Analytics {
-    /// True when the stage must not read now: a transaction commit is due, or an idle step's
-    /// checkpoint is not committed yet (the next record must find it durable).
+    /// True when the stage must not read now: a transaction commit is due. (An idle step whose
+    /// checkpoint is not committed yet holds back only the windows it closed: reading goes on,
+    /// so that a consumer that lost its group membership rejoins, and a revocation drops the
+    /// step with its windows.)
     pub(super) fn committing(&self) -> bool {
-        self.batch.as_ref().is_some_and(Batch::committing) || !self.pending_steps.is_empty()
+        self.batch.as_ref().is_some_and(Batch::committing)
     }
 
     /// Commits the checkpoints of idle steps whose commit failed (at-least-once mode); the
-    /// stage reads nothing until they are committed.
+    /// windows they closed are sent once they are committed.
     pub(super) fn save_steps(&mut self) {
         if self.batch.is_some() || self.pending_steps.is_empty() {
             return;
@@ -143,7 +145,11 @@ impl Analytics {
                 }
                 self.steps_committed(partitions);
             }
-            Err(error) => warn!(%error, "checkpoint commit failed; retried"),
+            Err(error) => {
+                if let Some(suppressed) = self.log.allow() {
+                    warn!(%error, suppressed, "checkpoint commit failed; retried");
+                }
+            }
         }
     }
 

@@ -8,8 +8,8 @@
 //!
 //! **Guarantee: every closed window is final.** Offsets are committed explicitly, with the
 //! partition's window checkpoint as offset metadata ([`Windows::checkpoint`]): every second,
-//! synchronously for a partition that took an idle step (before its next record is
-//! processed), for each revoked partition in the revoke callback, and on shutdown. On
+//! synchronously for a partition that took an idle step (before the windows it closed are
+//! sent), for each revoked partition in the revoke callback, and on shutdown. On
 //! assignment a partition is restored from its committed checkpoint and replayed from its
 //! offset, so each (source IP, minute) is emitted with the statistics of exactly the events an
 //! uninterrupted run counts; a window emitted twice (its output not acknowledged before a

@@ -451,7 +451,7 @@ impl Analytics {
     }
 
     /// Idle steps for quiet, caught-up partitions; a partition that took one has its
-    /// checkpoint committed before its next record.
+    /// checkpoint committed before the windows the step closed are sent.
     pub(super) fn tick(&mut self) {
         let lags = self
             .lags
@@ -468,7 +468,7 @@ impl Analytics {
         if stepped.is_empty() {
             return;
         }
-        // Nothing is read until the steps are committed (`committing`).
+        // Their windows are sent once the steps are committed (`pump`).
         let partitions: Vec<i32> = stepped.iter().map(|s| s.partition).collect();
         self.pending_steps.extend(stepped);
         match &mut self.batch {

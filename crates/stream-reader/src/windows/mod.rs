@@ -27,7 +27,8 @@
 //!   takes the same late/duplicate decisions and the same idle steps at the same positions,
 //!   and emits nothing that was final. A closed window is therefore emitted with the same
 //!   statistics after any crash, restart or rebalance as in an uninterrupted run. An idle step
-//!   is committed synchronously before the partition's next record is processed.
+//!   is committed before the windows it closed are emitted (records after it close only later
+//!   minutes, which do not depend on it).
 //! * **Bounds.** Per partition and minute at most `max_windows_per_minute` windows and
 //!   `max_distinct_per_minute` tracked distinct ports and destinations. A new source in a full
 //!   minute takes the slot of the window of lowest rank (Space-Saving: a window's rank is its
@@ -326,7 +327,7 @@ impl Windows {
     /// Idle steps for partitions that are quiet: no record for `idle`, open windows, and caught
     /// up (`caught_up(partition, last_activity)`: the broker reported no lag after the
     /// partition's last record). Returns the closed windows and the steps taken: their
-    /// partitions' checkpoints must be committed before their next record is processed.
+    /// partitions' checkpoints must be committed before the closed windows are emitted.
     pub fn tick(
         &mut self,
         caught_up: impl Fn(i32, Instant) -> bool,
