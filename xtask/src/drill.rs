@@ -188,6 +188,18 @@ impl Names {
             format!("{}_analytics", self.tag),
         ));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
+        // A restarted service keeps its transactional id, as a container restarting in place
+        // does: its start fences the killed instance and aborts its open transaction at once.
+        // (A new id would leave that transaction open until the broker times it out, and
+        // `read_committed` readers, the reconciliation among them, would stop at it.)
+        env.push((
+            "READER_TRANSACTIONAL_ID".into(),
+            format!("{}_reader_a", self.tag),
+        ));
+        env.push((
+            "WRITER_TRANSACTIONAL_ID".into(),
+            format!("{}_writer_a", self.tag),
+        ));
         if let Some(v) = delivery.to_possible_value() {
             env.push(("READER_DELIVERY".into(), v.get_name().to_owned()));
             env.push(("WRITER_DELIVERY".into(), v.get_name().to_owned()));
@@ -351,8 +363,19 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
         }
         Drill::Rebalance => {
             tokio::time::sleep(production / 4).await;
-            let mut reader2 = spawn("stream-reader", &[], &env, &log)?;
-            let mut writer2 = spawn("cassandra-writer", &[], &env, &log)?;
+            // The second instances have transactional ids of their own.
+            let env2: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "READER_TRANSACTIONAL_ID" | "WRITER_TRANSACTIONAL_ID" => {
+                        let own = v.strip_suffix("_a").unwrap_or(v);
+                        (k.clone(), format!("{own}_b"))
+                    }
+                    _ => (k.clone(), v.clone()),
+                })
+                .collect();
+            let mut reader2 = spawn("stream-reader", &[], &env2, &log)?;
+            let mut writer2 = spawn("cassandra-writer", &[], &env2, &log)?;
             faults += 1;
             tokio::time::sleep(production / 3).await;
             reader2.sigterm()?;
