@@ -120,8 +120,8 @@ impl Analytics {
         }
     }
 
-    /// Commits the current checkpoints of `partitions` that changed (synchronously: at most
-    /// one broker round trip a second, and before the next record after an idle step).
+    /// Commits the current checkpoints of `partitions` that changed (synchronously: once a
+    /// second, and at once after an idle step, whose windows wait for it).
     /// A failed commit is logged and retried by the next call.
     pub(super) fn commit(&mut self, partitions: &[i32]) {
         let mut changed = Vec::new();
