@@ -14,6 +14,8 @@ async fn migrate_is_idempotent_and_writer_startup_check_passes() {
             log_format: pipeline_runtime::telemetry::LogFormat::Text,
         },
         replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        grant_write_to: Vec::new(),
+        grant_read_to: Vec::new(),
     };
     assert_eq!(
         cassandra_writer::migrate(&args).await.expect("second run"),

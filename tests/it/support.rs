@@ -87,6 +87,8 @@ pub async fn fresh_keyspace() -> String {
             log_format: pipeline_runtime::telemetry::LogFormat::Text,
         },
         replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        grant_write_to: Vec::new(),
+        grant_read_to: Vec::new(),
     };
     cassandra_writer::migrate(&args).await.unwrap_or_else(|e| {
         panic!(

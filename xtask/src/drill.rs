@@ -83,6 +83,9 @@ pub struct DrillArgs {
     /// output topic.
     #[arg(long, value_enum, default_value_t = Delivery::AtLeastOnce)]
     pub delivery: Delivery,
+    /// The stack the drills run on.
+    #[command(flatten)]
+    pub shape: crate::stack::Shape,
 }
 
 struct Settings {

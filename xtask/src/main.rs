@@ -10,6 +10,7 @@ mod bench;
 mod drill;
 mod fuzz;
 mod procs;
+mod secure;
 mod servers;
 mod soak;
 mod stack;
@@ -67,8 +68,11 @@ enum Cmd {
     /// The three services at a steady rate for minutes on a stack of their own, nobody
     /// scraping: RSS over time, and whether it stayed flat.
     Soak(soak::SoakArgs),
-    /// cqlsh (from PyPI, in a venv under target/) against the local Cassandra.
+    /// cqlsh (from PyPI, in a venv under target/) against the local Cassandra (on a secured
+    /// stack over TLS as the read-only `analyst` role).
     Cqlsh {
+        #[command(flatten)]
+        shape: stack::Shape,
         /// Arguments for cqlsh, e.g. -e "SELECT * FROM ip_logs.access_logs LIMIT 10;".
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -85,14 +89,31 @@ enum ServicesCmd {
         /// Partitions per topic.
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        #[command(flatten)]
+        shape: stack::Shape,
     },
     /// Resolve Kafka's and Cassandra's runtime classpaths from Maven Central (once per
     /// machine; `start` does it too) and check for Java 17.
     Resolve,
     /// Stop exactly the processes `start` began.
-    Stop,
+    Stop {
+        #[command(flatten)]
+        shape: stack::Shape,
+    },
     /// Show what runs where.
-    Status,
+    Status {
+        #[command(flatten)]
+        shape: stack::Shape,
+    },
+    /// Print the environment of one identity on the stack (`export` lines): `producer`,
+    /// `stream-reader`, `cassandra-writer`, `migrate`, `operator` or `analyst`.
+    Env {
+        /// Whose credentials (on a secured stack).
+        #[arg(default_value = "analyst")]
+        who: String,
+        #[command(flatten)]
+        shape: stack::Shape,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,11 +137,24 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Services { action } => match action {
-            ServicesCmd::Start { clean, partitions } => {
-                Stack::dev(partitions).start(clean).await?;
+            ServicesCmd::Start {
+                clean,
+                partitions,
+                shape,
+            } => {
+                let stack = Stack::dev(partitions).shaped(shape);
+                stack.start(clean).await?;
                 println!(
-                    "local stack is up: KAFKA_BROKER=127.0.0.1:9092 CASSANDRA_NODES=127.0.0.1:9042"
+                    "local stack is up: KAFKA_BROKER={} CASSANDRA_NODES={}",
+                    stack.kafka_addr(),
+                    stack.cql_addr()
                 );
+                if shape.secure {
+                    println!(
+                        "credentials: eval \"$(cargo xtask services env <who>{})\"",
+                        if shape.cluster { " --cluster --secure" } else { " --secure" }
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             ServicesCmd::Resolve => {
@@ -137,12 +171,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("java      {}", java.display());
                 Ok(ExitCode::SUCCESS)
             }
-            ServicesCmd::Stop => {
-                Stack::dev(3).stop()?;
+            ServicesCmd::Stop { shape } => {
+                Stack::dev(3).shaped(shape).stop()?;
                 Ok(ExitCode::SUCCESS)
             }
-            ServicesCmd::Status => {
-                let up = Stack::dev(3).status().await;
+            ServicesCmd::Env { who, shape } => {
+                let stack = Stack::dev(3).shaped(shape);
+                for (k, v) in stack.env_of(&who, &[]) {
+                    println!("export {k}=\"{v}\"");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ServicesCmd::Status { shape } => {
+                let up = Stack::dev(3).shaped(shape).status().await;
                 Ok(if up {
                     ExitCode::SUCCESS
                 } else {
@@ -159,7 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Drill(args) => {
             cargo(&["build", "--quiet", "--bins"], false)?;
-            let stack = Stack::named("drill", 29092, 29042, 3);
+            let stack = Stack::named("drill", 29092, 29042, 3).shaped(args.shape);
             stack.start(true).await?;
             let result = drill::run(&stack, &args).await;
             let stopped = stack.stop();
@@ -172,12 +213,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Soak(args) => soak::run(args).await,
-        Cmd::Cqlsh { args } => {
-            let cqlsh = python_tool("cqlsh", "cqlsh")?;
-            let status = Command::new(cqlsh)
-                .args(["127.0.0.1", "9042"])
-                .args(&args)
-                .status()?;
+        Cmd::Cqlsh { shape, args } => {
+            let stack = Stack::dev(3).shaped(shape);
+            let status = cqlsh_command(&stack)?.args(&args).status()?;
             Ok(if status.success() {
                 ExitCode::SUCCESS
             } else {
@@ -216,6 +254,7 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
                     quick: true,
                     records: None,
                     delivery,
+                    shape: stack::Shape::default(),
                 };
                 all = match (all, drill::run(&stack, &args).await) {
                     (Ok(mut done), Ok(more)) => {
@@ -248,6 +287,22 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
     }
     println!("xtask test: all tests and drills passed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// cqlsh against node 1 of `stack`; on a secured stack over TLS (verifying the stack's CA)
+/// as the `analyst` role.
+pub fn cqlsh_command(stack: &Stack) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(python_tool("cqlsh", "cqlsh")?);
+    cmd.args(["127.0.0.1", &stack.cql_port.to_string()]);
+    if let Some(sec) = &stack.security {
+        let (cqlshrc, credentials) = sec.cqlshrc(secure::CQL_ANALYST)?;
+        cmd.arg("--ssl")
+            .arg("--cqlshrc")
+            .arg(cqlshrc)
+            .arg("--credentials")
+            .arg(credentials);
+    }
+    Ok(cmd)
 }
 
 /// Starts `bin` with `args` and `env`, stdout and stderr appended to `log`.

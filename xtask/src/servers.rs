@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use sha2::{Digest as _, Sha256};
 
-use crate::{project_root, target_dir};
+use crate::{project_root, secure::Security, target_dir};
 
 /// The two servers of a stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +51,13 @@ impl Server {
 
     /// Heap (-Xms = -Xmx) sized for a 2-core / 24 GiB machine that also runs the three services
     /// and the tests: Kafka keeps its data in the page cache, not the heap; Cassandra's memtables
-    /// take a quarter of its heap.
-    pub fn heap_mib(self) -> u32 {
-        match self {
+    /// take a quarter of its heap. A cluster's nodes get half as much each.
+    pub fn heap_mib(self, nodes: u8) -> u32 {
+        let single = match self {
             Server::Kafka => 1024,
             Server::Cassandra => 2048,
-        }
+        };
+        if nodes == 1 { single } else { single / 2 }
     }
 
     fn pom(self) -> PathBuf {
@@ -197,54 +198,109 @@ fn java_major(version_output: &str) -> Option<u32> {
     quoted.split(['.', '-', '+']).next()?.parse().ok()
 }
 
-/// Ports and directories of one stack's servers.
+/// The loopback address of node `node` (1-based): a cluster's nodes share ports, each on its
+/// own address, as ccm does.
+pub fn host(node: u8) -> String {
+    format!("127.0.0.{node}")
+}
+
+/// Ports, directories and security of one node of a stack.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dir: PathBuf,
     pub cluster_name: String,
+    /// This node, 1..=nodes: it listens on [`host`]`(node)`.
+    pub node: u8,
+    /// Nodes of each server in the stack: 1, or 3 for a cluster.
+    pub nodes: u8,
     pub kafka_port: u16,
     pub controller_port: u16,
     pub cql_port: u16,
     pub storage_port: u16,
+    /// TLS, SASL, authorization and roles (`--secure`).
+    pub security: Option<Security>,
 }
 
 impl Layout {
+    pub fn host(&self) -> String {
+        host(self.node)
+    }
+
+    /// `kafka` for a single node, `kafka2` for node 2 of a cluster.
+    pub fn node_name(&self, server: Server) -> String {
+        if self.nodes == 1 {
+            server.name().to_owned()
+        } else {
+            format!("{}{}", server.name(), self.node)
+        }
+    }
+
     pub fn data_dir(&self, server: Server) -> PathBuf {
-        self.dir.join(format!("{}-data", server.name()))
+        self.dir.join(format!("{}-data", self.node_name(server)))
     }
 
     pub fn config_dir(&self, server: Server) -> PathBuf {
-        self.dir.join(format!("{}-conf", server.name()))
+        self.dir.join(format!("{}-conf", self.node_name(server)))
+    }
+
+    /// Replicas of every topic and of Kafka's internal topics; 2 of 3 must be in sync to
+    /// accept an `acks=all` write.
+    pub fn replication(&self) -> (u8, u8) {
+        if self.nodes == 1 { (1, 1) } else { (self.nodes, 2) }
     }
 }
 
-/// Writes `server.properties` and `log4j2.xml` for a combined KRaft broker + controller.
+/// Writes `server.properties` and `log4j2.xml` for a combined KRaft broker + controller: a
+/// single node, or node `layout.node` of a 3-node quorum (static voters) with every topic on 3
+/// replicas and `min.insync.replicas=2`.
 pub fn kafka_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     let conf = layout.config_dir(Server::Kafka);
     fs::create_dir_all(&conf)?;
     let data = layout.data_dir(Server::Kafka);
     let (port, controller) = (layout.kafka_port, layout.controller_port);
-    let properties = format!(
-        "# Written by cargo xtask: one combined KRaft broker + controller on loopback.\n\
+    let h = layout.host();
+    let quorum = if layout.nodes == 1 {
+        format!("controller.quorum.bootstrap.servers={h}:{controller}")
+    } else {
+        let voters: Vec<String> = (1..=layout.nodes)
+            .map(|n| format!("{n}@{}:{controller}", host(n)))
+            .collect();
+        format!("controller.quorum.voters={}", voters.join(","))
+    };
+    let (listener, control) = match layout.security {
+        Some(_) => ("SASL_SSL", "SSL"),
+        None => ("PLAINTEXT", "PLAINTEXT"),
+    };
+    let (rf, min_isr) = layout.replication();
+    let mut properties = format!(
+        "# Written by cargo xtask: a combined KRaft broker + controller on loopback, node {node} of {nodes}.\n\
          process.roles=broker,controller\n\
-         node.id=1\n\
-         controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
-         listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-         advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+         node.id={node}\n\
+         {quorum}\n\
+         listeners={listener}://{h}:{port},CONTROLLER://{h}:{controller}\n\
+         advertised.listeners={listener}://{h}:{port}\n\
          controller.listener.names=CONTROLLER\n\
-         inter.broker.listener.name=PLAINTEXT\n\
-         listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+         inter.broker.listener.name={listener}\n\
+         listener.security.protocol.map={listener}:{listener},CONTROLLER:{control}\n\
          log.dirs={data}\n\
-         # A single node: every internal topic has one replica.\n\
-         offsets.topic.replication.factor=1\n\
-         transaction.state.log.replication.factor=1\n\
-         transaction.state.log.min.isr=1\n\
-         share.coordinator.state.topic.replication.factor=1\n\
-         share.coordinator.state.topic.min.isr=1\n\
+         # Replicas of the internal topics and of topics created without a count; an acks=all\n\
+         # write needs min.insync.replicas of them.\n\
+         offsets.topic.replication.factor={rf}\n\
+         transaction.state.log.replication.factor={rf}\n\
+         transaction.state.log.min.isr={min_isr}\n\
+         share.coordinator.state.topic.replication.factor={rf}\n\
+         share.coordinator.state.topic.min.isr={min_isr}\n\
+         default.replication.factor={rf}\n\
+         min.insync.replicas={min_isr}\n\
          # Groups of one machine form at once instead of waiting 3 s for more members.\n\
          group.initial.rebalance.delay.ms=0\n",
+        node = layout.node,
+        nodes = layout.nodes,
         data = data.display()
     );
+    if let Some(security) = &layout.security {
+        properties.push_str(&security.kafka_properties(layout.node)?);
+    }
     let path = conf.join("server.properties");
     fs::write(&path, properties)?;
     fs::write(
@@ -285,7 +341,7 @@ pub fn kafka_cluster_id() -> String {
 
 /// JVM arguments (before the main class) of the Kafka broker.
 pub fn kafka_jvm_args(layout: &Layout) -> Vec<String> {
-    let heap = Server::Kafka.heap_mib();
+    let heap = Server::Kafka.heap_mib(layout.nodes);
     let mut args = vec![
         format!("-Xms{heap}m"),
         format!("-Xmx{heap}m"),
@@ -308,14 +364,14 @@ pub fn kafka_jvm_args(layout: &Layout) -> Vec<String> {
     args
 }
 
-/// Writes `cassandra.yaml` and `logback.xml` for a single node on loopback.
+/// Writes `cassandra.yaml` and `logback.xml` for a node on loopback (node 1 is the seed).
 pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     let conf = layout.config_dir(Server::Cassandra);
     fs::create_dir_all(&conf)?;
     let data = layout.data_dir(Server::Cassandra);
     let dir = |sub: &str| data.join(sub).display().to_string();
-    let yaml = format!(
-        "# Written by cargo xtask: a single Cassandra node on loopback.\n\
+    let mut yaml = format!(
+        "# Written by cargo xtask: Cassandra node {node} of {nodes} on loopback.\n\
          cluster_name: {cluster}\n\
          num_tokens: 16\n\
          partitioner: org.apache.cassandra.dht.Murmur3Partitioner\n\
@@ -324,8 +380,8 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
            - class_name: org.apache.cassandra.locator.SimpleSeedProvider\n    \
              parameters:\n      \
                - seeds: \"127.0.0.1:{storage}\"\n\
-         listen_address: 127.0.0.1\n\
-         rpc_address: 127.0.0.1\n\
+         listen_address: {h}\n\
+         rpc_address: {h}\n\
          storage_port: {storage}\n\
          native_transport_port: {cql}\n\
          start_native_transport: true\n\
@@ -350,6 +406,9 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
          # A new cluster on 5.0 only: the 5.0 sstable and messaging formats.\n\
          storage_compatibility_mode: NONE\n",
         cluster = layout.cluster_name,
+        node = layout.node,
+        nodes = layout.nodes,
+        h = layout.host(),
         storage = layout.storage_port,
         cql = layout.cql_port,
         data_files = dir("data"),
@@ -358,6 +417,13 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
         hints = dir("hints"),
         cdc_raw = dir("cdc_raw"),
     );
+    if layout.nodes > 1 {
+        // A new cluster: its nodes own no data yet, so they join without streaming.
+        yaml.push_str("auto_bootstrap: false\n");
+    }
+    if let Some(security) = &layout.security {
+        yaml.push_str(&security.cassandra_yaml(layout.node));
+    }
     let path = conf.join("cassandra.yaml");
     fs::write(&path, yaml)?;
     fs::write(
@@ -408,7 +474,7 @@ const CASSANDRA_JVM17: &[&str] = &[
 
 /// JVM arguments (before the main class) of the Cassandra node.
 pub fn cassandra_jvm_args(layout: &Layout) -> Vec<String> {
-    let heap = Server::Cassandra.heap_mib();
+    let heap = Server::Cassandra.heap_mib(layout.nodes);
     let conf = layout.config_dir(Server::Cassandra);
     let mut args = vec![
         format!("-Xms{heap}m"),
@@ -438,8 +504,10 @@ pub fn cassandra_jvm_args(layout: &Layout) -> Vec<String> {
             "-Dlogback.configurationFile={}",
             conf.join("logback.xml").display()
         ),
-        // A single node has nobody to gossip with: skip the wait for gossip to settle.
+        // Loopback gossip settles at once: skip the wait for it.
         "-Dcassandra.skip_wait_for_gossip_to_settle=0".to_owned(),
+        // Create the default superuser at once when authentication is on (default: after 10 s).
+        "-Dcassandra.superuser_setup_delay_ms=0".to_owned(),
     ]);
     args
 }

@@ -28,12 +28,14 @@ pub struct UpArgs {
     /// Begin from an empty broker.
     #[arg(long)]
     clean: bool,
+    #[command(flatten)]
+    shape: stack::Shape,
 }
 
 const SERVICES: [&str; 3] = ["cassandra-writer", "stream-reader", "producer"];
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let stack = Stack::dev(args.partitions);
+    let stack = Stack::dev(args.partitions).shaped(args.shape);
     stack.start(args.clean).await?;
     let mut build = vec!["build", "--quiet"];
     for s in SERVICES {
@@ -53,7 +55,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .args(&args.producer_args);
         }
         let child = stack::detached(&mut cmd)
-            .envs(stack.env())
+            .envs(stack.env_of(name, &[]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -70,7 +72,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!(
         "metrics: curl -s 127.0.0.1:9101/metrics (producer), :9102 (stream-reader), :9103 (cassandra-writer)"
     );
-    println!("query:   cargo xtask cqlsh -e \"USE ip_logs; SELECT * FROM access_logs LIMIT 10;\"");
+    let shape = match (args.shape.cluster, args.shape.secure) {
+        (false, false) => "",
+        (true, false) => " --cluster",
+        (false, true) => " --secure",
+        (true, true) => " --cluster --secure",
+    };
+    println!(
+        "query:   cargo xtask cqlsh{shape} -e \"USE ip_logs; SELECT * FROM access_logs LIMIT 10;\""
+    );
 
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, bail, ensure};
 use chrono::Utc;
 use clap::Args;
-use pipeline_runtime::{cassandra::CassandraArgs, telemetry::TelemetryArgs};
+use pipeline_runtime::{
+    cassandra::{CassandraArgs, parse_identifier},
+    telemetry::TelemetryArgs,
+};
 use scylla::{client::session::Session, errors::ExecutionError};
 use sha2::{Digest, Sha256};
 use tracing::info;
@@ -99,6 +102,16 @@ pub struct MigrateArgs {
         value_parser = parse_replication
     )]
     pub replication: String,
+
+    /// Roles granted SELECT and MODIFY on the keyspace once it is migrated (comma-separated;
+    /// the writer's role, e.g. `cassandra_writer`). Needs authorization enabled and a migrating
+    /// role that may grant on the keyspace (its creator may).
+    #[arg(long, env = "CASSANDRA_GRANT_WRITE_TO", value_delimiter = ',', value_parser = parse_identifier)]
+    pub grant_write_to: Vec<String>,
+
+    /// Roles granted SELECT on the keyspace once it is migrated (comma-separated; analysts).
+    #[arg(long, env = "CASSANDRA_GRANT_READ_TO", value_delimiter = ',', value_parser = parse_identifier)]
+    pub grant_read_to: Vec<String>,
 }
 
 /// A replication map literal: only `{}`, quotes, `:`, `,`, spaces, letters, digits, `_`, `.`.
@@ -201,6 +214,23 @@ pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<usize> {
         count += 1;
     }
     info!(keyspace = %ks, applied = count, total = MIGRATIONS.len(), "schema is up to date");
+    let grants = args
+        .grant_write_to
+        .iter()
+        .flat_map(|role| [("SELECT", role), ("MODIFY", role)])
+        .chain(args.grant_read_to.iter().map(|role| ("SELECT", role)));
+    for (permission, role) in grants {
+        session
+            .query_unpaged(format!("GRANT {permission} ON KEYSPACE {ks} TO {role}"), &[])
+            .await
+            .with_context(|| {
+                format!(
+                    "grant {permission} on keyspace {ks} to role {role} (CASSANDRA_GRANT_WRITE_TO, \
+                     CASSANDRA_GRANT_READ_TO)"
+                )
+            })?;
+        info!(keyspace = %ks, %role, permission, "granted");
+    }
     Ok(count)
 }
 
