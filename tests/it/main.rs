@@ -20,6 +20,7 @@ mod observability;
 mod ops;
 mod producer;
 mod reader;
+mod secured;
 mod security;
 mod support;
 mod trust;

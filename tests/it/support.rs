@@ -304,6 +304,11 @@ impl Service {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().expect("wait for the service")
+    }
 }
 
 impl Drop for Service {

@@ -28,7 +28,7 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use log_schema::{DeadLetter, Limits, Origin, ValidatedRecord, WindowStats, validate};
-use pipeline_runtime::{cassandra::CassandraArgs, kafka::KafkaArgs, transaction::Delivery};
+use pipeline_runtime::{kafka::KafkaArgs, transaction::Delivery};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::procs::Proc;
 use crate::stack::{self, Server, Stack};
 
+mod cluster;
 mod outcome;
 mod progress;
 mod reconcile;
@@ -65,6 +66,43 @@ pub enum Drill {
     /// the stream-reader runs with `message.timeout.ms=3000`, so its outputs in flight time
     /// out and are retried, out of order. The scan must give exactly one `port_scan` alert.
     BrokerOutage,
+    /// Cluster: SIGKILL the broker leading partition 0 of the input topic, start it again
+    /// after the outage; every replica must be back in sync.
+    LeaderKill,
+    /// Cluster: restart every broker in turn (SIGTERM), the next once every replica is back
+    /// in sync.
+    RollingRestart,
+    /// Cluster: SIGKILL the broker coordinating the stream-reader's transactions (its group
+    /// with at-least-once), start it again after the outage.
+    CoordinatorKill,
+    /// Cluster: SIGKILL one Cassandra node, start it again after the outage: writes go on at
+    /// LOCAL_QUORUM, the other nodes replay their hints to it.
+    CassandraNodeKill,
+    /// Cluster: SIGKILL two of the three Cassandra nodes for the outage: writes stall (no
+    /// dead letters) and resume once they are back.
+    CassandraQuorumLoss,
+}
+
+impl Drill {
+    /// The drills of a single-node stack.
+    pub const SINGLE_NODE: [Drill; 7] = [
+        Drill::WriterKill,
+        Drill::ReaderKill,
+        Drill::CqlOutage,
+        Drill::CassandraRestart,
+        Drill::BrokerRestart,
+        Drill::Rebalance,
+        Drill::BrokerOutage,
+    ];
+
+    /// The drills of a cluster (`--cluster`).
+    pub const CLUSTER: [Drill; 5] = [
+        Drill::LeaderKill,
+        Drill::RollingRestart,
+        Drill::CoordinatorKill,
+        Drill::CassandraNodeKill,
+        Drill::CassandraQuorumLoss,
+    ];
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,15 +154,11 @@ pub async fn run(stack: &Stack, args: &DrillArgs) -> anyhow::Result<Vec<Outcome>
         }
     };
     let drills = if args.drills.is_empty() {
-        vec![
-            Drill::WriterKill,
-            Drill::ReaderKill,
-            Drill::CqlOutage,
-            Drill::CassandraRestart,
-            Drill::BrokerRestart,
-            Drill::Rebalance,
-            Drill::BrokerOutage,
-        ]
+        if stack.nodes > 1 {
+            Drill::CLUSTER.to_vec()
+        } else {
+            Drill::SINGLE_NODE.to_vec()
+        }
     } else {
         args.drills.clone()
     };
@@ -151,6 +185,26 @@ struct Names {
 }
 
 impl Names {
+    /// What the services of this drill may do on a secured stack (literal topic and group
+    /// names; transactional ids by prefix, the rebalance drill's second instances included).
+    fn acl_names(&self) -> crate::secure::PipelineNames {
+        crate::secure::PipelineNames {
+            raw: self.raw.clone(),
+            valid: self.valid.clone(),
+            dlq: self.dlq.clone(),
+            stats: self.stats.clone(),
+            alerts: self.alerts.clone(),
+            reader_groups: vec![
+                format!("{}_reader", self.tag),
+                format!("{}_analytics", self.tag),
+            ],
+            writer_group: format!("{}_writer", self.tag),
+            reader_transactional_id: format!("{}_reader", self.tag),
+            writer_transactional_id: format!("{}_writer", self.tag),
+            pattern: crate::secure::acl::Pattern::Literal,
+        }
+    }
+
     fn new(drill: Drill) -> Self {
         let tag = format!(
             "drill_{}_{}",
@@ -217,18 +271,22 @@ impl Names {
 }
 
 fn spawn(
+    stack: &Stack,
     name: &'static str,
     args: &[String],
     env: &[(String, String)],
     log: &std::path::Path,
 ) -> anyhow::Result<Proc> {
-    Proc::spawn(name, false, args, env, log)
+    // On a secured stack each service runs as its own user and role.
+    let mut env = env.to_vec();
+    env.extend(stack.identity(name));
+    Proc::spawn(name, false, args, &env, log)
 }
 
 async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let names = Names::new(drill);
-    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let kafka = stack.kafka_admin();
     kafka
         .ensure_topics(
             &[
@@ -239,14 +297,17 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 &names.alerts,
             ],
             stack.partitions,
-            1,
+            i32::from(stack.nodes),
         )
         .await?;
     let env = names.env(stack, s.delivery);
     let logs = stack.dir.join("drills");
     fs::create_dir_all(&logs)?;
     let log = logs.join(format!("{}.log", names.tag));
-    crate::procs::migrate(false, &env, Some(&log))?;
+    stack.authorize(&names.acl_names())?;
+    let mut migrate_env = env.clone();
+    migrate_env.extend(stack.identity("migrate"));
+    crate::procs::migrate(false, &migrate_env, Some(&log))?;
 
     let reader_group = format!("{}_reader", names.tag);
     let writer_group = format!("{}_writer", names.tag);
@@ -258,11 +319,11 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             "KAFKA_OPTIONS".into(),
             "session.timeout.ms=6000;message.timeout.ms=3000".into(),
         ));
-        spawn("stream-reader", &[], &env, &log)?
+        spawn(stack, "stream-reader", &[], &env, &log)?
     } else {
-        spawn("stream-reader", &[], &env, &log)?
+        spawn(stack, "stream-reader", &[], &env, &log)?
     };
-    let mut writer = spawn("cassandra-writer", &[], &env, &log)?;
+    let mut writer = spawn(stack, "cassandra-writer", &[], &env, &log)?;
     let producer_args: Vec<String> = [
         "--count",
         &s.records.to_string(),
@@ -276,11 +337,12 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     .iter()
     .map(|a| a.to_string())
     .collect();
-    let mut producer = spawn("producer", &producer_args, &env, &log)?;
+    let mut producer = spawn(stack, "producer", &producer_args, &env, &log)?;
     let production = Duration::from_secs_f64(s.records as f64 / s.rate as f64);
 
     let mut faults = 0;
     let mut recover_max = Duration::ZERO;
+    let mut notes = Vec::new();
     // Time to recover: from the fault's end until the affected stage commits progress again.
     // (Caught up: past the last committed record; with transactions the high watermark also
     // counts markers, so it is never reached.)
@@ -304,7 +366,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 // The reader's commits wait for its open windows to close (up to a minute and
                 // its allowed lateness of event time), so its recovery is its first new output.
                 let outputs = progress_retrying(&kafka, group, &names.valid).await?.0;
-                *proc_ = spawn(proc_.name, &[], &env, &log)?;
+                *proc_ = spawn(stack, proc_.name, &[], &env, &log)?;
                 let t = Instant::now();
                 wait_for("progress after restart", Duration::from_secs(120), || {
                     if drill == Drill::ReaderKill {
@@ -364,6 +426,16 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
             .await?;
             recover_max = t.elapsed();
         }
+        Drill::LeaderKill
+        | Drill::RollingRestart
+        | Drill::CoordinatorKill
+        | Drill::CassandraNodeKill
+        | Drill::CassandraQuorumLoss => {
+            let fault = cluster::inject(stack, drill, &kafka, &names, s, production, &log).await?;
+            faults += fault.faults;
+            recover_max = fault.recover;
+            notes = fault.notes;
+        }
         Drill::Rebalance => {
             tokio::time::sleep(production / 4).await;
             // The second instances have transactional ids of their own.
@@ -377,8 +449,8 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                     _ => (k.clone(), v.clone()),
                 })
                 .collect();
-            let mut reader2 = spawn("stream-reader", &[], &env2, &log)?;
-            let mut writer2 = spawn("cassandra-writer", &[], &env2, &log)?;
+            let mut reader2 = spawn(stack, "stream-reader", &[], &env2, &log)?;
+            let mut writer2 = spawn(stack, "cassandra-writer", &[], &env2, &log)?;
             faults += 1;
             tokio::time::sleep(production / 3).await;
             reader2.sigterm()?;
@@ -459,6 +531,7 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     outcome.producer_failed = failed;
     outcome.reader_failures = reader_failures(&log)?;
     outcome.delivery = s.delivery;
+    outcome.notes = notes;
     reconcile_analytics(stack, &names, &analytics, &mut outcome).await?;
     Ok(outcome)
 }

@@ -45,6 +45,9 @@ enum Cmd {
     },
     /// Run every unit and integration test against a fresh stack of its own.
     Test {
+        /// Only the secured-cluster part: the `secured::` tests and its quick drills.
+        #[arg(long)]
+        secured_only: bool,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -191,7 +194,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             }
         },
-        Cmd::Test { cargo_args } => test(cargo_args).await,
+        Cmd::Test {
+            secured_only,
+            cargo_args,
+        } => test(secured_only, cargo_args).await,
         Cmd::Up(args) => up::up(args).await,
         Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target),
         Cmd::Bench(args) => {
@@ -225,57 +231,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
+async fn test(secured_only: bool, cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
     // Build first, so compile errors show before any server starts.
     cargo(
         &["build", "--workspace", "--bins", "--tests", "--benches"],
         false,
     )?;
     let cqlsh = python_tool("cqlsh", "cqlsh")?;
-    let stack = Stack::test();
-    stack.start(true).await.context("start the test stack")?;
-    let mut cmd = Command::new(cargo_bin());
-    cmd.args(["test", "--workspace"]).args(&cargo_args);
-    cmd.envs(stack.env());
-    cmd.env("IT_KAFKA_BROKER", stack.kafka_addr())
-        .env("IT_CASSANDRA_NODES", stack.cql_addr())
-        .env("IT_CQLSH", &cqlsh)
-        .env("PIPELINE_BIN_DIR", target_dir().join("debug"));
-    let status = cmd.status().context("run cargo test");
-    // The quick drills: crash, outage, broker restart and rebalance, reconciled exactly, in
-    // both delivery modes (exactly-once also requires zero duplicates on every topic).
-    let drills = match &status {
-        Ok(s) if s.success() => {
-            let mut all = Ok(Vec::new());
-            for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
-                println!("xtask test: quick drills, {delivery:?}");
-                let args = drill::DrillArgs {
-                    drills: Vec::new(),
-                    quick: true,
-                    records: None,
-                    delivery,
-                    shape: stack::Shape::default(),
-                };
-                all = match (all, drill::run(&stack, &args).await) {
-                    (Ok(mut done), Ok(more)) => {
-                        done.extend(more);
-                        Ok(done)
-                    }
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-            }
-            Some(all)
+    let mut outcomes = Vec::new();
+    if !secured_only {
+        match single_node_tests(&cargo_args, &cqlsh).await? {
+            Some(done) => outcomes.extend(done),
+            None => return Ok(ExitCode::FAILURE),
         }
-        _ => None,
-    };
-    let stopped = stack.stop();
-    let status = status?;
-    stopped.context("stop the test stack")?;
-    if !status.success() {
-        eprintln!("xtask test: tests failed ({status})");
-        return Ok(ExitCode::FAILURE);
     }
-    let outcomes = drills.expect("drills ran after passing tests")?;
+    match secured_cluster_tests(&cargo_args, &cqlsh).await? {
+        Some(done) => outcomes.extend(done),
+        None => return Ok(ExitCode::FAILURE),
+    }
     let failed = outcomes.iter().filter(|o| !o.ok()).count();
     println!(
         "drills: {} passed, {failed} failed",
@@ -287,6 +260,132 @@ async fn test(cargo_args: Vec<String>) -> anyhow::Result<ExitCode> {
     }
     println!("xtask test: all tests and drills passed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo test` arguments with `extra` for the test binaries (after the user's `--`, if any).
+fn test_args(cargo_args: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args = cargo_args.to_vec();
+    if !args.iter().any(|a| a == "--") {
+        args.push("--".into());
+    }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// Every test but the secured cluster's on the single-node test stack, then the quick drills.
+/// `None` when a test failed.
+async fn single_node_tests(
+    cargo_args: &[String],
+    cqlsh: &Path,
+) -> anyhow::Result<Option<Vec<drill::Outcome>>> {
+    let stack = Stack::test();
+    stack.start(true).await.context("start the test stack")?;
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["test", "--workspace"])
+        .args(test_args(cargo_args, &["--skip", "secured::"]));
+    cmd.envs(stack.env());
+    cmd.env("IT_KAFKA_BROKER", stack.kafka_addr())
+        .env("IT_CASSANDRA_NODES", stack.cql_addr())
+        .env("IT_CQLSH", cqlsh)
+        .env("PIPELINE_BIN_DIR", target_dir().join("debug"));
+    let status = cmd.status().context("run cargo test");
+    // The quick drills: crash, outage, broker restart and rebalance, reconciled exactly, in
+    // both delivery modes (exactly-once also requires zero duplicates on every topic).
+    let drills = match &status {
+        Ok(s) if s.success() => Some(quick_drills(&stack, &[]).await),
+        _ => None,
+    };
+    let stopped = stack.stop();
+    let status = status?;
+    stopped.context("stop the test stack")?;
+    if !status.success() {
+        eprintln!("xtask test: tests failed ({status})");
+        return Ok(None);
+    }
+    Ok(Some(drills.expect("drills ran after passing tests")?))
+}
+
+/// `drills` (all of them when empty) with `--quick` on `stack`, in both delivery modes.
+async fn quick_drills(stack: &Stack, drills: &[drill::Drill]) -> anyhow::Result<Vec<drill::Outcome>> {
+    let mut done = Vec::new();
+    for delivery in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
+        println!("xtask test: quick drills on {}, {delivery:?}", stack.name);
+        let args = drill::DrillArgs {
+            drills: drills.to_vec(),
+            quick: true,
+            records: None,
+            delivery,
+            shape: stack::Shape::default(),
+        };
+        done.extend(drill::run(stack, &args).await?);
+    }
+    Ok(done)
+}
+
+/// The secured cluster (3 + 3 nodes, SASL_SSL, ACLs, TLS, roles): the `secured::` tests, cqlsh
+/// as the analyst, and its quick drill. `None` when a test failed.
+async fn secured_cluster_tests(
+    cargo_args: &[String],
+    cqlsh: &Path,
+) -> anyhow::Result<Option<Vec<drill::Outcome>>> {
+    let stack = Stack::test().shaped(stack::Shape {
+        cluster: true,
+        secure: true,
+    });
+    stack
+        .start(true)
+        .await
+        .context("start the secured test cluster")?;
+    let result = async {
+        // The tests' own names, allowed by prefix (see tests/it/secured.rs).
+        stack.authorize(&secure::PipelineNames {
+            raw: "sec_raw_".into(),
+            valid: "sec_valid_".into(),
+            dlq: "sec_dlq_".into(),
+            stats: "sec_stats_".into(),
+            alerts: "sec_alerts_".into(),
+            reader_groups: vec!["sec_reader_".into()],
+            writer_group: "sec_writer_".into(),
+            reader_transactional_id: "sec_reader_".into(),
+            writer_transactional_id: "sec_writer_".into(),
+            pattern: secure::acl::Pattern::Prefixed,
+        })?;
+        let sec = stack.security.as_ref().expect("a secured stack");
+        let status = Command::new(cargo_bin())
+            .args(["test", "-p", "pipeline-tests"])
+            .args(test_args(cargo_args, &["secured::"]))
+            .env("IT_SECURED_DIR", &stack.dir)
+            .env("IT_SECURED_KAFKA_BROKER", stack.kafka_addr())
+            .env("IT_SECURED_CASSANDRA_NODES", stack.cql_addr())
+            .env("IT_CQLSH", cqlsh)
+            .env("PIPELINE_BIN_DIR", target_dir().join("debug"))
+            .status()
+            .context("run cargo test")?;
+        if !status.success() {
+            eprintln!("xtask test: secured-cluster tests failed ({status})");
+            return Ok(None);
+        }
+        // cqlsh as the documentation shows it: over TLS, as the read-only analyst.
+        let out = cqlsh_command(&stack)?
+            .args(["-e", "SELECT count(*) FROM ip_logs.access_logs;"])
+            .output()
+            .context("run cqlsh")?;
+        if !out.status.success() {
+            bail!(
+                "cqlsh as the analyst over TLS failed (CA {}): {}",
+                sec.ca().display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        println!("xtask test: cqlsh as the analyst over TLS answered");
+        let outcomes = quick_drills(&stack, &[drill::Drill::LeaderKill]).await?;
+        anyhow::Ok(Some(outcomes))
+    }
+    .await;
+    let stopped = stack.stop();
+    let result = result?;
+    stopped.context("stop the secured test cluster")?;
+    Ok(result)
 }
 
 /// cqlsh against node 1 of `stack`; on a secured stack over TLS (verifying the stack's CA)

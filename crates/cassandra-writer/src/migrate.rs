@@ -258,6 +258,13 @@ pub async fn verify(session: &Session, keyspace: &str) -> anyhow::Result<()> {
     let hint = "run `cassandra-writer migrate` first";
     let done = match applied(session, keyspace).await {
         Ok(done) => done,
+        Err(e) if is_refused(&e) => {
+            return Err(e.context(format!(
+                "the writer's role (CASSANDRA_USERNAME) may not read keyspace {keyspace}: \
+                 GRANT SELECT, MODIFY ON KEYSPACE {keyspace} TO it (or migrate with \
+                 CASSANDRA_GRANT_WRITE_TO=<role>)"
+            )));
+        }
         Err(e) if is_transient(&e) => {
             return Err(e.context(format!(
                 "cannot read {keyspace}.schema_migrations at the configured consistency"
@@ -280,6 +287,33 @@ pub async fn verify(session: &Session, keyspace: &str) -> anyhow::Result<()> {
         "migrations not applied to {keyspace}: {missing:?}; {hint}"
     );
     Ok(())
+}
+
+/// True when the server refused the request for this user's lack of permission.
+fn is_refused(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<ExecutionError>())
+        .is_some_and(crate::execute::is_refusal)
+}
+
+/// Fails with a clear message when the session's role may not write to `keyspace`: a
+/// conditional update of a `schema_migrations` row that never exists (version -1) is
+/// authorized like a write (MODIFY) but changes nothing. Any other outcome (applied or not,
+/// unavailable replicas, a timeout) means the authorization passed.
+pub async fn check_write_permission(session: &Session, keyspace: &str) -> anyhow::Result<()> {
+    let probe = format!(
+        "UPDATE {keyspace}.schema_migrations SET name = 'permission probe' WHERE version = -1 \
+         IF EXISTS"
+    );
+    match session.query_unpaged(probe, &[]).await {
+        Err(e) if crate::execute::is_refusal(&e) => Err(anyhow::Error::new(e).context(format!(
+            "the writer's role (CASSANDRA_USERNAME) may not write to keyspace {keyspace}: \
+             GRANT MODIFY ON KEYSPACE {keyspace} TO it (or migrate with \
+             CASSANDRA_GRANT_WRITE_TO=<role>)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use backon::Retryable as _;
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use pipeline_runtime::{
     failure::Stalls,
-    kafka::{Backpressure, OffsetTracker, PipelineContext, SharedTracker, final_commit},
+    kafka::{Backpressure, OffsetTracker, PipelineContext, SharedTracker, access, final_commit},
     observe, shutdown,
     stage::{self, Loop, SharedConsumer, Stage},
     telemetry::LogLimiter,
@@ -100,6 +100,22 @@ pub async fn run_until(
         })
         .await?;
     readiness.set("schema", Ok(()));
+    crate::migrate::check_write_permission(&session, &args.cassandra.keyspace).await?;
+    pipeline_runtime::run_blocking(|| {
+        access::check(
+            &args.kafka,
+            &[
+                &args.input_topic,
+                &args.stats_topic,
+                &args.alerts_topic,
+                &args.dlq_topic,
+            ],
+            &[access::Group {
+                id: &args.group_id,
+                setting: "WRITER_GROUP_ID",
+            }],
+        )
+    })?;
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
     let (producer, committer, context, extra) = match args.delivery {
         Delivery::AtLeastOnce => (

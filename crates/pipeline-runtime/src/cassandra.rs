@@ -199,10 +199,29 @@ impl CassandraArgs {
         if self.tls {
             builder = builder.tls_context(Some(self.tls_context()?));
         }
-        builder
-            .build()
-            .await
-            .with_context(|| format!("cannot connect to Cassandra at {}", self.nodes.join(",")))
+        builder.build().await.map_err(|e| {
+            let error = anyhow::Error::new(e);
+            let text = format!("{error:#}");
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("authentication") || lower.contains("username and/or password") {
+                anyhow::anyhow!(
+                    "Cassandra rejected the credentials of role `{}` (CASSANDRA_USERNAME, \
+                     CASSANDRA_PASSWORD or CASSANDRA_PASSWORD_FILE): {text}",
+                    self.username.as_deref().unwrap_or("")
+                )
+            } else if lower.contains("certificate") || lower.contains("ssl") {
+                anyhow::anyhow!(
+                    "the TLS handshake with Cassandra failed (CASSANDRA_TLS_CA_FILE must hold \
+                     the CA that signed the nodes' certificates; CASSANDRA_TLS must match their \
+                     client_encryption_options): {text}"
+                )
+            } else {
+                error.context(format!(
+                    "cannot connect to Cassandra at {}",
+                    self.nodes.join(",")
+                ))
+            }
+        })
     }
 }
 

@@ -180,6 +180,10 @@ pub async fn run_until(
     let server_stop = shutdown.child_token();
     let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
     metrics_names::describe_metrics();
+    // TLS, credentials and the ACL of the topic, before anything is sent.
+    pipeline_runtime::run_blocking(|| {
+        pipeline_runtime::kafka::access::check(&args.kafka, &[&args.topic], &[])
+    })?;
     let epoch = Instant::now();
     let producer: ThreadedProducer<Deliveries> = args
         .kafka

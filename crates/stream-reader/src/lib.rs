@@ -140,6 +140,29 @@ pub(crate) const TRANSACTIONAL_CONSUMER: &[(&str, &str)] = &[
 
 /// Runs both stages until `shutdown` is cancelled, counting into `stats`. A stage that fails
 /// stops the other.
+/// The start-up check of the brokers' TLS, the credentials and the ACLs of every topic and
+/// group the enabled stages use: a failure ends the service before it consumes anything.
+fn check_kafka_access(args: &ReaderArgs) -> anyhow::Result<()> {
+    use pipeline_runtime::kafka::access::{Group, check};
+    let mut topics = vec![
+        args.input_topic.as_str(),
+        args.validated_topic.as_str(),
+        args.dlq_topic.as_str(),
+    ];
+    let mut groups = vec![Group {
+        id: &args.group_id,
+        setting: "READER_GROUP_ID",
+    }];
+    if args.analytics {
+        topics.extend([args.stats_topic.as_str(), args.alerts_topic.as_str()]);
+        groups.push(Group {
+            id: &args.analytics_group_id,
+            setting: "READER_ANALYTICS_GROUP_ID",
+        });
+    }
+    pipeline_runtime::run_blocking(|| check(&args.kafka, &topics, &groups))
+}
+
 pub async fn run_until(
     args: ReaderArgs,
     shutdown: CancellationToken,
@@ -149,6 +172,7 @@ pub async fn run_until(
     let server_stop = shutdown.child_token();
     let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
     metrics::describe_metrics();
+    check_kafka_access(&args)?;
     let stop = shutdown.child_token();
     // Reading the databases (tens of MB) is file I/O: off the runtime's workers.
     let geo = pipeline_runtime::run_blocking(|| {

@@ -45,6 +45,8 @@ pub struct Outcome {
     /// Outputs seen more than once by a `read_committed` consumer: validated and DLQ records
     /// per source offset, window stats per window, alerts per id.
     pub topic_duplicates: TopicDuplicates,
+    /// What a cluster drill measured beside the reconciliation (`key=value`).
+    pub notes: Vec<String>,
 }
 
 /// Duplicates per output topic.
@@ -89,7 +91,7 @@ impl Outcome {
 
     pub fn line(&self) -> String {
         format!(
-            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} alerts_wrong={}{} reader_failures={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s",
+            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} alerts_wrong={}{} reader_failures={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s{}",
             format!("{:?}", self.drill).to_lowercase(),
             if self.ok() { "PASS" } else { "FAIL" },
             self.delivery
@@ -117,6 +119,10 @@ impl Outcome {
             self.topic_duplicates.alerts,
             self.recover_max.as_secs_f64(),
             self.elapsed.as_secs_f64(),
+            self.notes
+                .iter()
+                .map(|n| format!(" {n}"))
+                .collect::<String>(),
         )
     }
 }

@@ -13,7 +13,7 @@ pub(super) async fn reconcile(
     recover_max: Duration,
     started: Instant,
 ) -> anyhow::Result<Outcome> {
-    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let kafka = stack.kafka_admin();
     let input = read_all(&kafka, &names.raw)?;
     if input.len() as u64 != records {
         bail!(
@@ -73,7 +73,7 @@ pub(super) async fn reconcile(
     let validated: BTreeSet<Uuid> = validated_records.iter().map(|r| r.event_id).collect();
 
     // Cassandra: every row of every source IP.
-    let cql = CassandraArgs::new(stack.cql_addr(), &names.keyspace);
+    let cql = stack.cql_admin(&names.keyspace);
     let session = cql.connect().await?;
     let stmt = session
         .prepare(format!(
@@ -116,6 +116,7 @@ pub(super) async fn reconcile(
         elapsed: started.elapsed(),
         delivery: Delivery::AtLeastOnce,
         topic_duplicates,
+        notes: Vec::new(),
     })
 }
 
@@ -167,7 +168,7 @@ pub(super) async fn reconcile_analytics(
     reference: &stream_reader::reference::Reference,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let kafka = stack.kafka_admin();
     let horizon = reference.windows.keys().map(|k| k.1).max();
     let mut emitted: BTreeMap<(std::net::IpAddr, chrono::DateTime<Utc>), WindowStats> =
         BTreeMap::new();
@@ -234,7 +235,7 @@ pub(super) async fn reconcile_analytics(
         );
     }
 
-    let session = CassandraArgs::new(stack.cql_addr(), &names.keyspace)
+    let session = stack.cql_admin(&names.keyspace)
         .connect()
         .await?;
     let ks = &names.keyspace;

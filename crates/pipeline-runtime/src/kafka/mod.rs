@@ -7,6 +7,7 @@
 //! - [`context`]: `PipelineContext`, what a consumer does on rebalances and statistics;
 //! - [`backpressure`]: bounded in-flight work.
 
+pub mod access;
 pub mod backpressure;
 pub mod config;
 pub mod context;
