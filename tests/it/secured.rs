@@ -336,11 +336,18 @@ async fn a_bad_kafka_password_ends_every_service_at_startup_having_consumed_noth
     let out = run_to_exit("cassandra-writer", wrong(writer)).await;
     assert_ended_naming("cassandra-writer", &out, "KAFKA_SASL_PASSWORD");
     let mut producer = s.env("producer", None);
-    producer.extend([("PRODUCER_TOPIC", n.raw.clone()), ("PRODUCER_COUNT", "5".into())]);
+    producer.extend([
+        ("PRODUCER_TOPIC", n.raw.clone()),
+        ("PRODUCER_COUNT", "5".into()),
+    ]);
     let out = run_to_exit("producer", wrong(producer)).await;
     assert_ended_naming("producer", &out, "KAFKA_SASL_PASSWORD");
     assert_eq!(s.committed(&n.reader_group, &n.raw), 0, "reader committed");
-    assert_eq!(s.committed(&n.writer_group, &n.valid), 0, "writer committed");
+    assert_eq!(
+        s.committed(&n.writer_group, &n.valid),
+        0,
+        "writer committed"
+    );
     assert_eq!(s.size(&n.raw), 20, "the producer sent nothing");
     assert_eq!(s.size(&n.valid) + s.size(&n.dlq), 0, "the reader produced");
 }
@@ -451,7 +458,11 @@ async fn the_writer_cannot_change_the_schema_and_the_analyst_cannot_write() {
             .query_unpaged(ddl.as_str(), &[])
             .await
             .expect_err(&ddl);
-        assert!(format!("{err}").contains("Unauthorized") || format!("{err:?}").contains("Unauthorized"), "{ddl}: {err}");
+        assert!(
+            format!("{err}").contains("Unauthorized")
+                || format!("{err:?}").contains("Unauthorized"),
+            "{ddl}: {err}"
+        );
     }
     let analyst = s
         .cql(&keyspace, "analyst")
@@ -459,9 +470,8 @@ async fn the_writer_cannot_change_the_schema_and_the_analyst_cannot_write() {
         .await
         .expect("the analyst logs in");
     // Migrate grants the analysts nothing unless asked: this keyspace is not theirs to read.
-    let insert = format!(
-        "INSERT INTO {keyspace}.schema_migrations (version, name) VALUES (999, 'x')"
-    );
+    let insert =
+        format!("INSERT INTO {keyspace}.schema_migrations (version, name) VALUES (999, 'x')");
     let err = analyst
         .query_unpaged(insert.as_str(), &[])
         .await
@@ -477,10 +487,15 @@ async fn the_pipeline_and_the_operator_tools_run_as_their_users() {
     let keyspace = s.keyspace(true).await;
     let mut reader = s.env("stream-reader", None);
     reader.extend(n.reader_env());
-    let _reader = support::spawn_service("stream-reader", &support::unique("secured-reader"), &reader);
+    let _reader =
+        support::spawn_service("stream-reader", &support::unique("secured-reader"), &reader);
     let mut writer = s.env("cassandra-writer", Some("cassandra_writer"));
     writer.extend(n.writer_env(&keyspace));
-    let _writer = support::spawn_service("cassandra-writer", &support::unique("secured-writer"), &writer);
+    let _writer = support::spawn_service(
+        "cassandra-writer",
+        &support::unique("secured-writer"),
+        &writer,
+    );
     let mut producer = s.env("producer", None);
     producer.extend([
         ("PRODUCER_TOPIC", n.raw.clone()),
@@ -491,7 +506,11 @@ async fn the_pipeline_and_the_operator_tools_run_as_their_users() {
     let (status, last) = run_to_exit("producer", producer).await;
     assert!(status.success(), "producer: {last}");
     // Every record ends as a row or a dead letter.
-    let session = s.cql(&keyspace, "cassandra_writer").connect().await.expect("session");
+    let session = s
+        .cql(&keyspace, "cassandra_writer")
+        .connect()
+        .await
+        .expect("session");
     let count = format!("SELECT count(*) FROM {keyspace}.access_logs");
     let deadline = Instant::now() + DEADLINE;
     let (rows, dead) = loop {
@@ -527,5 +546,144 @@ async fn the_pipeline_and_the_operator_tools_run_as_their_users() {
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains(&dead.to_string()), "dlq stats counts {dead}: {text}");
+    assert!(
+        text.contains(&dead.to_string()),
+        "dlq stats counts {dead}: {text}"
+    );
+}
+
+/// The value of `key` in a `server.properties`.
+fn property(properties: &str, key: &str) -> String {
+    properties
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("server.properties has no {key}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_compose_files_run_the_versions_and_replication_of_this_cluster() {
+    let s = secured();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let yaml = |rel: &str| -> serde_yaml_ng::Value {
+        let text = std::fs::read_to_string(root.join(rel)).expect(rel);
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect(rel);
+        doc.apply_merge().expect("merge keys");
+        doc
+    };
+    let local = yaml("docker-compose.yml");
+    let cluster = yaml("docker/compose.cluster.yml");
+    let image = |doc: &serde_yaml_ng::Value, service: &str| -> String {
+        doc["services"][service]["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{service} has an image"))
+            .to_owned()
+    };
+    // Versions: what this cluster's servers report.
+    let kafka_log = std::fs::read_to_string(s.dir.join("kafka1.log")).expect("kafka1.log");
+    let kafka_version = kafka_log
+        .lines()
+        .find_map(|l| l.split("Kafka version: ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .expect("Kafka logs its version")
+        .to_owned();
+    let session = s
+        .cql("system", "pipeline_admin")
+        .connect()
+        .await
+        .expect("admin");
+    let (cassandra_version,) = session
+        .query_unpaged("SELECT release_version FROM system.local", &[])
+        .await
+        .expect("release_version")
+        .into_rows_result()
+        .expect("rows")
+        .single_row::<(String,)>()
+        .expect("one row");
+    let kafka_image = format!("apache/kafka:{kafka_version}");
+    let cassandra_image = format!("cassandra:{cassandra_version}");
+    for (doc, name, services) in [
+        (&local, "docker-compose.yml", vec!["kafka", "kafka-init"]),
+        (
+            &cluster,
+            "docker/compose.cluster.yml",
+            vec!["kafka-1", "kafka-2", "kafka-3"],
+        ),
+    ] {
+        for svc in services {
+            assert_eq!(image(doc, svc), kafka_image, "{name} {svc}");
+        }
+    }
+    for (doc, name, services) in [
+        (&local, "docker-compose.yml", vec!["cassandra", "cqlsh"]),
+        (
+            &cluster,
+            "docker/compose.cluster.yml",
+            vec!["cassandra-1", "cassandra-2", "cassandra-3"],
+        ),
+    ] {
+        for svc in services {
+            assert_eq!(image(doc, svc), cassandra_image, "{name} {svc}");
+        }
+    }
+    // Replication: the brokers' settings of this cluster, and of the cluster example.
+    let properties =
+        std::fs::read_to_string(s.dir.join("kafka1-conf/server.properties")).expect("properties");
+    for key in [
+        "default.replication.factor",
+        "min.insync.replicas",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+    ] {
+        let env = format!("KAFKA_{}", key.replace('.', "_").to_uppercase());
+        for broker in ["kafka-1", "kafka-2", "kafka-3"] {
+            let value = &cluster["services"][broker]["environment"][env.as_str()];
+            let value = value
+                .as_u64()
+                .map(|v| v.to_string())
+                .or_else(|| value.as_str().map(str::to_owned))
+                .unwrap_or_else(|| panic!("{broker} sets {env}"));
+            assert_eq!(value, property(&properties, key), "{broker} {env}");
+        }
+    }
+    // The pipeline's topics and keyspace, as xtask created them, and as the example's
+    // cluster.env asks kafka-init and cassandra-migrate to.
+    let cluster_env =
+        std::fs::read_to_string(root.join("docker/cluster.env")).expect("cluster.env");
+    let setting = |key: &str| {
+        cluster_env
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("cluster.env sets {key}"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    let admin = s.kafka("admin").admin().expect("admin");
+    let md = admin
+        .inner()
+        .fetch_metadata(Some("ip_logs"), Duration::from_secs(10))
+        .expect("metadata");
+    let replicas = md.topics()[0].partitions()[0].replicas().len();
+    assert_eq!(setting("KAFKA_TOPIC_REPLICATION"), replicas.to_string());
+    let (replication,) = session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = 'ip_logs'",
+            &[],
+        )
+        .await
+        .expect("keyspace")
+        .into_rows_result()
+        .expect("rows")
+        .single_row::<(std::collections::HashMap<String, String>,)>()
+        .expect("one row");
+    let expected = setting("CASSANDRA_REPLICATION");
+    assert!(
+        replication["class"].ends_with("NetworkTopologyStrategy")
+            && expected.contains("'NetworkTopologyStrategy'")
+            && expected.contains(&format!("'datacenter1': {}", replication["datacenter1"])),
+        "cluster.env CASSANDRA_REPLICATION {expected} vs the cluster's {replication:?}"
+    );
+    assert_eq!(setting("CASSANDRA_LOCAL_DC"), "datacenter1");
 }

@@ -411,9 +411,8 @@ impl PipelineNames {
 pub fn pipeline_acls(n: &PipelineNames) -> Vec<Acl> {
     use Resource::{Group, Topic, TransactionalId};
     let p = n.pattern;
-    let readers = |user: &str, topics: &[&str]| {
-        Acl::allow(user, Topic, p, topics, &[Op::Read, Op::Describe])
-    };
+    let readers =
+        |user: &str, topics: &[&str]| Acl::allow(user, Topic, p, topics, &[Op::Read, Op::Describe]);
     let writers = |user: &str, topics: &[&str]| {
         Acl::allow(
             user,
@@ -438,7 +437,10 @@ pub fn pipeline_acls(n: &PipelineNames) -> Vec<Acl> {
         &[&n.reader_transactional_id],
         &[Op::Write, Op::Describe],
     ));
-    acls.extend(readers("cassandra-writer", &[&n.valid, &n.stats, &n.alerts]));
+    acls.extend(readers(
+        "cassandra-writer",
+        &[&n.valid, &n.stats, &n.alerts],
+    ));
     acls.extend(writers("cassandra-writer", &[&n.dlq]));
     acls.extend(Acl::allow(
         "cassandra-writer",

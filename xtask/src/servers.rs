@@ -246,7 +246,11 @@ impl Layout {
     /// Replicas of every topic and of Kafka's internal topics; 2 of 3 must be in sync to
     /// accept an `acks=all` write.
     pub fn replication(&self) -> (u8, u8) {
-        if self.nodes == 1 { (1, 1) } else { (self.nodes, 2) }
+        if self.nodes == 1 {
+            (1, 1)
+        } else {
+            (self.nodes, 2)
+        }
     }
 }
 

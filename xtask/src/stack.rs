@@ -204,10 +204,7 @@ impl Stack {
             }
             "migrate" => {
                 let mut env = sec.cql_env(secure::CQL_MIGRATOR);
-                env.push((
-                    "CASSANDRA_GRANT_WRITE_TO".into(),
-                    secure::CQL_WRITER.into(),
-                ));
+                env.push(("CASSANDRA_GRANT_WRITE_TO".into(), secure::CQL_WRITER.into()));
                 env.push(("CASSANDRA_GRANT_READ_TO".into(), secure::CQL_ANALYST.into()));
                 env
             }
@@ -256,8 +253,10 @@ impl Stack {
     }
 
     fn node_file(&self, node: Node, ext: &str) -> PathBuf {
-        self.dir
-            .join(format!("{}.{ext}", self.layout(node.index).node_name(node.server)))
+        self.dir.join(format!(
+            "{}.{ext}",
+            self.layout(node.index).node_name(node.server)
+        ))
     }
 
     fn pid_file(&self, node: Node) -> PathBuf {
@@ -351,11 +350,7 @@ impl Stack {
                 .context("create the Cassandra roles")?;
         }
         self.kafka_admin()
-            .ensure_topics(
-                &log_schema_topics(),
-                self.partitions,
-                i32::from(self.nodes),
-            )
+            .ensure_topics(&log_schema_topics(), self.partitions, i32::from(self.nodes))
             .await
             .context("create the pipeline topics")?;
         self.authorize(&secure::PipelineNames::defaults())
@@ -597,7 +592,9 @@ impl Stack {
             match peers {
                 Ok(n) if n + 1 == usize::from(self.nodes) => return Ok(()),
                 _ if Instant::now() > deadline => {
-                    bail!("the Cassandra nodes did not see each other within {READY_TIMEOUT:?} ({peers:?})")
+                    bail!(
+                        "the Cassandra nodes did not see each other within {READY_TIMEOUT:?} ({peers:?})"
+                    )
                 }
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }

@@ -221,7 +221,10 @@ pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<usize> {
         .chain(args.grant_read_to.iter().map(|role| ("SELECT", role)));
     for (permission, role) in grants {
         session
-            .query_unpaged(format!("GRANT {permission} ON KEYSPACE {ks} TO {role}"), &[])
+            .query_unpaged(
+                format!("GRANT {permission} ON KEYSPACE {ks} TO {role}"),
+                &[],
+            )
             .await
             .with_context(|| {
                 format!(

@@ -63,9 +63,11 @@ fn under_replicated(kafka: &KafkaArgs, topics: &[&str]) -> anyhow::Result<usize>
 /// Waits until no partition of `topics` is under-replicated; returns how long it took.
 async fn wait_in_sync(kafka: &KafkaArgs, topics: &[&str]) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    wait_for("every replica back in sync", Duration::from_secs(180), || {
-        Ok(under_replicated(kafka, topics)? == 0)
-    })
+    wait_for(
+        "every replica back in sync",
+        Duration::from_secs(180),
+        || Ok(under_replicated(kafka, topics)? == 0),
+    )
     .await?;
     Ok(t.elapsed())
 }
@@ -88,7 +90,12 @@ async fn wait_progress(
 }
 
 /// Committed records per second of `group` on `topic` over `window`.
-async fn rate(kafka: &KafkaArgs, group: &str, topic: &str, window: Duration) -> anyhow::Result<f64> {
+async fn rate(
+    kafka: &KafkaArgs,
+    group: &str,
+    topic: &str,
+    window: Duration,
+) -> anyhow::Result<f64> {
     let before = progress_retrying(kafka, group, topic).await?.1;
     tokio::time::sleep(window).await;
     let after = progress_retrying(kafka, group, topic).await?.1;
@@ -135,7 +142,13 @@ pub(super) async fn inject(
     }
     let reader_group = format!("{}_reader", names.tag);
     let writer_group = format!("{}_writer", names.tag);
-    let topics: Vec<&str> = vec![&names.raw, &names.valid, &names.dlq, &names.stats, &names.alerts];
+    let topics: Vec<&str> = vec![
+        &names.raw,
+        &names.valid,
+        &names.dlq,
+        &names.stats,
+        &names.alerts,
+    ];
     let kafka_node = |index| Node {
         server: Server::Kafka,
         index,
@@ -181,12 +194,16 @@ pub(super) async fn inject(
                 let before = progress_retrying(kafka, &reader_group, &names.raw).await?.1;
                 let t = Instant::now();
                 stack.restart_node(kafka_node(index), false).await?;
-                worst = worst.max(wait_progress(kafka, &reader_group, &names.raw, before, t).await?);
+                worst =
+                    worst.max(wait_progress(kafka, &reader_group, &names.raw, before, t).await?);
                 // The next broker goes only once every replica is back in sync, as an
                 // operator's rolling restart waits for under-replicated partitions to be 0.
                 wait_in_sync(kafka, &topics).await?;
             }
-            notes.push(format!("rolling_restart={:.0}s", started.elapsed().as_secs_f64()));
+            notes.push(format!(
+                "rolling_restart={:.0}s",
+                started.elapsed().as_secs_f64()
+            ));
             (usize::from(stack.nodes), worst)
         }
         Drill::CassandraNodeKill => {
@@ -219,17 +236,20 @@ pub(super) async fn inject(
                 stack.stop_node(n, true)?;
             }
             let stalled = Instant::now();
-            let before = progress_retrying(kafka, &writer_group, &names.valid).await?.1;
+            let before = progress_retrying(kafka, &writer_group, &names.valid)
+                .await?
+                .1;
             tokio::time::sleep(s.outage).await;
-            let during = progress_retrying(kafka, &writer_group, &names.valid).await?.1;
+            let during = progress_retrying(kafka, &writer_group, &names.valid)
+                .await?
+                .1;
             // Writes at LOCAL_QUORUM need 2 of 3 replicas: the writer retries and says so.
             let stall_lines = log_lines_since(log, from, "Unavailable");
             for n in down {
                 stack.resume_node(n).await?;
             }
             let back = Instant::now();
-            let recover =
-                wait_progress(kafka, &writer_group, &names.valid, during, back).await?;
+            let recover = wait_progress(kafka, &writer_group, &names.valid, during, back).await?;
             notes.push(format!(
                 "committed_while_down={} unavailable_log_lines={stall_lines} down_for={:.0}s",
                 during - before,

@@ -235,9 +235,7 @@ pub(super) async fn reconcile_analytics(
         );
     }
 
-    let session = stack.cql_admin(&names.keyspace)
-        .connect()
-        .await?;
+    let session = stack.cql_admin(&names.keyspace).connect().await?;
     let ks = &names.keyspace;
     let by_ip = session
         .prepare(format!(

@@ -101,7 +101,12 @@ impl Ca {
                 .key_encipherment()
                 .build()?,
         )?;
-        b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
+        b.append_extension(
+            ExtendedKeyUsage::new()
+                .server_auth()
+                .client_auth()
+                .build()?,
+        )?;
         b.sign(&self.key, MessageDigest::sha256())?;
         let cert = b.build();
         let mut pem = key.private_key_to_pem_pkcs8()?;
@@ -136,8 +141,8 @@ pub fn ensure(dir: &Path, nodes: u8) -> anyhow::Result<()> {
 
 /// Writes a file only its owner can read.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)

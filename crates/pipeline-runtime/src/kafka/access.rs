@@ -54,6 +54,23 @@ impl ClientContext for Errors {
 impl ConsumerContext for Errors {}
 
 impl Errors {
+    /// Serves `client`'s queue for a moment: librdkafka reports client-level errors through
+    /// it.
+    fn collect(client: &BaseConsumer<Errors>) {
+        for _ in 0..5 {
+            let _ = client.poll(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the group coordinator refused the group.
+    fn group_denied(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(code, _)| *code == RDKafkaErrorCode::GroupAuthorizationFailed)
+    }
+
     /// The first authentication or TLS failure reported, as the error the service ends with.
     fn fatal(&self, args: &KafkaArgs) -> Option<anyhow::Error> {
         let errors = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,15 +96,19 @@ pub fn check(args: &KafkaArgs, topics: &[&str], groups: &[Group<'_>]) -> anyhow:
     let user = args.sasl_username.as_deref().unwrap_or("ANONYMOUS");
     let errors = Errors::default();
     let client: BaseConsumer<Errors> = args
-        .config(&[("group.id", "access-check"), ("allow.auto.create.topics", "false")])?
+        .config(&[
+            ("group.id", "access-check"),
+            ("allow.auto.create.topics", "false"),
+        ])?
         .create_with_context(errors.clone())?;
     let started = Instant::now();
     let mut first_partitions = Vec::new();
     for topic in topics {
         let metadata = loop {
-            match client.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            match client.fetch_metadata(Some(topic), Duration::from_secs(2)) {
                 Ok(m) => break m,
                 Err(e) => {
+                    Errors::collect(&client);
                     if let Some(fatal) = errors.fatal(args) {
                         return Err(fatal);
                     }
@@ -118,25 +139,34 @@ pub fn check(args: &KafkaArgs, topics: &[&str], groups: &[Group<'_>]) -> anyhow:
         return Ok(());
     };
     for group in groups {
+        let group_errors = Errors::default();
         let probe: BaseConsumer<Errors> = args
             .config(&[("group.id", group.id)])?
-            .create_with_context(errors.clone())?;
+            .create_with_context(group_errors.clone())?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, *partition, Offset::Invalid)?;
-        match probe.committed_offsets(tpl, Duration::from_secs(15)) {
-            Err(KafkaError::OffsetFetch(RDKafkaErrorCode::GroupAuthorizationFailed)) => bail!(
+        let result = probe.committed_offsets(tpl, Duration::from_secs(10));
+        Errors::collect(&probe);
+        let denied = group_errors.group_denied()
+            || matches!(
+                result,
+                Err(KafkaError::OffsetFetch(
+                    RDKafkaErrorCode::GroupAuthorizationFailed
+                ))
+            );
+        if denied {
+            bail!(
                 "Kafka's ACLs do not let user `{user}` use consumer group `{}` ({}): allow it \
                  Read on the group",
                 group.id,
                 group.setting
-            ),
-            Err(e) => {
-                if let Some(fatal) = errors.fatal(args) {
-                    return Err(fatal);
-                }
-                warn!(error = %e, group = group.id, "cannot check access to the consumer group");
+            );
+        }
+        if let Err(e) = result {
+            if let Some(fatal) = group_errors.fatal(args) {
+                return Err(fatal);
             }
-            Ok(_) => {}
+            warn!(error = %e, group = group.id, "cannot check access to the consumer group");
         }
     }
     Ok(())
