@@ -95,6 +95,49 @@ impl Secured {
         env
     }
 
+    /// The writer's settings as README's "The secured cluster" lists them, with the dev
+    /// stack's addresses and files replaced by this cluster's.
+    fn readme_settings(&self) -> Vec<(&'static str, String)> {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .expect("README.md");
+        let block = readme
+            .split("- **The services' settings**")
+            .nth(1)
+            .and_then(|rest| rest.split("```sh").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README lists the services' settings in a sh block");
+        let dev = "target/local-stack/dev-cluster-secure/";
+        let dir = format!("{}/", self.dir.display());
+        let documented: std::collections::BTreeMap<&str, &str> = block
+            .lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .collect();
+        let tested = self.env("cassandra-writer", Some("cassandra_writer"));
+        assert_eq!(
+            documented.keys().copied().collect::<Vec<_>>(),
+            tested
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            "README's settings vs the tests'"
+        );
+        tested
+            .into_iter()
+            .map(|(key, value)| {
+                let readme = match key {
+                    "KAFKA_BROKER" | "CASSANDRA_NODES" => value.clone(),
+                    _ => documented[key].replace(dev, &dir),
+                };
+                assert_eq!(readme, value, "README's {key}");
+                (key, readme)
+            })
+            .collect()
+    }
+
     fn kafka(&self, user: &str) -> KafkaArgs {
         let mut k = KafkaArgs::new(self.brokers.clone());
         k.security_protocol = SecurityProtocol::SaslSsl;

@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// the same records (`spark`: the seed's Spark Structured Streaming job), side by side.
     #[arg(long, value_enum, conflicts_with_all = ["tuning", "transactions"])]
     pub baseline: Option<crate::baseline::Baseline>,
+    /// The stages on a 3 + 3 node cluster (topics with 3 replicas, the keyspace with RF 3,
+    /// writes at LOCAL_QUORUM) instead of one node of each.
+    #[arg(long, conflicts_with_all = ["tuning", "transactions", "baseline"])]
+    pub cluster: bool,
 }
 
 pub(crate) struct Metric {
@@ -85,7 +89,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ],
         true,
     )?;
-    let stack = Stack::named("bench", 39092, 39042, 3);
+    let stack = Stack::named("bench", 39092, 39042, 3).shaped(crate::stack::Shape {
+        cluster: args.cluster,
+        secure: false,
+    });
     stack.start(true).await?;
     let result = if args.tuning {
         crate::tuning::run(&stack, args.quick).await
@@ -103,7 +110,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     let n: u64 = if args.quick { 50_000 } else { 200_000 };
     let e2e_secs: u64 = if args.quick { 20 } else { 60 };
-    let kafka = KafkaArgs::new(stack.kafka_addr());
+    let kafka = stack.kafka_admin();
     let out_dir = crate::target_dir().join("bench");
     fs::create_dir_all(&out_dir)?;
     let log = out_dir.join("services.log");
@@ -122,7 +129,9 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
         "b_stats_eos",
         "b_alerts_eos",
     ];
-    kafka.ensure_topics(&topics, 3, 1).await?;
+    kafka
+        .ensure_topics(&topics, 3, i32::from(stack.nodes))
+        .await?;
     let mut env: Vec<(String, String)> = stack.env_with(&[]);
     env.extend([
         ("CASSANDRA_KEYSPACE".to_owned(), "bench".to_owned()),

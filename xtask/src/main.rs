@@ -338,6 +338,7 @@ async fn secured_cluster_tests(
     cargo_args: &[String],
     cqlsh: &Path,
 ) -> anyhow::Result<Option<Vec<drill::Outcome>>> {
+    let started = std::time::Instant::now();
     let stack = Stack::test().shaped(stack::Shape {
         cluster: true,
         secure: true,
@@ -399,6 +400,10 @@ async fn secured_cluster_tests(
     let stopped = stack.stop();
     let result = result?;
     stopped.context("stop the secured test cluster")?;
+    println!(
+        "xtask test: the secured cluster's part took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(result)
 }
 

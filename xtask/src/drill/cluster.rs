@@ -89,17 +89,61 @@ async fn wait_progress(
     Ok(since.elapsed())
 }
 
-/// Committed records per second of `group` on `topic` over `window`.
-async fn rate(
-    kafka: &KafkaArgs,
-    group: &str,
-    topic: &str,
-    window: Duration,
-) -> anyhow::Result<f64> {
-    let before = progress_retrying(kafka, group, topic).await?.1;
-    tokio::time::sleep(window).await;
-    let after = progress_retrying(kafka, group, topic).await?.1;
-    Ok((after - before) as f64 / window.as_secs_f64())
+/// The writer's status lines (every 5 s) in `log` between byte offsets `from` and `to`: (mean
+/// rows/s, highest p99 write latency in ms), `None` without a line.
+fn writer_status(log: &Path, from: u64, to: u64) -> Option<(f64, f64)> {
+    let bytes = fs::read(log).ok()?;
+    let (from, to) = (from as usize, (to as usize).min(bytes.len()));
+    let text = String::from_utf8_lossy(bytes.get(from..to)?);
+    let field = |line: &str, name: &str| -> Option<f64> {
+        line.split(&format!("{name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let samples: Vec<(f64, f64)> = text
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("cassandra_writer::writer") && l.contains(" status "))
+        .filter_map(|l| Some((field(&l, "rows_per_s")?, field(&l, "write_p99_ms")?)))
+        .collect();
+    if samples.is_empty() {
+        return None;
+    }
+    let rate = samples.iter().map(|s| s.0).sum::<f64>() / samples.len() as f64;
+    let p99 = samples.iter().map(|s| s.1).fold(0.0, f64::max);
+    Some((rate, p99))
+}
+
+/// `line` without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn log_len(log: &Path) -> u64 {
+    fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+}
+
+fn status_note(label: &str, status: Option<(f64, f64)>) -> String {
+    match status {
+        Some((rate, p99)) => format!("rows_per_s_{label}={rate:.0} write_p99_ms_{label}={p99:.0}"),
+        None => format!("rows_per_s_{label}=n/a"),
+    }
 }
 
 /// Bytes of hint files on the Cassandra nodes other than `down` (hints for it, written while
@@ -207,14 +251,17 @@ pub(super) async fn inject(
             (usize::from(stack.nodes), worst)
         }
         Drill::CassandraNodeKill => {
-            let window = s.outage.min(Duration::from_secs(10));
-            let healthy = rate(kafka, &writer_group, &names.valid, window).await?;
+            // Throughput and write latency from the writer's status lines: the same span
+            // before the kill, while the node is down, and once it is back.
+            let before = log_len(log);
+            tokio::time::sleep(s.outage / 2).await;
             let node = cassandra_node(3);
+            let killed_at = log_len(log);
             stack.stop_node(node, true)?;
             let killed = Instant::now();
-            let degraded = rate(kafka, &writer_group, &names.valid, window).await?;
             tokio::time::sleep(s.outage.saturating_sub(killed.elapsed())).await;
             let hints = hint_bytes(stack, &[3]);
+            let resumed_at = log_len(log);
             stack.resume_node(node).await?;
             let back = Instant::now();
             // Hints for the node are replayed to it, then deleted.
@@ -222,15 +269,26 @@ pub(super) async fn inject(
                 Ok(hint_bytes(stack, &[3]) == 0)
             })
             .await?;
+            let replayed = back.elapsed();
+            let after_from = log_len(log);
+            tokio::time::sleep(s.outage / 2).await;
+            notes.push(status_note("before", writer_status(log, before, killed_at)));
+            notes.push(status_note(
+                "down",
+                writer_status(log, killed_at, resumed_at),
+            ));
+            notes.push(status_note(
+                "after",
+                writer_status(log, after_from, log_len(log)),
+            ));
             notes.push(format!(
-                "rows_per_s_before={healthy:.0} rows_per_s_one_node_down={degraded:.0} \
-                 hint_bytes={hints} hints_replayed_after={:.1}s",
-                back.elapsed().as_secs_f64()
+                "hint_bytes={hints} hints_replayed_after={:.1}s",
+                replayed.as_secs_f64()
             ));
             (1, Duration::ZERO)
         }
         Drill::CassandraQuorumLoss => {
-            let from = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+            let from = log_len(log);
             let down = [cassandra_node(2), cassandra_node(3)];
             for n in down {
                 stack.stop_node(n, true)?;
@@ -243,15 +301,16 @@ pub(super) async fn inject(
             let during = progress_retrying(kafka, &writer_group, &names.valid)
                 .await?
                 .1;
-            // Writes at LOCAL_QUORUM need 2 of 3 replicas: the writer retries and says so.
-            let stall_lines = log_lines_since(log, from, "Unavailable");
+            // Writes at LOCAL_QUORUM need 2 of 3 replicas: the writer retries and says so
+            // (rate-limited warnings; `/readyz` names the stalled partitions meanwhile).
+            let stall_lines = log_lines_since(log, from, "write failed, retrying");
             for n in down {
                 stack.resume_node(n).await?;
             }
             let back = Instant::now();
             let recover = wait_progress(kafka, &writer_group, &names.valid, during, back).await?;
             notes.push(format!(
-                "committed_while_down={} unavailable_log_lines={stall_lines} down_for={:.0}s",
+                "committed_while_down={} retry_warnings={stall_lines} down_for={:.0}s",
                 during - before,
                 back.duration_since(stalled).as_secs_f64()
             ));
@@ -269,6 +328,26 @@ pub(super) async fn inject(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writer_status_reads_rate_and_p99_from_coloured_lines() {
+        let dir = std::env::temp_dir().join(format!("status-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("log");
+        let line = |rate: u32, p99: f64| {
+            format!(
+                "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mcassandra_writer::writer\u{1b}[0m\u{1b}[2m:\u{1b}[0m status \u{1b}[3mrows_per_s\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"{rate}\" \u{1b}[3mwrite_p99_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"{p99:.2}\"\n"
+            )
+        };
+        let text = format!("{}other line\n{}", line(300, 12.5), line(100, 80.25));
+        fs::write(&log, &text).expect("write");
+        assert_eq!(
+            writer_status(&log, 0, text.len() as u64),
+            Some((200.0, 80.25))
+        );
+        assert_eq!(writer_status(&log, 0, 0), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn coordinator_partition_matches_kafka() {
