@@ -532,7 +532,8 @@ async fn the_pipeline_and_the_operator_tools_run_as_their_users() {
     reader.extend(n.reader_env());
     let _reader =
         support::spawn_service("stream-reader", &support::unique("secured-reader"), &reader);
-    let mut writer = s.env("cassandra-writer", Some("cassandra_writer"));
+    // The writer with the settings README documents, on this cluster's addresses and files.
+    let mut writer = s.readme_settings();
     writer.extend(n.writer_env(&keyspace));
     let _writer = support::spawn_service(
         "cassandra-writer",
