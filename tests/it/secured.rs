@@ -647,28 +647,34 @@ async fn the_compose_files_run_the_versions_and_replication_of_this_cluster() {
         .expect("one row");
     let kafka_image = format!("apache/kafka:{kafka_version}");
     let cassandra_image = format!("cassandra:{cassandra_version}");
-    for (doc, name, services) in [
-        (&local, "docker-compose.yml", vec!["kafka", "kafka-init"]),
+    for (doc, name, services, expected) in [
+        (
+            &local,
+            "docker-compose.yml",
+            &["kafka", "kafka-init"][..],
+            &kafka_image,
+        ),
+        (
+            &local,
+            "docker-compose.yml",
+            &["cassandra", "cqlsh"],
+            &cassandra_image,
+        ),
         (
             &cluster,
             "docker/compose.cluster.yml",
-            vec!["kafka-1", "kafka-2", "kafka-3"],
+            &["kafka-1", "kafka-2", "kafka-3"],
+            &kafka_image,
         ),
-    ] {
-        for svc in services {
-            assert_eq!(image(doc, svc), kafka_image, "{name} {svc}");
-        }
-    }
-    for (doc, name, services) in [
-        (&local, "docker-compose.yml", vec!["cassandra", "cqlsh"]),
         (
             &cluster,
             "docker/compose.cluster.yml",
-            vec!["cassandra-1", "cassandra-2", "cassandra-3"],
+            &["cassandra-1", "cassandra-2", "cassandra-3"],
+            &cassandra_image,
         ),
     ] {
         for svc in services {
-            assert_eq!(image(doc, svc), cassandra_image, "{name} {svc}");
+            assert_eq!(&image(doc, svc), expected, "{name} {svc}");
         }
     }
     // Replication: the brokers' settings of this cluster, and of the cluster example.

@@ -105,7 +105,7 @@ fn writer_status(log: &Path, from: u64, to: u64) -> Option<(f64, f64)> {
     };
     let samples: Vec<(f64, f64)> = text
         .lines()
-        .map(strip_ansi)
+        .map(pipeline_runtime::telemetry::without_colours)
         .filter(|l| l.contains("cassandra_writer::writer") && l.contains(" status "))
         .filter_map(|l| Some((field(&l, "rows_per_s")?, field(&l, "write_p99_ms")?)))
         .collect();
@@ -115,24 +115,6 @@ fn writer_status(log: &Path, from: u64, to: u64) -> Option<(f64, f64)> {
     let rate = samples.iter().map(|s| s.0).sum::<f64>() / samples.len() as f64;
     let p99 = samples.iter().map(|s| s.1).fold(0.0, f64::max);
     Some((rate, p99))
-}
-
-/// `line` without terminal colour sequences (`ESC [ … m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn log_len(log: &Path) -> u64 {
