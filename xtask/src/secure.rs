@@ -320,6 +320,15 @@ pub async fn setup_roles(
         format!("ALTER KEYSPACE system_auth WITH replication = {replication}"),
     )
     .await?;
+    // The default role's row is on one replica until repaired; a read at ALL repairs it, so a
+    // QUORUM read of it (ALTER ROLE cassandra below) cannot miss it.
+    let mut repair =
+        scylla::statement::unprepared::Statement::new("SELECT role FROM system_auth.roles");
+    repair.set_consistency(scylla::statement::Consistency::All);
+    session
+        .query_unpaged(repair, &[])
+        .await
+        .context("read system_auth.roles at ALL (read repair)")?;
     let password = |role| Security::read(&security.cql_password_file(role));
     run(
         &session,

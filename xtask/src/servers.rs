@@ -306,7 +306,8 @@ pub fn kafka_config(layout: &Layout) -> anyhow::Result<PathBuf> {
         properties.push_str(&security.kafka_properties(layout.node)?);
     }
     let path = conf.join("server.properties");
-    fs::write(&path, properties)?;
+    // It holds the inter-broker password on a secured stack: only its owner reads it.
+    crate::secure::tls::write_private(&path, properties.as_bytes())?;
     fs::write(
         conf.join("log4j2.xml"),
         r#"<?xml version="1.0" encoding="UTF-8"?>

@@ -630,11 +630,21 @@ impl Stack {
 
     /// Stops exactly the processes `start` began; waits until their ports are free.
     pub fn stop(&self) -> anyhow::Result<()> {
+        // SIGTERM to every node first: a cluster's last broker cannot shut down cleanly once
+        // the other controllers are gone.
+        let running: Vec<(Node, i32)> = self
+            .all_nodes()
+            .into_iter()
+            .filter_map(|node| Some((node, self.pid_of(node)?)))
+            .collect();
+        for (_, pid) in &running {
+            signal(*pid, libc::SIGTERM);
+        }
+        for (node, pid) in running {
+            terminate(pid, STOP_GRACE);
+            println!("{:<10} stopped (pid {pid})", self.label(node));
+        }
         for node in self.all_nodes() {
-            if let Some(pid) = self.pid_of(node) {
-                terminate(pid, STOP_GRACE);
-                println!("{:<10} stopped (pid {pid})", self.label(node));
-            }
             let _ = fs::remove_file(self.pid_file(node));
         }
         for node in self.all_nodes() {

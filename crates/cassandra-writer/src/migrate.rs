@@ -300,14 +300,15 @@ fn is_refused(error: &anyhow::Error) -> bool {
         .is_some_and(crate::execute::is_refusal)
 }
 
-/// Fails with a clear message when the session's role may not write to `keyspace`: a
-/// conditional update of a `schema_migrations` row that never exists (version -1) is
-/// authorized like a write (MODIFY) but changes nothing. Any other outcome (applied or not,
-/// unavailable replicas, a timeout) means the authorization passed.
+/// Fails with a clear message when the session's role may not write rows to `keyspace`: a
+/// conditional update of an `access_logs` row that never exists (empty source, epoch, nil
+/// id) is authorized like the writer's writes (MODIFY on the table) but changes nothing. Any
+/// other outcome (not applied, unavailable replicas, a timeout) means the authorization passed.
+/// Permissions granted table by table on the other tables are checked by their first write.
 pub async fn check_write_permission(session: &Session, keyspace: &str) -> anyhow::Result<()> {
     let probe = format!(
-        "UPDATE {keyspace}.schema_migrations SET name = 'permission probe' WHERE version = -1 \
-         IF EXISTS"
+        "UPDATE {keyspace}.access_logs SET action = 'permission probe' WHERE source_ip = '' \
+         AND timestamp = 0 AND event_id = 00000000-0000-0000-0000-000000000000 IF EXISTS"
     );
     match session.query_unpaged(probe, &[]).await {
         Err(e) if crate::execute::is_refusal(&e) => Err(anyhow::Error::new(e).context(format!(

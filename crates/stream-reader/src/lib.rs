@@ -138,8 +138,6 @@ pub(crate) const TRANSACTIONAL_CONSUMER: &[(&str, &str)] = &[
     ("isolation.level", "read_committed"),
 ];
 
-/// Runs both stages until `shutdown` is cancelled, counting into `stats`. A stage that fails
-/// stops the other.
 /// The start-up check of the brokers' TLS, the credentials and the ACLs of every topic and
 /// group the enabled stages use: a failure ends the service before it consumes anything.
 fn check_kafka_access(args: &ReaderArgs) -> anyhow::Result<()> {
@@ -163,6 +161,8 @@ fn check_kafka_access(args: &ReaderArgs) -> anyhow::Result<()> {
     pipeline_runtime::run_blocking(|| check(&args.kafka, &topics, &groups))
 }
 
+/// Runs both stages until `shutdown` is cancelled, counting into `stats`. A stage that fails
+/// stops the other.
 pub async fn run_until(
     args: ReaderArgs,
     shutdown: CancellationToken,
