@@ -252,29 +252,39 @@ async fn a_group_member_without_partitions_is_ready() {
             )
         })
         .collect();
+    // The second member's join moves the partition (a rebalance): wait until it has settled
+    // with one member holding it, then both must be ready.
+    support::wait_until_async(DEADLINE, "one member holds the partition", || {
+        let input = input.clone();
+        async move { assigned(ports, &input).await == [0.0, 1.0] }
+    })
+    .await;
     for port in ports {
         support::wait_until_async(DEADLINE, "both members ready", || async move {
             matches!(http_get(port, "/readyz").await, Some((200, _)))
         })
         .await;
     }
-    let assigned: Vec<f64> = {
-        let mut v = Vec::new();
-        for port in ports {
-            let (_, body) = http_get(port, "/metrics").await.expect("metrics");
-            v.push(support::metric(
-                &body,
-                "kafka_assigned_partitions",
-                &[("topic", input.as_str())],
-            ));
-        }
-        v
-    };
-    let mut sorted = assigned.clone();
-    sorted.sort_by(f64::total_cmp);
     assert_eq!(
-        sorted,
+        assigned(ports, &input).await,
         [0.0, 1.0],
-        "one member holds the partition: {assigned:?}"
+        "one member holds the partition once both are ready"
     );
+}
+
+/// The `kafka_assigned_partitions` gauges of `topic` on the services behind `ports`, sorted.
+async fn assigned(ports: [u16; 2], topic: &str) -> Vec<f64> {
+    let mut v = Vec::new();
+    for port in ports {
+        let Some((_, body)) = http_get(port, "/metrics").await else {
+            return Vec::new();
+        };
+        v.push(support::metric(
+            &body,
+            "kafka_assigned_partitions",
+            &[("topic", topic)],
+        ));
+    }
+    v.sort_by(f64::total_cmp);
+    v
 }
