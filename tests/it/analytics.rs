@@ -109,7 +109,11 @@ fn before(stats: Vec<WindowStats>, cutoff: DateTime<Utc>) -> Vec<WindowStats> {
 
 /// Runs a reader in-process on `t` (plus the closing records) until `windows` windows older
 /// than `cutoff` were emitted, then stops it.
-async fn run_reader(t: &Topics, windows: usize, cutoff: DateTime<Utc>) -> Arc<ReaderStats> {
+pub(crate) async fn run_reader(
+    t: &Topics,
+    windows: usize,
+    cutoff: DateTime<Utc>,
+) -> Arc<ReaderStats> {
     support::produce(&t.input, &closers()).await;
     let stats = Arc::new(ReaderStats::default());
     let stop = CancellationToken::new();
@@ -128,7 +132,7 @@ async fn run_reader(t: &Topics, windows: usize, cutoff: DateTime<Utc>) -> Arc<Re
     stats
 }
 
-async fn rows<T>(
+pub(crate) async fn rows<T>(
     keyspace: &str,
     cql: &str,
     values: impl scylla::serialize::row::SerializeRow,
@@ -355,7 +359,7 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
     for _ in 0..300 {
         by_day = rows(
             &keyspace,
-            "SELECT alert_id, rule, source_ip FROM {ks}.alerts_by_day WHERE day = ?",
+            "SELECT alert_id, rule, source_ip FROM {ks}.alerts WHERE day = ?",
             (start.date_naive(),),
         )
         .await;
@@ -369,7 +373,7 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
     let scanner = Scenario::PortScan.attacker(0).to_string();
     let by_ip: Vec<(Uuid, String)> = rows(
         &keyspace,
-        "SELECT alert_id, rule FROM {ks}.alerts_by_ip WHERE source_ip = ?",
+        "SELECT alert_id, rule FROM {ks}.alerts WHERE source_ip = ?",
         (scanner,),
     )
     .await;

@@ -8,15 +8,7 @@ use crate::support;
 #[tokio::test]
 async fn migrate_is_idempotent_and_writer_startup_check_passes() {
     let keyspace = support::fresh_keyspace().await;
-    let args = cassandra_writer::MigrateArgs {
-        cassandra: support::cassandra(&keyspace),
-        telemetry: pipeline_runtime::telemetry::TelemetryArgs {
-            log_format: pipeline_runtime::telemetry::LogFormat::Text,
-        },
-        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
-        grant_write_to: Vec::new(),
-        grant_read_to: Vec::new(),
-    };
+    let args = support::migrate_args(support::cassandra(&keyspace));
     assert_eq!(
         cassandra_writer::migrate(&args).await.expect("second run"),
         0,
@@ -26,6 +18,63 @@ async fn migrate_is_idempotent_and_writer_startup_check_passes() {
     cassandra_writer::migrate::verify(&session, &keyspace)
         .await
         .expect("schema verified");
+}
+
+/// Retention is configuration: each table's default TTL follows the migrate settings on every
+/// run, and back to the documented defaults (30, 90 and 365 days) without them.
+#[tokio::test]
+async fn migrate_sets_each_tables_retention_from_configuration() {
+    let keyspace = support::fresh_keyspace().await;
+    let session = support::session(&keyspace).await;
+    let ttls = || async {
+        let rows: Vec<(String, i32)> = session
+            .query_unpaged(
+                "SELECT table_name, default_time_to_live FROM system_schema.tables \
+                 WHERE keyspace_name = ?",
+                (&keyspace,),
+            )
+            .await
+            .expect("schema query")
+            .into_rows_result()
+            .expect("rows")
+            .rows()
+            .expect("typed")
+            .collect::<Result<_, _>>()
+            .expect("decode");
+        rows.into_iter()
+            .filter(|(t, _)| t != "schema_migrations")
+            .collect::<std::collections::BTreeMap<String, i32>>()
+    };
+    let day = 86_400;
+    let want = |raw: i32, stats: i32, alerts: i32| {
+        [
+            ("access_logs", raw),
+            ("alerts", alerts),
+            ("ip_stats_by_ip", stats),
+            ("top_talkers_by_asn_minute", stats),
+            ("top_talkers_by_country_minute", stats),
+            ("top_talkers_by_minute", stats),
+        ]
+        .into_iter()
+        .map(|(t, v)| (t.to_owned(), v))
+        .collect::<std::collections::BTreeMap<String, i32>>()
+    };
+    assert_eq!(
+        ttls().await,
+        want(30 * day, 90 * day, 365 * day),
+        "defaults"
+    );
+    let args = cassandra_writer::MigrateArgs {
+        access_logs_ttl_days: 7,
+        stats_ttl_days: 1,
+        alerts_ttl_days: 0,
+        ..support::migrate_args(support::cassandra(&keyspace))
+    };
+    assert_eq!(cassandra_writer::migrate(&args).await.expect("migrate"), 0);
+    assert_eq!(ttls().await, want(7 * day, day, 0), "configured");
+    let defaults = support::migrate_args(support::cassandra(&keyspace));
+    cassandra_writer::migrate(&defaults).await.expect("migrate");
+    assert_eq!(ttls().await, want(30 * day, 90 * day, 365 * day), "back");
 }
 
 #[tokio::test]
@@ -42,14 +91,21 @@ async fn writer_startup_check_names_migrate_when_schema_is_missing() {
 }
 
 /// The writer's columns of `access_logs` without the GeoIP ones (which stay unset), for rows
-/// built by hand.
+/// built by hand: bind [`bucket`] of the timestamp after the source.
 fn insert_without_geo(keyspace: &str) -> String {
     format!(
-        "INSERT INTO {keyspace}.access_logs (source_ip, timestamp, event_id, destination_ip, port, \
-         protocol, bytes_sent, bytes_received, action, created_at, ingested_at, total_bytes, \
-         source_ip_class, destination_ip_class, service) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO {keyspace}.access_logs (source_ip, bucket, timestamp, event_id, \
+         destination_ip, port, protocol, bytes_sent, bytes_received, action, created_at, \
+         ingested_at, total_bytes, source_ip_class, destination_ip_class, service) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+}
+
+/// README's rule: the event time floored to 10 minutes (UTC).
+pub(crate) fn bucket(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    use chrono::DurationRound as _;
+    t.duration_trunc(chrono::TimeDelta::minutes(10))
+        .expect("truncate")
 }
 
 #[tokio::test]
@@ -65,13 +121,14 @@ async fn access_logs_write_read_and_the_seed_queries_verbatim() {
         .single()
         .expect("date");
     let mut ids = Vec::new();
-    // 25 events of the seed's IP, two of them in the same instant, plus 5 of another IP.
+    // 25 events of the seed's IP a minute apart (three 10-minute buckets), two of them in the
+    // same instant, plus 5 of another IP.
     for i in 0..30i64 {
         let source = if i < 25 { "192.168.1.100" } else { "10.1.1.1" };
         let at = if i == 1 {
             t0
         } else {
-            t0 + chrono::Duration::seconds(i)
+            t0 + chrono::Duration::minutes(i)
         };
         let id = Uuid::new_v4();
         ids.push(id);
@@ -80,6 +137,7 @@ async fn access_logs_write_read_and_the_seed_queries_verbatim() {
                 &insert,
                 (
                     source,
+                    bucket(at),
                     at,
                     id,
                     "10.0.0.50",
@@ -105,6 +163,7 @@ async fn access_logs_write_read_and_the_seed_queries_verbatim() {
             &insert,
             (
                 "192.168.1.100",
+                bucket(t0),
                 t0,
                 ids[0],
                 "10.0.0.50",
@@ -143,6 +202,23 @@ async fn access_logs_write_read_and_the_seed_queries_verbatim() {
         .into_rows_result()
         .expect("rows");
     assert_eq!(by_ip.rows_num(), 20);
+    let sources: Vec<(String,)> = session
+        .query_unpaged(
+            "SELECT source_ip FROM access_logs WHERE source_ip = '192.168.1.100' LIMIT 20;",
+            &[],
+        )
+        .await
+        .expect("seed query 2, its key")
+        .into_rows_result()
+        .expect("rows")
+        .rows()
+        .expect("typed")
+        .collect::<Result<_, _>>()
+        .expect("decode");
+    assert!(
+        sources.iter().all(|(s,)| s == "192.168.1.100"),
+        "{sources:?}"
+    );
 
     // Read the partition back with named columns: 25 rows, nothing overwritten but the upsert.
     let rows = session
@@ -202,12 +278,14 @@ async fn rows_expire_with_the_tables_default_ttl() {
         .prepare(insert_without_geo(&keyspace))
         .await
         .expect("prepare insert");
+    let now = Utc::now();
     session
         .execute_unpaged(
             &insert,
             (
                 "192.0.2.7",
-                Utc::now(),
+                bucket(now),
+                now,
                 Uuid::new_v4(),
                 "10.0.0.50",
                 443i32,
@@ -271,7 +349,8 @@ async fn the_seed_queries_verbatim_through_cqlsh() {
                 &insert,
                 (
                     source,
-                    t0 + chrono::Duration::seconds(i),
+                    bucket(t0 + chrono::Duration::minutes(i)),
+                    t0 + chrono::Duration::minutes(i),
                     Uuid::new_v4(),
                     "10.0.0.50",
                     8080i32,

@@ -7,6 +7,8 @@
 
 mod analytics;
 mod cassandra;
+mod cookbook;
+mod data_model;
 mod deploy;
 mod exact;
 mod exactly_once;

@@ -30,7 +30,7 @@ fn producer(args: &[&str]) -> Output {
 }
 
 /// Runs `producer <args>` and returns its standard output; panics with its output on failure.
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = producer(args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -60,7 +60,7 @@ fn redrive(dlq: &str, extra: &[&str]) -> Value {
     json(&ok(&args)).remove(0)
 }
 
-fn json(text: &str) -> Vec<Value> {
+pub(crate) fn json(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -427,12 +427,18 @@ async fn replaying_an_hour_of_validated_records_restores_deleted_rows_and_twice_
             session
                 .query_unpaged(
                     format!(
-                        "DELETE FROM {keyspace}.access_logs WHERE source_ip = ? AND timestamp = ? AND event_id = ?"
+                        "DELETE FROM {keyspace}.access_logs WHERE source_ip = ? AND bucket = ? \
+                         AND timestamp = ? AND event_id = ?"
                     ),
                     (
                         v["source_ip"].as_str().expect("ip"),
+                        crate::cassandra::bucket(ts),
                         ts,
-                        v["event_id"].as_str().expect("id").parse::<Uuid>().expect("uuid"),
+                        v["event_id"]
+                            .as_str()
+                            .expect("id")
+                            .parse::<Uuid>()
+                            .expect("uuid"),
                     ),
                 )
                 .await

@@ -191,13 +191,10 @@ impl Secured {
             (vec![], vec!["cassandra_writer".to_owned()])
         };
         let args = cassandra_writer::MigrateArgs {
-            cassandra: self.cql(&keyspace, "pipeline_migrator"),
-            telemetry: pipeline_runtime::telemetry::TelemetryArgs {
-                log_format: pipeline_runtime::telemetry::LogFormat::Text,
-            },
             replication: "{'class': 'NetworkTopologyStrategy', 'datacenter1': 3}".into(),
             grant_write_to,
             grant_read_to,
+            ..support::migrate_args(self.cql(&keyspace, "pipeline_migrator"))
         };
         cassandra_writer::migrate(&args)
             .await

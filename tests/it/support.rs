@@ -78,18 +78,28 @@ pub async fn set_topic_config(topic: &str, key: &str, value: &str) {
     }
 }
 
-/// A fresh keyspace with every migration applied; returns its name.
-pub async fn fresh_keyspace() -> String {
-    let keyspace = unique("it");
-    let args = MigrateArgs {
-        cassandra: cassandra(&keyspace),
+/// `cassandra-writer migrate` with the defaults users get (the documented retention: 30, 90
+/// and 365 days; no roles granted, no table allowed to be dropped) for `cassandra`.
+pub fn migrate_args(cassandra: CassandraArgs) -> MigrateArgs {
+    MigrateArgs {
+        cassandra,
         telemetry: TelemetryArgs {
             log_format: pipeline_runtime::telemetry::LogFormat::Text,
         },
         replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
         grant_write_to: Vec::new(),
         grant_read_to: Vec::new(),
-    };
+        allow_drop: Vec::new(),
+        access_logs_ttl_days: 30,
+        stats_ttl_days: 90,
+        alerts_ttl_days: 365,
+    }
+}
+
+/// A fresh keyspace with every migration applied; returns its name.
+pub async fn fresh_keyspace() -> String {
+    let keyspace = unique("it");
+    let args = migrate_args(cassandra(&keyspace));
     cassandra_writer::migrate(&args).await.unwrap_or_else(|e| {
         panic!(
             "cannot migrate a keyspace on Cassandra at {} ({e:#}); \
@@ -430,6 +440,29 @@ pub async fn event_ids(session: &Session, keyspace: &str, ips: &[String]) -> Vec
         }
     }
     out
+}
+
+/// Commits `group`'s offsets at the end of `topic` (what a consumer that read everything did).
+pub fn commit_at_end(group: &str, topic: &str) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_broker())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(high))
+            .expect("offset");
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit at the end");
 }
 
 /// Committed offsets of a group on a topic, per partition (absent = nothing committed).

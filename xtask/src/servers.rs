@@ -243,6 +243,12 @@ impl Layout {
         self.dir.join(format!("{}-conf", self.node_name(server)))
     }
 
+    /// The loopback-only JMX port of a single Cassandra node (`nodetool -p`), 1843 below the
+    /// CQL port (9042 → 7199); a cluster's nodes share their ports, so they have none.
+    pub fn jmx_port(&self) -> Option<u16> {
+        (self.nodes == 1).then(|| self.cql_port - 1843)
+    }
+
     /// Replicas of every topic and of Kafka's internal topics; 2 of 3 must be in sync to
     /// accept an `acks=all` write.
     pub fn replication(&self) -> (u8, u8) {
@@ -514,6 +520,9 @@ pub fn cassandra_jvm_args(layout: &Layout) -> Vec<String> {
         // Create the default superuser at once when authentication is on (default: after 10 s).
         "-Dcassandra.superuser_setup_delay_ms=0".to_owned(),
     ]);
+    if let Some(port) = layout.jmx_port() {
+        args.push(format!("-Dcassandra.jmx.local.port={port}"));
+    }
     args
 }
 

@@ -228,6 +228,36 @@ impl Stack {
         }
     }
 
+    /// Runs `nodetool <args>` against the single Cassandra node over its loopback JMX port;
+    /// returns standard output.
+    pub fn nodetool(&self, args: &[&str]) -> anyhow::Result<String> {
+        let port = self
+            .layout(1)
+            .jmx_port()
+            .context("nodetool needs a single-node stack (a cluster's nodes have no JMX port)")?;
+        let out = std::process::Command::new(servers::java()?)
+            .args(["-Xmx256m", "-cp"])
+            .arg(servers::classpath(Server::Cassandra)?.joined())
+            .args([
+                "org.apache.cassandra.tools.NodeTool",
+                "-h",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .context("run nodetool")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nodetool {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// CQL settings of xtask's own sessions (the admin role on a secured stack).
     pub fn cql_admin(&self, keyspace: &str) -> CassandraArgs {
         self.cql_admin_at(&self.cql_addr(), keyspace)

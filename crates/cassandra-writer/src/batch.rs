@@ -1,7 +1,8 @@
 //! Rows of one Cassandra partition written together: the records the consumer has ready at
-//! once are grouped by their Kafka key (the validated topic is keyed by `source_ip`, the
-//! partition key of `access_logs`), and each group of up to `WRITER_BATCH_MAX_ROWS` is one
-//! single-partition unlogged batch instead of one insert per row. Cassandra applies such a
+//! once are grouped by their Kafka key (the validated topic is keyed by `source_ip`, the first
+//! column of `access_logs`' partition key), and each group of up to `WRITER_BATCH_MAX_ROWS` is
+//! one unlogged batch instead of one insert per row: one partition, or two when its rows
+//! straddle a 10-minute bucket boundary. Cassandra applies such a
 //! batch as one mutation; measured on the local node, it costs 71 µs of Cassandra CPU per row
 //! against 112 µs for single inserts (`cargo xtask bench --baseline spark`, BENCHMARKS.md).
 //!
@@ -106,7 +107,7 @@ pub(crate) async fn write(shared: &Shared, mut group: Vec<Pending>) -> Vec<Writt
     out
 }
 
-/// One unlogged batch of `rows` (one partition); true when Cassandra applied it.
+/// One unlogged batch of `rows` (one source); true when Cassandra applied it.
 async fn write_rows(shared: &Shared, rows: &[ValidatedRecord]) -> bool {
     let started = Instant::now();
     let mut batch = Batch::new(BatchType::Unlogged);

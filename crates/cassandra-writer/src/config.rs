@@ -35,7 +35,7 @@ pub struct WriterArgs {
     #[arg(long, env = "WRITER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
     pub stats_topic: String,
 
-    /// Topic of alerts (persisted to alerts_by_day and alerts_by_ip).
+    /// Topic of alerts (persisted to alerts).
     #[arg(long, env = "WRITER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
     pub alerts_topic: String,
 
@@ -49,7 +49,8 @@ pub struct WriterArgs {
     #[arg(long, env = "WRITER_DLQ_MAX_RAW_BYTES", default_value_t = log_schema::DEFAULT_MAX_RAW_BYTES)]
     pub dlq_max_raw_bytes: usize,
 
-    /// Most `access_logs` rows of one source IP written as one single-partition unlogged batch,
+    /// Most `access_logs` rows of one source IP written as one unlogged batch (one partition,
+    /// or two when the rows straddle a bucket boundary),
     /// from the records the consumer already has buffered (nothing waits to fill a batch);
     /// 1 writes every row on its own.
     #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 8)]

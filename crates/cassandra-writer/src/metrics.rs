@@ -116,8 +116,7 @@ pub(crate) fn describe_metrics() {
         "top_talkers_by_minute",
         "top_talkers_by_country_minute",
         "top_talkers_by_asn_minute",
-        "alerts_by_day",
-        "alerts_by_ip",
+        "alerts",
     ] {
         metrics::counter!(ROWS_WRITTEN.name, "table" => table).absolute(0);
     }
@@ -168,7 +167,7 @@ pub struct WriterStats {
     pub consumed: AtomicU64,
     /// Rows written.
     pub written: AtomicU64,
-    /// Of those, rows written in single-partition batches of more than one row.
+    /// Of those, rows written in batches (by source) of more than one row.
     pub batched: AtomicU64,
     /// Write attempts that failed and were retried.
     pub retries: AtomicU64,

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_geoip.cql",
         cql: include_str!("../../../migrations/0004_geoip.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_bounded_partitions.cql",
+        cql: include_str!("../../../migrations/0005_bounded_partitions.cql"),
+    },
 ];
 
 impl Migration {
@@ -112,6 +117,46 @@ pub struct MigrateArgs {
     /// Roles granted SELECT on the keyspace once it is migrated (comma-separated; analysts).
     #[arg(long, env = "CASSANDRA_GRANT_READ_TO", value_delimiter = ',', value_parser = parse_identifier)]
     pub grant_read_to: Vec<String>,
+
+    /// Tables a pending migration may drop although they hold rows (comma-separated; see the
+    /// upgrade runbook: 0005 replaces access_logs, alerts_by_day and alerts_by_ip). Without it,
+    /// migrate stops before dropping a table that holds rows.
+    #[arg(long, env = "CASSANDRA_MIGRATE_ALLOW_DROP", value_delimiter = ',', value_parser = parse_identifier)]
+    pub allow_drop: Vec<String>,
+
+    /// Retention of raw rows (`access_logs`), in days: the table's default TTL, set on every
+    /// migrate (rows keep the TTL they were written with). 0 keeps rows forever.
+    #[arg(long, env = "CASSANDRA_ACCESS_LOGS_TTL_DAYS", default_value_t = 30)]
+    pub access_logs_ttl_days: u32,
+
+    /// Retention of window statistics (`ip_stats_by_ip` and the `top_talkers_*` tables), in
+    /// days (0 = forever).
+    #[arg(long, env = "CASSANDRA_STATS_TTL_DAYS", default_value_t = 90)]
+    pub stats_ttl_days: u32,
+
+    /// Retention of alerts (`alerts`), in days (0 = forever).
+    #[arg(long, env = "CASSANDRA_ALERTS_TTL_DAYS", default_value_t = 365)]
+    pub alerts_ttl_days: u32,
+}
+
+impl MigrateArgs {
+    /// Each table's configured default TTL, in seconds.
+    pub fn retention(&self) -> Vec<(&'static str, u32)> {
+        let secs = |days: u32| days.saturating_mul(86_400);
+        let (raw, stats, alerts) = (
+            secs(self.access_logs_ttl_days),
+            secs(self.stats_ttl_days),
+            secs(self.alerts_ttl_days),
+        );
+        vec![
+            ("access_logs", raw),
+            ("ip_stats_by_ip", stats),
+            ("top_talkers_by_minute", stats),
+            ("top_talkers_by_country_minute", stats),
+            ("top_talkers_by_asn_minute", stats),
+            ("alerts", alerts),
+        ]
+    }
 }
 
 /// A replication map literal: only `{}`, quotes, `:`, `,`, spaces, letters, digits, `_`, `.`.
@@ -192,8 +237,13 @@ pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<usize> {
         .with_context(|| format!("use keyspace {ks}"))?;
     let done = applied(&session, ks).await?;
     check_unchanged(&done)?;
+    let pending: Vec<&Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| !done.contains_key(&m.version))
+        .collect();
+    check_drops(&session, ks, &pending, &args.allow_drop).await?;
     let mut count = 0;
-    for m in MIGRATIONS.iter().filter(|m| !done.contains_key(&m.version)) {
+    for m in pending {
         for statement in m.statements() {
             session
                 .query_unpaged(statement.as_str(), &[])
@@ -214,6 +264,7 @@ pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<usize> {
         count += 1;
     }
     info!(keyspace = %ks, applied = count, total = MIGRATIONS.len(), "schema is up to date");
+    set_retention(&session, ks, &args.retention()).await?;
     let grants = args
         .grant_write_to
         .iter()
@@ -235,6 +286,114 @@ pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<usize> {
         info!(keyspace = %ks, %role, permission, "granted");
     }
     Ok(count)
+}
+
+/// The tables a migration drops (`DROP TABLE [IF EXISTS] name`).
+fn dropped_tables(m: &Migration) -> Vec<String> {
+    m.statements()
+        .iter()
+        .filter_map(|s| {
+            let words: Vec<&str> = s.split_whitespace().collect();
+            match words.as_slice() {
+                ["DROP", "TABLE", "IF", "EXISTS", table] | ["DROP", "TABLE", table] => {
+                    Some((*table).to_owned())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Stops before a pending migration drops a table that holds rows, unless `allowed` names it.
+async fn check_drops(
+    session: &Session,
+    ks: &str,
+    pending: &[&Migration],
+    allowed: &[String],
+) -> anyhow::Result<()> {
+    let existing: Vec<String> = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+            (ks,),
+        )
+        .await
+        .context("read the keyspace's tables")?
+        .into_rows_result()
+        .context("read the keyspace's tables")?
+        .rows::<(String,)>()
+        .context("decode table names")?
+        .map(|r| r.map(|(t,)| t))
+        .collect::<Result<_, _>>()
+        .context("decode table names")?;
+    for m in pending {
+        let mut refused = Vec::new();
+        for table in dropped_tables(m) {
+            if !existing.contains(&table) || allowed.contains(&table) {
+                continue;
+            }
+            let has_rows = session
+                .query_unpaged(format!("SELECT * FROM {ks}.{table} LIMIT 1"), &[])
+                .await
+                .with_context(|| format!("check whether {ks}.{table} holds rows"))?
+                .into_rows_result()
+                .with_context(|| format!("check whether {ks}.{table} holds rows"))?
+                .rows_num()
+                > 0;
+            if has_rows {
+                refused.push(table);
+            }
+        }
+        if !refused.is_empty() {
+            bail!(
+                "migration {} replaces tables that hold rows: {}; their rows would be dropped \
+                 (Cassandra keeps a snapshot of a dropped table while auto_snapshot is on). \
+                 Follow README \"Upgrading an existing keyspace\": confirm with \
+                 CASSANDRA_MIGRATE_ALLOW_DROP={}, then backfill with `producer replay`",
+                m.name,
+                refused.join(", "),
+                refused.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sets each table's default TTL to the configured retention where it differs (a schema
+/// change only when needed; rows already written keep their TTL).
+async fn set_retention(session: &Session, ks: &str, tables: &[(&str, u32)]) -> anyhow::Result<()> {
+    for &(table, ttl) in tables {
+        let current = session
+            .query_unpaged(
+                "SELECT default_time_to_live FROM system_schema.tables \
+                 WHERE keyspace_name = ? AND table_name = ?",
+                (ks, table),
+            )
+            .await
+            .with_context(|| format!("read the TTL of {ks}.{table}"))?
+            .into_rows_result()
+            .with_context(|| format!("read the TTL of {ks}.{table}"))?
+            .maybe_first_row::<(i32,)>()
+            .with_context(|| format!("decode the TTL of {ks}.{table}"))?
+            .with_context(|| format!("table {ks}.{table} is missing"))?
+            .0;
+        if i64::from(current) == i64::from(ttl) {
+            continue;
+        }
+        session
+            .query_unpaged(
+                format!("ALTER TABLE {ks}.{table} WITH default_time_to_live = {ttl}"),
+                &[],
+            )
+            .await
+            .with_context(|| format!("set the retention of {ks}.{table}"))?;
+        info!(
+            table,
+            from_secs = current,
+            to_secs = ttl,
+            "retention changed"
+        );
+    }
+    Ok(())
 }
 
 fn check_unchanged(done: &BTreeMap<i32, (String, String)>) -> anyhow::Result<()> {
@@ -308,7 +467,8 @@ fn is_refused(error: &anyhow::Error) -> bool {
 pub async fn check_write_permission(session: &Session, keyspace: &str) -> anyhow::Result<()> {
     let probe = format!(
         "UPDATE {keyspace}.access_logs SET action = 'permission probe' WHERE source_ip = '' \
-         AND timestamp = 0 AND event_id = 00000000-0000-0000-0000-000000000000 IF EXISTS"
+         AND bucket = 0 AND timestamp = 0 AND event_id = 00000000-0000-0000-0000-000000000000 \
+         IF EXISTS"
     );
     match session.query_unpaged(probe, &[]).await {
         Err(e) if crate::execute::is_refusal(&e) => Err(anyhow::Error::new(e).context(format!(
@@ -350,6 +510,15 @@ mod tests {
             cql: "-- a; b\nCREATE TABLE t (a int PRIMARY KEY); -- c\n\n",
         };
         assert_eq!(m.statements(), vec!["CREATE TABLE t (a int PRIMARY KEY)"]);
+    }
+
+    #[test]
+    fn the_bounded_partitions_migration_drops_the_three_old_tables() {
+        assert_eq!(
+            dropped_tables(&MIGRATIONS[4]),
+            vec!["access_logs", "alerts_by_day", "alerts_by_ip"]
+        );
+        assert!(MIGRATIONS[..4].iter().all(|m| dropped_tables(m).is_empty()));
     }
 
     #[test]

@@ -195,42 +195,18 @@ pub(crate) async fn handle(
             a.and(b).and(c).and(d)
         }
         Input::Alert(a) => {
-            let by_day = (
+            let row = (
+                a.source_ip.to_string(),
                 a.window_start.date_naive(),
                 a.window_start,
                 a.alert_id,
                 a.rule.as_str(),
-                a.source_ip.to_string(),
                 a.window_end,
                 a.value,
                 a.threshold,
                 a.summary.as_str(),
             );
-            let by_ip = (
-                a.source_ip.to_string(),
-                a.window_start,
-                a.alert_id,
-                a.rule.as_str(),
-                a.window_end,
-                a.value,
-                a.threshold,
-                a.summary.as_str(),
-            );
-            let (x, y) = tokio::join!(
-                execute(
-                    shared,
-                    &shared.statements.alerts_by_day,
-                    &by_day,
-                    ("alerts_by_day", source)
-                ),
-                execute(
-                    shared,
-                    &shared.statements.alerts_by_ip,
-                    &by_ip,
-                    ("alerts_by_ip", source)
-                ),
-            );
-            x.and(y)
+            execute(shared, &shared.statements.alerts, &row, ("alerts", source)).await
         }
     };
     match result {

@@ -327,7 +327,7 @@ impl Stage for Writer {
     }
 
     /// Takes this record and those the consumer already has buffered (no waiting), and
-    /// writes them in single-partition batches.
+    /// writes them in batches by source.
     fn on_record(&mut self, first: &BorrowedMessage<'_>) {
         let epoch = self.committer.as_mut().map_or(0, |c| {
             c.take_changes();
