@@ -21,6 +21,10 @@ use crate::{
     support::{self, DEADLINE},
 };
 
+/// A row of the cookbook's first query: timestamp, destination, port, protocol, action, bytes
+/// sent and received.
+type Flow = (DateTime<Utc>, String, i32, String, String, i64, i64);
+
 /// The cookbook's source and destination.
 const SOURCE: &str = "192.168.1.100";
 const TARGET: &str = "10.0.0.5";
@@ -223,8 +227,7 @@ async fn every_cookbook_query_returns_what_an_independent_count_of_the_input_say
         match q.question.as_str() {
             "What did 192.168.1.100 do between 13:00 and 14:00? (bucket by bucket, newest first within each)" =>
             {
-                let got: Vec<(DateTime<Utc>, String, i32, String, String, i64, i64)> =
-                    query(&session, cql).await;
+                let got: Vec<Flow> = query(&session, cql).await;
                 let want: Vec<_> = events
                     .iter()
                     .filter(|e| e.src == SOURCE && in_range(e, h13, h14))
@@ -266,7 +269,7 @@ async fn every_cookbook_query_returns_what_an_independent_count_of_the_input_say
                         )
                     })
                     .collect();
-                want.sort_by(|a, b| b.0.cmp(&a.0));
+                want.sort_by_key(|w| std::cmp::Reverse(w.0));
                 assert!(want.len() > 250, "the range holds {} events", want.len());
                 assert_eq!(got, want, "{cql}: every event of the range, newest first");
             }
@@ -351,7 +354,7 @@ async fn every_cookbook_query_returns_what_an_independent_count_of_the_input_say
                         )
                     })
                     .collect();
-                want.sort_by(|a, b| b.0.cmp(&a.0));
+                want.sort_by_key(|w| std::cmp::Reverse(w.0));
                 assert_eq!(got, want, "{cql}");
             }
             "Which alerts fired on 2026-12-01?" => {
@@ -373,7 +376,7 @@ async fn every_cookbook_query_returns_what_an_independent_count_of_the_input_say
                     .filter(|a| a.2 == SOURCE && a.0.date_naive() == day)
                     .map(|a| (a.0, a.1))
                     .collect();
-                want.sort_by(|a, b| b.0.cmp(&a.0));
+                want.sort_by_key(|w| std::cmp::Reverse(w.0));
                 assert_eq!(sorted(got.clone()), sorted(want.clone()), "{cql}");
                 assert!(
                     got.windows(2).all(|p| p[0].0 >= p[1].0),

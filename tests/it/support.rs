@@ -442,8 +442,8 @@ pub async fn event_ids(session: &Session, keyspace: &str, ips: &[String]) -> Vec
     out
 }
 
-/// Commits `group`'s offsets at the end of `topic` (what a consumer that read everything did).
-pub fn commit_at_end(group: &str, topic: &str) {
+/// A consumer of `group` (not subscribed) and the partitions of `topic`.
+fn group_consumer(group: &str, topic: &str) -> (BaseConsumer, Vec<i32>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_broker())
         .set("group.id", group)
@@ -452,12 +452,24 @@ pub fn commit_at_end(group: &str, topic: &str) {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
+    let partitions = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| p.id())
+        .collect();
+    (consumer, partitions)
+}
+
+/// Commits `group`'s offsets at the end of `topic` (what a consumer that read everything did).
+pub fn commit_at_end(group: &str, topic: &str) {
+    let (consumer, partitions) = group_consumer(group, topic);
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+    for p in partitions {
         let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
             .expect("watermarks");
-        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(high))
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(high))
             .expect("offset");
     }
     consumer
@@ -467,19 +479,10 @@ pub fn commit_at_end(group: &str, topic: &str) {
 
 /// Committed offsets of a group on a topic, per partition (absent = nothing committed).
 pub fn committed(group: &str, topic: &str) -> std::collections::BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_broker())
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+    let (consumer, partitions) = group_consumer(group, topic);
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
+    for p in partitions {
+        tpl.add_partition(topic, p);
     }
     // The group coordinator may be moving or still loading `__consumer_offsets` (NotCoordinator,
     // CoordinatorLoadInProgress): transient on a real broker, so ask again until a deadline.

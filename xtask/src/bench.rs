@@ -9,6 +9,8 @@
 //! 3. cassandra-writer vs a raw scylla concurrent prepared-insert loop of the same rows;
 //! 4. end to end at a fixed rate: event time → row written (from the rows' own columns);
 //! 5. peak RSS (VmHWM) of each service.
+//!
+//! `--data-model` measures the Cassandra data model instead ([`data_model`]).
 
 use std::{
     fs,
@@ -21,6 +23,7 @@ use pipeline_runtime::kafka::KafkaArgs;
 use crate::stack::Stack;
 
 mod ceilings;
+mod data_model;
 mod e2e;
 mod measure;
 mod stages;
@@ -51,6 +54,11 @@ pub struct BenchArgs {
     /// writes at LOCAL_QUORUM) instead of one node of each.
     #[arg(long, conflicts_with_all = ["tuning", "transactions", "baseline"])]
     pub cluster: bool,
+    /// Instead of the stages: the Cassandra data model's write cost (previous layout, bucketed
+    /// without and with each SAI index, as shipped), its largest partition under a skewed load
+    /// and the latency of every README cookbook query (`target/bench/data_model.json`).
+    #[arg(long, conflicts_with_all = ["tuning", "transactions", "baseline", "cluster"])]
+    pub data_model: bool,
 }
 
 pub(crate) struct Metric {
@@ -98,6 +106,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::tuning::run(&stack, args.quick).await
     } else if args.transactions {
         crate::tuning::transactions(&stack, args.quick).await
+    } else if args.data_model {
+        data_model::run(&stack, args.quick).await
     } else if let Some(crate::baseline::Baseline::Spark) = args.baseline {
         crate::baseline::run(&stack, args.quick).await
     } else {

@@ -414,8 +414,14 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
          # Tests drop a keyspace each: no snapshot of what they drop.\n\
          auto_snapshot: false\n\
          concurrent_compactors: 1\n\
+         # Heap the SAI indexes' segment builders may hold while flushing and compacting. The\n\
+         # 1 GiB default assumes a large heap: next to 512 MiB of memtables it ran a 2 GiB heap\n\
+         # out of memory under 1 M indexed rows (cargo xtask bench --data-model). 1/16 of the heap.\n\
+         sai_options:\n  \
+           segment_write_buffer_size: {sai_buffer}MiB\n\
          # A new cluster on 5.0 only: the 5.0 sstable and messaging formats.\n\
          storage_compatibility_mode: NONE\n",
+        sai_buffer = Server::Cassandra.heap_mib(layout.nodes) / 16,
         cluster = layout.cluster_name,
         node = layout.node,
         nodes = layout.nodes,
@@ -451,9 +457,9 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// `conf/jvm17-server.options` of Cassandra 5.0: the module exports and opens it needs on
+/// `conf/jvm17-server.options` of Cassandra 5.0 (nodetool needs them too): the module exports and opens it needs on
 /// Java 17, and its Netty settings.
-const CASSANDRA_JVM17: &[&str] = &[
+pub const CASSANDRA_JVM17: &[&str] = &[
     "-Djdk.attach.allowAttachSelf=true",
     "--add-exports=java.base/jdk.internal.misc=ALL-UNNAMED",
     "--add-exports=java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",

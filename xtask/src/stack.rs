@@ -236,7 +236,9 @@ impl Stack {
             .jmx_port()
             .context("nodetool needs a single-node stack (a cluster's nodes have no JMX port)")?;
         let out = std::process::Command::new(servers::java()?)
-            .args(["-Xmx256m", "-cp"])
+            .arg("-Xmx256m")
+            .args(servers::CASSANDRA_JVM17)
+            .arg("-cp")
             .arg(servers::classpath(Server::Cassandra)?.joined())
             .args([
                 "org.apache.cassandra.tools.NodeTool",

@@ -42,7 +42,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 
-    /// Topic to replay (the pipeline's raw or validated topic).
+    /// Topic to replay (the pipeline's raw or validated topic, or `ip_alerts` to rewrite alert rows).
     #[arg(long, env = "REPLAY_TOPIC", default_value = topics::RAW)]
     pub topic: String,
 
