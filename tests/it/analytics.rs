@@ -58,18 +58,10 @@ pub(crate) fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
         stats_topic: t.stats.clone(),
         alerts_topic: t.alerts.clone(),
         dlq_topic: t.dlq.clone(),
-        dlq_max_raw_bytes: log_schema::DEFAULT_MAX_RAW_BYTES,
-        batch_max_rows: 8,
-        max_in_flight: 256,
-        retry_max_attempts: 0,
         retry_min_delay_ms: 50,
         retry_max_delay_ms: 1_000,
-        status_interval_secs: 5,
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-        delivery: pipeline_runtime::transaction::Delivery::AtLeastOnce,
-        transactional_id: String::new(),
-        transaction_interval_ms: 1_000,
-        transaction_timeout_ms: 10_000,
+        ..support::writer_defaults()
     }
 }
 

@@ -38,6 +38,12 @@ pub fn cassandra(keyspace: &str) -> CassandraArgs {
     CassandraArgs::new(cassandra_nodes(), keyspace)
 }
 
+/// The writer's settings as a user gets them (every default), to override per test.
+pub fn writer_defaults() -> cassandra_writer::WriterArgs {
+    use clap::Parser as _;
+    cassandra_writer::Cli::parse_from(["cassandra-writer"]).writer
+}
+
 /// A name unique to this test run: `<prefix>_<pid>_<counter>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

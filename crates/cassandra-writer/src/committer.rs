@@ -32,16 +32,8 @@ use rdkafka::{
 
 use crate::{
     metrics::DEAD_LETTERS,
-    write::{Outcome, Shared},
+    shared::{Deferred, Outcome, Shared},
 };
-
-/// A dead letter waiting for its transaction.
-#[derive(Debug)]
-pub(crate) struct Deferred {
-    pub envelope: Vec<u8>,
-    pub key: Option<Vec<u8>>,
-    pub kind: ErrorKind,
-}
 
 /// The writer's transactional bookkeeping.
 #[derive(Debug)]

@@ -49,16 +49,34 @@ pub struct WriterArgs {
     #[arg(long, env = "WRITER_DLQ_MAX_RAW_BYTES", default_value_t = log_schema::DEFAULT_MAX_RAW_BYTES)]
     pub dlq_max_raw_bytes: usize,
 
-    /// Most `access_logs` rows of one source IP written as one unlogged batch (one partition,
-    /// or two when the rows straddle a bucket boundary),
-    /// from the records the consumer already has buffered (nothing waits to fill a batch);
-    /// 1 writes every row on its own.
-    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 8)]
+    /// Most `access_logs` rows of one partition (source IP, 10-minute bucket) written as one
+    /// unlogged batch; 1 writes every row on its own.
+    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 16)]
     pub batch_max_rows: usize,
 
-    /// Most writes in flight at once; beyond it the partitions are paused.
-    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 512)]
+    /// Payload bytes (validated JSON) at which a partition's group is sent without waiting
+    /// for `WRITER_BATCH_MAX_ROWS`.
+    #[arg(long, env = "WRITER_BATCH_MAX_BYTES", default_value_t = 16_384)]
+    pub batch_max_bytes: usize,
+
+    /// Most partitions with an open group at once; past it, the oldest group is sent.
+    #[arg(long, env = "WRITER_BATCH_MAX_OPEN_GROUPS", default_value_t = 1_000)]
+    pub batch_max_open_groups: usize,
+
+    /// How long a partial group may wait for more rows of its partition, in ms, only while
+    /// the writer is behind (the consumer has more records ready); otherwise it is sent at once.
+    #[arg(long, env = "WRITER_BATCH_LINGER_MS", default_value_t = 20)]
+    pub batch_linger_ms: u64,
+
+    /// Most records consumed and not yet written (in open groups or in requests); beyond it
+    /// the writer stops reading, and pauses the partitions if that lasts.
+    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 4_096)]
     pub max_in_flight: usize,
+
+    /// Most Cassandra requests (a batch or a single write) in flight at once; while all are
+    /// busy, groups keep filling.
+    #[arg(long, env = "WRITER_MAX_IN_FLIGHT_REQUESTS", default_value_t = 64)]
+    pub max_in_flight_requests: usize,
 
     /// Attempts per write before giving up on it (0 = retry without limit). A write that runs out
     /// of attempts stops the writer without committing past it, so nothing is lost either way.

@@ -11,8 +11,8 @@ use scylla::{
 use tracing::warn;
 
 use crate::{
-    metrics::{ROWS_WRITTEN, WRITE_ERRORS, WRITE_LATENCY_SECONDS, WRITE_RETRIES, error_kind},
-    write::Shared,
+    metrics::{ROWS_WRITTEN, WRITE_ERRORS, WRITE_LATENCY_SECONDS, WRITE_RETRIES},
+    shared::Shared,
 };
 
 pub(crate) enum WriteError {
@@ -47,6 +47,30 @@ pub(crate) fn is_rejection(e: &ExecutionError) -> bool {
                 | DbError::ConfigError
         ),
         _ => false,
+    }
+}
+
+/// Low-cardinality kind of a failed write attempt.
+pub(crate) fn error_kind(e: &ExecutionError) -> &'static str {
+    if is_rejection(e) {
+        return "rejected";
+    }
+    if is_refusal(e) {
+        return "unauthorized";
+    }
+    match e {
+        ExecutionError::RequestTimeout(_) => "timeout",
+        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => "connection",
+        ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(_)) => {
+            "connection"
+        }
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => match db {
+            DbError::Unavailable { .. } => "unavailable",
+            DbError::Overloaded | DbError::RateLimitReached { .. } => "overloaded",
+            DbError::ReadTimeout { .. } | DbError::WriteTimeout { .. } => "timeout",
+            _ => "other",
+        },
+        _ => "other",
     }
 }
 

@@ -4,13 +4,14 @@
 //! See [`writer`] for the consume loop and its delivery guarantee; [`config`] is its command
 //! line, [`rows`] what it writes, [`metrics`] what it reports.
 
-mod batch;
 mod committer;
 pub mod config;
 mod execute;
+mod group;
 pub mod metrics;
 pub mod migrate;
 pub mod rows;
+mod shared;
 mod write;
 pub mod writer;
 

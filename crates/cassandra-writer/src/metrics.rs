@@ -7,9 +7,6 @@ use std::{
 };
 
 use pipeline_runtime::telemetry::{self, Metric, MetricKind};
-use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
-
-use crate::execute::{is_refusal, is_rejection};
 
 // Metric names, each defined once; help texts and labels are registered below.
 /// `writer_batch_fallbacks_total`.
@@ -46,6 +43,13 @@ pub const IN_FLIGHT: Metric = Metric {
     kind: MetricKind::Gauge,
     labels: &[],
     help: "Records consumed whose row is not written yet",
+};
+/// `writer_requests_in_flight`.
+pub const REQUESTS_IN_FLIGHT: Metric = Metric {
+    name: "writer_requests_in_flight",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Cassandra requests (batches and single writes) in flight",
 };
 /// `writer_records_consumed_total`.
 pub const RECORDS_CONSUMED: Metric = Metric {
@@ -103,6 +107,7 @@ const WRITER: &[Metric] = &[
     WRITE_LATENCY_SECONDS,
     E2E_LATENCY_SECONDS,
     IN_FLIGHT,
+    REQUESTS_IN_FLIGHT,
 ];
 
 /// Registers every metric with help text and zero values.
@@ -136,30 +141,6 @@ pub(crate) fn describe_metrics() {
     }
 }
 
-/// Low-cardinality kind of a failed write attempt.
-pub(crate) fn error_kind(e: &ExecutionError) -> &'static str {
-    if is_rejection(e) {
-        return "rejected";
-    }
-    if is_refusal(e) {
-        return "unauthorized";
-    }
-    match e {
-        ExecutionError::RequestTimeout(_) => "timeout",
-        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => "connection",
-        ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(_)) => {
-            "connection"
-        }
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => match db {
-            DbError::Unavailable { .. } => "unavailable",
-            DbError::Overloaded | DbError::RateLimitReached { .. } => "overloaded",
-            DbError::ReadTimeout { .. } | DbError::WriteTimeout { .. } => "timeout",
-            _ => "other",
-        },
-        _ => "other",
-    }
-}
-
 /// Running totals, shared by the write tasks and the status line.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -169,6 +150,8 @@ pub struct WriterStats {
     pub written: AtomicU64,
     /// Of those, rows written in batches (by source) of more than one row.
     pub batched: AtomicU64,
+    /// Batches (requests of more than one row) those rows went out in.
+    pub batches: AtomicU64,
     /// Write attempts that failed and were retried.
     pub retries: AtomicU64,
     /// Records sent to the dead-letter topic.

@@ -10,54 +10,21 @@ use chrono::{DateTime, Utc};
 use log_schema::{Alert, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats};
 use pipeline_runtime::observe;
 use pipeline_runtime::{
-    failure::{ProduceFailure, ReportedAt, Stalls, classify_produce},
-    telemetry::LogLimiter,
-    transaction::{Delivery, OutputProducer},
+    failure::{ProduceFailure, ReportedAt, classify_produce},
+    transaction::Delivery,
 };
 use rdkafka::producer::FutureRecord;
-use scylla::{client::session::Session, statement::prepared::PreparedStatement};
+use scylla::statement::prepared::PreparedStatement;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
-    committer::Deferred,
     config::WriterArgs,
     execute::{WriteError, execute},
-    metrics::{DEAD_LETTERS, E2E_LATENCY_SECONDS, WriterStats},
-    rows::{Statements, access_log_row},
+    metrics::{DEAD_LETTERS, E2E_LATENCY_SECONDS},
+    rows::access_log_row,
+    shared::{Deferred, Outcome, Shared},
 };
-
-/// What became of one record.
-pub(crate) enum Outcome {
-    Written,
-    /// Dead-lettered: produced already, or (exactly-once) waiting for its transaction.
-    DeadLettered(Option<Deferred>),
-}
-
-pub(crate) struct Shared {
-    pub(crate) session: Session,
-    pub(crate) statements: Statements,
-    pub(crate) producer: OutputProducer,
-    pub(crate) args: WriterArgs,
-    pub(crate) stats: Arc<WriterStats>,
-    pub(crate) logs: LogLimiter,
-    /// Partitions whose writes keep failing (`/readyz`).
-    pub(crate) stalls: std::sync::Mutex<Stalls>,
-    /// Largest dead letter the DLQ topic takes (its `max.message.bytes` less the record
-    /// overhead): a larger one is sent without its payload.
-    pub(crate) dlq_max_envelope: usize,
-}
-
-impl Shared {
-    pub(crate) fn stalls(&self) -> std::sync::MutexGuard<'_, Stalls> {
-        self.stalls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// A record's coordinates, the epoch its write started in, and what became of it.
-pub(crate) type Written = (Arc<str>, i32, i64, u64, anyhow::Result<Outcome>);
 
 /// A decoded record of one of the writer's input topics.
 enum Input {

@@ -50,11 +50,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    batch::{self, Pending},
     committer::{Committer, commit, completed},
-    metrics::{IN_FLIGHT, RECORDS_CONSUMED, describe_metrics},
+    group::{self, Groups, Limits},
+    metrics::{IN_FLIGHT, RECORDS_CONSUMED, REQUESTS_IN_FLIGHT, describe_metrics},
     rows::Statements,
-    write::{Shared, Written, probe_cassandra},
+    shared::{Pending, Shared, Written},
+    write::probe_cassandra,
 };
 pub use crate::{
     config::WriterArgs,
@@ -64,6 +65,14 @@ pub use crate::{
 
 /// Most records taken from the consumer's buffer at once, to be grouped into batches.
 const GATHER_MAX: usize = 256;
+
+/// What the writer waits for between records.
+enum Event {
+    /// A request finished: one outcome per record.
+    Written(Vec<Written>),
+    /// The oldest open group's linger ended.
+    Linger,
+}
 
 /// Runs the writer until SIGINT/SIGTERM.
 pub async fn run(args: WriterArgs) -> anyhow::Result<()> {
@@ -173,6 +182,13 @@ pub async fn run_until(
         drain: Duration::from_secs(30),
     };
     let max_in_flight = args.max_in_flight;
+    let max_requests = args.max_in_flight_requests.max(1);
+    let groups = Groups::new(Limits {
+        max_rows: args.batch_max_rows,
+        max_bytes: args.batch_max_bytes,
+        max_open: args.batch_max_open_groups,
+        linger: Duration::from_millis(args.batch_linger_ms),
+    });
     let input_topics = [
         args.input_topic.clone(),
         args.stats_topic.clone(),
@@ -202,6 +218,9 @@ pub async fn run_until(
         flow: Backpressure::new(max_in_flight),
         shared,
         writes: FuturesUnordered::new(),
+        groups,
+        max_requests,
+        behind: false,
         topics: HashMap::new(),
         input_topics,
         fatal: None,
@@ -221,8 +240,15 @@ struct Writer {
     committer: Option<Committer>,
     flow: Backpressure,
     shared: Arc<Shared>,
-    /// Records being written, polled by the loop (no task per record: fewer wake-ups).
+    /// Requests in flight, polled by the loop (no task per request: fewer wake-ups).
     writes: FuturesUnordered<BoxFuture<'static, Vec<Written>>>,
+    /// Records waiting for their request: open groups, closed ones.
+    groups: Groups,
+    /// Most requests in flight.
+    max_requests: usize,
+    /// Whether the last read left records in the consumer's buffer: partial groups may
+    /// linger.
+    behind: bool,
     /// Interned topic names.
     topics: HashMap<String, Arc<str>>,
     input_topics: [String; 3],
@@ -241,19 +267,20 @@ impl Writer {
         t
     }
 
-    /// Starts tracking one consumed record.
-    fn take(&mut self, m: &BorrowedMessage<'_>, epoch: u64, ready: &mut Vec<Pending>) {
+    /// Starts tracking one consumed record and adds it to its group.
+    fn take(&mut self, m: &BorrowedMessage<'_>, epoch: u64, now: Instant) {
         let topic = self.topic(m.topic());
         self.tracker.lock().begin(&topic, m.partition(), m.offset());
         self.flow.started(&self.consumer);
-        ready.push(Pending {
+        let pending = Pending {
             topic,
             partition: m.partition(),
             offset: m.offset(),
             epoch,
             payload: m.payload().unwrap_or_default().to_vec(),
             key: m.key().map(<[u8]>::to_vec),
-        });
+        };
+        self.groups.add(pending, &self.shared.args.input_topic, now);
     }
 
     /// One exactly-once commit; after an abort, returns to the committed offsets.
@@ -264,6 +291,7 @@ impl Writer {
             Err(TxnError::Aborted(error)) => {
                 warn!(%error, "transaction aborted; rolling back to the committed offsets");
                 self.writes = FuturesUnordered::new();
+                self.groups.clear();
                 *self.tracker.lock() = OffsetTracker::default();
                 self.flow.reset(&self.consumer);
                 c.reset();
@@ -286,22 +314,48 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Sends requests while a request slot is free: closed groups first, then partial ones
+    /// (at once unless the writer is behind, else after their linger).
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        while self.writes.len() < self.max_requests {
+            let Some(request) = self.groups.next(now, self.behind) else {
+                break;
+            };
+            let shared = self.shared.clone();
+            self.writes.push(Box::pin(
+                async move { group::write(&shared, request).await },
+            ));
+        }
+        metrics::gauge!(REQUESTS_IN_FLIGHT.name).set(self.writes.len() as f64);
+    }
+}
+
 impl Stage for Writer {
-    type Event = Vec<Written>;
+    type Event = Event;
 
     fn consumer(&self) -> SharedConsumer {
         self.consumer.clone()
     }
 
-    async fn next_event(&mut self) -> Vec<Written> {
-        if self.writes.is_empty() {
-            std::future::pending::<()>().await;
+    async fn next_event(&mut self) -> Event {
+        // A linger matters only while a request slot is free to send the group in.
+        let linger = (self.writes.len() < self.max_requests)
+            .then(|| self.groups.deadline())
+            .flatten();
+        tokio::select! {
+            Some(written) = self.writes.next(), if !self.writes.is_empty() => Event::Written(written),
+            () = sleep_until(linger), if linger.is_some() => Event::Linger,
+            else => std::future::pending().await,
         }
-        self.writes.next().await.unwrap_or_default()
     }
 
-    fn on_event(&mut self, group: Vec<Written>) {
-        for (topic, partition, offset, epoch, outcome) in group {
+    fn on_event(&mut self, event: Event) {
+        let Event::Written(written) = event else {
+            return;
+        };
+        for (topic, partition, offset, epoch, outcome) in written {
             self.flow.finished(&self.consumer);
             match outcome {
                 Err(error) if self.fatal.is_none() => {
@@ -326,36 +380,37 @@ impl Stage for Writer {
         self.flow.accepting()
     }
 
-    /// Takes this record and those the consumer already has buffered (no waiting), and
-    /// writes them in batches by source.
+    /// Takes this record and those the consumer already has buffered (no waiting) into the
+    /// open groups; the writer is behind when records were left in the buffer.
     fn on_record(&mut self, first: &BorrowedMessage<'_>) {
         let epoch = self.committer.as_mut().map_or(0, |c| {
             c.take_changes();
             c.epoch()
         });
         let consumer = self.consumer.clone();
-        let mut ready = Vec::new();
-        self.take(first, epoch, &mut ready);
-        while ready.len() < GATHER_MAX && self.flow.accepting() {
+        let now = Instant::now();
+        let mut taken = 1;
+        self.take(first, epoch, now);
+        self.behind = loop {
+            if taken >= GATHER_MAX || !self.flow.accepting() {
+                break true;
+            }
             match consumer.recv().now_or_never() {
-                Some(Ok(m)) => self.take(&m, epoch, &mut ready),
+                Some(Ok(m)) => {
+                    self.take(&m, epoch, now);
+                    taken += 1;
+                }
                 Some(Err(error)) => {
                     warn!(%error, "consume error");
-                    break;
+                    break false;
                 }
-                None => break,
+                None => break false,
             }
-        }
+        };
         let stats = &self.shared.stats;
-        stats.consumed.fetch_add(ready.len() as u64, Relaxed);
-        metrics::counter!(RECORDS_CONSUMED.name).increment(ready.len() as u64);
+        stats.consumed.fetch_add(taken as u64, Relaxed);
+        metrics::counter!(RECORDS_CONSUMED.name).increment(taken as u64);
         metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
-        let args = &self.shared.args;
-        for group in batch::group(ready, &args.input_topic, args.batch_max_rows) {
-            let shared = self.shared.clone();
-            self.writes
-                .push(Box::pin(async move { batch::write(&shared, group).await }));
-        }
     }
 
     fn on_tick(&mut self) {
@@ -363,7 +418,10 @@ impl Stage for Writer {
         self.commit();
     }
 
-    fn settle(&mut self) {}
+    /// Sends what a free request slot can take.
+    fn settle(&mut self) {
+        self.dispatch();
+    }
 
     fn log_status(&mut self) {
         let stats = &self.shared.stats;
@@ -378,6 +436,7 @@ impl Stage for Writer {
             retries = stats.retries.load(Relaxed),
             dead_lettered = stats.dead_lettered.load(Relaxed),
             in_flight = self.flow.in_flight(),
+            requests = self.writes.len(),
             rows_per_s = format!("{rate:.0}"),
             write_p50_ms = format!("{p50:.2}"),
             write_p99_ms = format!("{p99:.2}"),
@@ -417,6 +476,14 @@ impl Stage for Writer {
             "cassandra-writer stopped"
         );
         self.fatal.take().map_or(Ok(()), Err)
+    }
+}
+
+/// Sleeps until `at` (pending forever when `None`).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
