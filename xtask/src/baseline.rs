@@ -44,6 +44,8 @@ mod spark;
 
 use cql_cost::*;
 use report::*;
+
+pub(crate) use report::merge_summary;
 use spark::*;
 
 /// The pyspark release from PyPI; `xtask/baseline/pom.xml` pins the connectors built for it.

@@ -27,10 +27,12 @@ mod data_model;
 mod e2e;
 mod measure;
 mod stages;
+mod writes;
 
 pub(crate) use measure::*;
 
 pub(crate) use e2e::{EndToEnd, Load, end_to_end};
+pub(crate) use writes::connector_batches;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -59,6 +61,15 @@ pub struct BenchArgs {
     /// and the latency of every README cookbook query (`target/bench/data_model.json`).
     #[arg(long, conflicts_with_all = ["tuning", "transactions", "baseline", "cluster"])]
     pub data_model: bool,
+    /// Instead of the stages: Cassandra's CPU per row for the same rows sent as full
+    /// single-partition batches of 1–32 rows, in the Spark connector's grouping, and by our
+    /// writer (`target/bench/writes.json`).
+    #[arg(long, conflicts_with_all = ["tuning", "transactions", "baseline", "cluster", "data_model"])]
+    pub writes: bool,
+    /// With `--writes`: the writer under each Cassandra setting (trie memtable with off-heap
+    /// objects, concurrent_writes, the group commit-log window) against the shipped ones.
+    #[arg(long, requires = "writes")]
+    pub cassandra_settings: bool,
 }
 
 pub(crate) struct Metric {
@@ -108,6 +119,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::tuning::transactions(&stack, args.quick).await
     } else if args.data_model {
         data_model::run(&stack, args.quick).await
+    } else if args.writes && args.cassandra_settings {
+        writes::settings(&stack, args.quick).await
+    } else if args.writes {
+        writes::run(&stack, args.quick).await
     } else if let Some(crate::baseline::Baseline::Spark) = args.baseline {
         crate::baseline::run(&stack, args.quick).await
     } else {
@@ -186,7 +201,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Prints the table and writes `summary.json` into `out_dir`.
+    /// Prints the table and merges the metrics into `summary.json` in `out_dir`.
     fn report(&mut self, out_dir: &Path) -> anyhow::Result<()> {
         let ctx = self;
 
@@ -215,16 +230,8 @@ impl Ctx<'_> {
                     .map_or("-".to_owned(), |c| format!("{:.2}", m.value / c))
             );
         }
-        let json = format!(
-            "[\n  {}\n]\n",
-            ctx.metrics
-                .iter()
-                .map(Metric::json)
-                .collect::<Vec<_>>()
-                .join(",\n  ")
-        );
-        fs::write(out_dir.join("summary.json"), json)?;
-        println!("\nwrote {}", out_dir.join("summary.json").display());
+        // Merged, so the `--writes` and `--baseline spark` rows of other runs stay beside these.
+        crate::baseline::merge_summary(&out_dir.join("summary.json"), &ctx.metrics)?;
         Ok(())
     }
 }

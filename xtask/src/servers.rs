@@ -208,6 +208,8 @@ pub fn host(node: u8) -> String {
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dir: PathBuf,
+    /// Cassandra's tunable settings.
+    pub cassandra: CassandraTuning,
     pub cluster_name: String,
     /// This node, 1..=nodes: it listens on [`host`]`(node)`.
     pub node: u8,
@@ -375,6 +377,46 @@ pub fn kafka_jvm_args(layout: &Layout) -> Vec<String> {
     args
 }
 
+/// The Cassandra settings `cargo xtask bench --writes --cassandra-settings` compares; the
+/// defaults are what every stack runs, kept on that bench's alternating A/B runs
+/// (BENCHMARKS.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CassandraTuning {
+    /// The memtable implementation: `skiplist` (5.0's default) or `trie` (5.0's
+    /// `cassandra_latest.yaml`).
+    pub memtable: &'static str,
+    /// `memtable_allocation_type`: `heap_buffers` (5.0's default) or `offheap_objects`.
+    pub allocation: &'static str,
+    /// `concurrent_writes`.
+    pub concurrent_writes: u32,
+    /// `commitlog_sync_group_window` in ms (`commitlog_sync: group`).
+    pub group_window_ms: u32,
+}
+
+impl Default for CassandraTuning {
+    fn default() -> Self {
+        Self {
+            // 5.0's defaults: the trie memtable with off-heap objects drained 1.17× faster in
+            // `--writes --cassandra-settings` (2026-12-07) but cost ~9 % more CPU per
+            // single-row write, which is what the writer sends at low rates (BENCHMARKS.md).
+            memtable: "skiplist",
+            allocation: "heap_buffers",
+            concurrent_writes: 128,
+            group_window_ms: 5,
+        }
+    }
+}
+
+impl std::fmt::Display for CassandraTuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}+{} cw{} w{}ms",
+            self.memtable, self.allocation, self.concurrent_writes, self.group_window_ms
+        )
+    }
+}
+
 /// Writes `cassandra.yaml` and `logback.xml` for a node on loopback (node 1 is the seed).
 pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     let conf = layout.config_dir(Server::Cassandra);
@@ -401,11 +443,20 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
          # acknowledged writes since the last sync (the replay stops at the last sync marker):\n\
          # the cassandra-restart drill lost 23 of 3,956 rows that way.\n\
          commitlog_sync: group\n\
-         commitlog_sync_group_window: 5ms\n\
+         commitlog_sync_group_window: {window}ms\n\
          # Each mutation thread waits for the sync of its write, so a node takes at most\n\
          # concurrent_writes writes per window: with the default 32 and a 15 ms window that\n\
          # capped every writer at 2,100 rows/s (cargo xtask bench, BENCHMARKS.md).\n\
-         concurrent_writes: 128\n\
+         concurrent_writes: {concurrent_writes}\n\
+         memtable:\n  \
+           configurations:\n    \
+             skiplist:\n      \
+               class_name: SkipListMemtable\n    \
+             trie:\n      \
+               class_name: TrieMemtable\n    \
+             default:\n      \
+               inherits: {memtable}\n\
+         memtable_allocation_type: {allocation}\n\
          data_file_directories: [{data_files}]\n\
          commitlog_directory: {commitlog}\n\
          saved_caches_directory: {saved_caches}\n\
@@ -422,6 +473,10 @@ pub fn cassandra_config(layout: &Layout) -> anyhow::Result<PathBuf> {
          # A new cluster on 5.0 only: the 5.0 sstable and messaging formats.\n\
          storage_compatibility_mode: NONE\n",
         sai_buffer = Server::Cassandra.heap_mib(layout.nodes) / 16,
+        window = layout.cassandra.group_window_ms,
+        concurrent_writes = layout.cassandra.concurrent_writes,
+        memtable = layout.cassandra.memtable,
+        allocation = layout.cassandra.allocation,
         cluster = layout.cluster_name,
         node = layout.node,
         nodes = layout.nodes,

@@ -49,6 +49,8 @@ pub struct Stack {
     pub nodes: u8,
     /// TLS, SASL/SCRAM and ACLs on Kafka; TLS, passwords and roles on Cassandra.
     pub security: Option<Security>,
+    /// Cassandra's tunable settings (written into cassandra.yaml when a node starts).
+    pub cassandra: servers::CassandraTuning,
 }
 
 /// The shape of a stack: `--cluster` and `--secure`.
@@ -87,6 +89,7 @@ impl Stack {
             partitions,
             nodes: 1,
             security: None,
+            cassandra: servers::CassandraTuning::default(),
         }
     }
 
@@ -142,6 +145,7 @@ impl Stack {
     fn layout(&self, node: u8) -> Layout {
         Layout {
             dir: self.dir.clone(),
+            cassandra: self.cassandra.clone(),
             cluster_name: format!("ip-log-pipeline-{}", self.name),
             node,
             nodes: self.nodes,

@@ -51,26 +51,26 @@ pub struct WriterArgs {
 
     /// Most `access_logs` rows of one partition (source IP, 10-minute bucket) written as one
     /// unlogged batch; 1 writes every row on its own.
-    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 16)]
+    #[arg(long, env = "WRITER_BATCH_MAX_ROWS", default_value_t = 32)]
     pub batch_max_rows: usize,
 
     /// Payload bytes (validated JSON) at which a partition's group is sent without waiting
     /// for `WRITER_BATCH_MAX_ROWS`.
-    #[arg(long, env = "WRITER_BATCH_MAX_BYTES", default_value_t = 16_384)]
+    #[arg(long, env = "WRITER_BATCH_MAX_BYTES", default_value_t = 65_536)]
     pub batch_max_bytes: usize,
 
     /// Most partitions with an open group at once; past it, the oldest group is sent.
-    #[arg(long, env = "WRITER_BATCH_MAX_OPEN_GROUPS", default_value_t = 1_000)]
+    #[arg(long, env = "WRITER_BATCH_MAX_OPEN_GROUPS", default_value_t = 4_000)]
     pub batch_max_open_groups: usize,
 
     /// How long a partial group may wait for more rows of its partition, in ms, only while
     /// the writer is behind (the consumer has more records ready); otherwise it is sent at once.
-    #[arg(long, env = "WRITER_BATCH_LINGER_MS", default_value_t = 20)]
+    #[arg(long, env = "WRITER_BATCH_LINGER_MS", default_value_t = 200)]
     pub batch_linger_ms: u64,
 
     /// Most records consumed and not yet written (in open groups or in requests); beyond it
     /// the writer stops reading, and pauses the partitions if that lasts.
-    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 4_096)]
+    #[arg(long, env = "WRITER_MAX_IN_FLIGHT", default_value_t = 16_384)]
     pub max_in_flight: usize,
 
     /// Most Cassandra requests (a batch or a single write) in flight at once; while all are

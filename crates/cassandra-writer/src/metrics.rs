@@ -16,6 +16,13 @@ pub const BATCH_FALLBACKS: Metric = Metric {
     labels: &[],
     help: "Batches that failed and were written row by row instead",
 };
+/// `writer_batch_rows`.
+pub const BATCH_ROWS: Metric = Metric {
+    name: "writer_batch_rows",
+    kind: MetricKind::Histogram,
+    labels: &[],
+    help: "Rows per single-partition unlogged batch applied (its _count is the batches)",
+};
 /// `writer_batches_total`.
 pub const BATCHES: Metric = Metric {
     name: "writer_batches_total",
@@ -100,6 +107,7 @@ const WRITER: &[Metric] = &[
     RECORDS_CONSUMED,
     ROWS_WRITTEN,
     BATCHES,
+    BATCH_ROWS,
     BATCH_FALLBACKS,
     WRITE_RETRIES,
     WRITE_ERRORS,

@@ -1,5 +1,5 @@
 //! Cassandra's CPU per row for three ways of sending the same rows (one insert per row into
-//! our table, into the seed's table, single-partition unlogged batches).
+//! our table, into the seed's table, the Spark connector's grouping into single-partition unlogged batches).
 
 use super::*;
 
@@ -8,10 +8,10 @@ use super::*;
 pub(super) enum Send {
     /// One prepared insert per row into our `access_logs`.
     OursSingle,
-    /// Our `access_logs`, rows of one source IP within each 1,000 rows in unlogged batches of
-    /// up to 8 (what the Spark Cassandra Connector does by default: grouping by partition key
-    /// within a 1,000-row buffer, batches of ~1 KB).
-    OursPartitionBatches,
+    /// Our `access_logs`, rows grouped as the Spark Cassandra Connector groups them by default
+    /// (batches keyed by partition, sent at 1,024 bytes of bound values, at most 1,000 open:
+    /// `bench::writes::connector_batches`).
+    OursConnectorBatches,
     /// One prepared insert per row into the seed's 9-column `access_logs`.
     SeedSingle,
 }
@@ -27,7 +27,7 @@ pub(super) async fn cql_cost(
     let mut out = Vec::new();
     for send in [
         Send::OursSingle,
-        Send::OursPartitionBatches,
+        Send::OursConnectorBatches,
         Send::SeedSingle,
     ] {
         let keyspace = format!("bench_cql_{}", out.len());
@@ -54,19 +54,7 @@ pub(super) async fn cql_cost(
             .await?;
         // Requests: groups of row indexes.
         let groups: Vec<Vec<&ValidatedRecord>> = match send {
-            Send::OursPartitionBatches => rows
-                .chunks(1_000)
-                .flat_map(|chunk| {
-                    let mut by_ip: std::collections::BTreeMap<_, Vec<&ValidatedRecord>> =
-                        Default::default();
-                    for r in chunk {
-                        by_ip.entry(r.source_ip).or_default().push(r);
-                    }
-                    by_ip
-                        .into_values()
-                        .flat_map(|v| v.chunks(8).map(<[_]>::to_vec).collect::<Vec<_>>())
-                })
-                .collect(),
+            Send::OursConnectorBatches => crate::bench::connector_batches(rows, &stmt)?,
             _ => rows.iter().map(|r| vec![r]).collect(),
         };
         let before = process_cpu_secs(cassandra);

@@ -65,19 +65,28 @@ pub(super) fn summary(ours: &Run, spark: &Run, latency: &[(u64, Run, Run)]) -> V
     out
 }
 
-/// Replaces the baseline rows of `summary.json` (written by `cargo xtask bench`) with `metrics`.
-pub(super) fn merge_summary(path: &Path, metrics: &[Metric]) -> anyhow::Result<()> {
+/// Merges `metrics` into `summary.json`: each replaces the row of its name, and a baseline run
+/// replaces every `baseline_*` and `vs_spark_*` row.
+pub(crate) fn merge_summary(path: &Path, metrics: &[Metric]) -> anyhow::Result<()> {
     let mut rows: Vec<serde_json::Value> = fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
+    // A metric measured again replaces its earlier value; a baseline run replaces all of its own.
+    let baseline = metrics.iter().any(|m| m.name.starts_with("vs_spark_"));
     rows.retain(|r| {
         let name = r["name"].as_str().unwrap_or_default();
-        !(name.starts_with("baseline_") || name.starts_with("vs_spark_"))
+        !(metrics.iter().any(|m| m.name == name)
+            || baseline && (name.starts_with("baseline_") || name.starts_with("vs_spark_")))
     });
     for m in metrics {
         rows.push(serde_json::from_str(&m.json())?);
     }
+    // One row per name: the last (a summary written before merging replaced rows may repeat).
+    let mut seen = std::collections::HashSet::new();
+    rows.reverse();
+    rows.retain(|r| seen.insert(r["name"].as_str().unwrap_or_default().to_owned()));
+    rows.reverse();
     fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
     println!("\nwrote {}", path.display());
     Ok(())
@@ -104,4 +113,63 @@ pub(super) fn plot(out_dir: &Path, latency: &[(u64, Run, Run)]) -> anyhow::Resul
     }
     println!("wrote {}", png.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(name: &str, value: f64) -> Metric {
+        Metric {
+            name: name.into(),
+            value,
+            unit: "x",
+            ceiling: None,
+        }
+    }
+
+    fn names_values(path: &Path) -> Vec<(String, f64)> {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["value"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merging_replaces_rows_by_name_and_baseline_rows_as_a_set() {
+        let dir = std::env::temp_dir().join(format!("xtask-summary-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("summary.json");
+        let _ = fs::remove_file(&path);
+        merge_summary(&path, &[metric("a", 1.0), metric("writes_w", 2.0)]).unwrap();
+        merge_summary(
+            &path,
+            &[
+                metric("vs_spark_throughput", 3.0),
+                metric("baseline_x", 4.0),
+            ],
+        )
+        .unwrap();
+        // A stage run measured `a` again: its row is replaced, the others stay.
+        merge_summary(&path, &[metric("a", 5.0)]).unwrap();
+        // A new baseline run drops the old run's baseline rows it did not measure.
+        merge_summary(&path, &[metric("vs_spark_throughput", 6.0)]).unwrap();
+        let mut got = names_values(&path);
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_owned(), 5.0),
+                ("vs_spark_throughput".to_owned(), 6.0),
+                ("writes_w".to_owned(), 2.0),
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -26,7 +26,7 @@ use log_schema::{Limits, Origin, ValidatedRecord};
 use scylla::{client::session::Session, statement::prepared::PreparedStatement};
 
 use crate::{
-    bench::{Metric, migrate, process_cpu_secs},
+    bench::{Metric, migrate, process_cpu_secs, spread},
     stack::{Server, Stack},
 };
 
@@ -283,11 +283,6 @@ async fn quiesce(pid: i32) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Runs the comparison on the (started, single-node) bench stack; `target/bench/data_model.json`.
 pub(crate) async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     if stack.nodes != 1 {
@@ -355,8 +350,8 @@ pub(crate) async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
                 .await?;
         }
     }
-    let base_us = median(samples["bucketed_no_index"].0.clone());
-    let prev_us = median(samples["previous"].0.clone());
+    let base_us = spread(&samples["bucketed_no_index"].0).0;
+    let prev_us = spread(&samples["previous"].0).0;
     println!(
         "\n{:<40} {:>10} {:>16} {:>12} {:>14}",
         "layout", "µs/row", "min–max", "rows/s", "vs previous"
@@ -364,10 +359,7 @@ pub(crate) async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
     for layout in &layouts {
         let name = layout.name();
         let (us, rate) = &samples[&name];
-        let (lo, hi) = us
-            .iter()
-            .fold((f64::MAX, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
-        let (us_m, rate_m) = (median(us.clone()), median(rate.clone()));
+        let ((us_m, lo, hi), (rate_m, _, _)) = (spread(us), spread(rate));
         println!(
             "{name:<40} {us_m:>10.1} {:>16} {rate_m:>12.0} {:>13.2}×",
             format!("{lo:.1}–{hi:.1}"),
@@ -504,8 +496,7 @@ pub(crate) async fn run(stack: &Stack, quick: bool) -> anyhow::Result<()> {
             };
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
-        let max = times.iter().copied().fold(0f64, f64::max);
-        let med = median(times);
+        let (med, _, max) = spread(&times);
         // This bench loads access_logs only: the other tables' queries read an empty partition.
         let loaded = q.cql.contains("FROM access_logs");
         println!(

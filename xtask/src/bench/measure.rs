@@ -168,3 +168,10 @@ pub(crate) async fn wait_size(
 pub(crate) fn migrate(env: &[(String, String)]) -> anyhow::Result<()> {
     crate::procs::migrate(true, env, None)
 }
+
+/// Median, min and max of samples (at least one).
+pub(crate) fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
