@@ -33,7 +33,7 @@ use scylla::statement::batch::{Batch, BatchType};
 
 use crate::{
     metrics::{
-        BATCH_FALLBACKS, BATCH_ROWS, BATCHES, E2E_LATENCY_SECONDS, ROWS_WRITTEN,
+        BATCH_FALLBACKS, BATCHED_ROWS, BATCHES, E2E_LATENCY_SECONDS, ROWS_WRITTEN,
         WRITE_LATENCY_SECONDS,
     },
     rows::{access_log_row, bucket},
@@ -253,7 +253,7 @@ async fn write_rows(
     let n = rows.len() as u64;
     metrics::counter!(ROWS_WRITTEN.name, "table" => "access_logs").increment(n);
     metrics::counter!(BATCHES.name).increment(1);
-    metrics::histogram!(BATCH_ROWS.name).record(n as f64);
+    metrics::counter!(BATCHED_ROWS.name).increment(n);
     let stats = &shared.stats;
     stats.written.fetch_add(n, Relaxed);
     stats.batched.fetch_add(n, Relaxed);

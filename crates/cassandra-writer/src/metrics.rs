@@ -16,12 +16,12 @@ pub const BATCH_FALLBACKS: Metric = Metric {
     labels: &[],
     help: "Batches that failed and were written row by row instead",
 };
-/// `writer_batch_rows`.
-pub const BATCH_ROWS: Metric = Metric {
-    name: "writer_batch_rows",
-    kind: MetricKind::Histogram,
+/// `writer_batched_rows_total`.
+pub const BATCHED_ROWS: Metric = Metric {
+    name: "writer_batched_rows_total",
+    kind: MetricKind::Counter,
     labels: &[],
-    help: "Rows per single-partition unlogged batch applied (its _count is the batches)",
+    help: "access_logs rows written in single-partition unlogged batches (per writer_batches_total: rows per batch)",
 };
 /// `writer_batches_total`.
 pub const BATCHES: Metric = Metric {
@@ -107,7 +107,7 @@ const WRITER: &[Metric] = &[
     RECORDS_CONSUMED,
     ROWS_WRITTEN,
     BATCHES,
-    BATCH_ROWS,
+    BATCHED_ROWS,
     BATCH_FALLBACKS,
     WRITE_RETRIES,
     WRITE_ERRORS,

@@ -233,7 +233,8 @@ async fn rows_per_s(session: &Session, keyspace: &str, n: usize) -> anyhow::Resu
     Ok(n as f64 / ((last - first).max(1) as f64 / 1e6))
 }
 
-/// The writer's `writer_batch_rows` summary: (batches, rows in batches).
+/// The writer's batches and the rows written in them (`writer_batches_total`,
+/// `writer_batched_rows_total`).
 async fn batch_rows(port: u16) -> (f64, f64) {
     let body = crate::up::get_metrics(port).await.unwrap_or_default();
     let value = |name: &str| {
@@ -244,8 +245,8 @@ async fn batch_rows(port: u16) -> (f64, f64) {
             .unwrap_or(0.0)
     };
     (
-        value("writer_batch_rows_count"),
-        value("writer_batch_rows_sum"),
+        value("writer_batches_total"),
+        value("writer_batched_rows_total"),
     )
 }
 
