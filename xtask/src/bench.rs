@@ -142,12 +142,17 @@ async fn phases(stack: &Stack, args: &BenchArgs) -> anyhow::Result<()> {
     let _ = fs::remove_file(&log);
     let topics = [
         "b_raw",
+        "b_raw_reader",
         "b_raw_ceiling",
         "b_raw_py",
         "b_valid",
         "b_dlq",
         "b_stats",
         "b_alerts",
+        "b_valid_r",
+        "b_dlq_r",
+        "b_stats_r",
+        "b_alerts_r",
         "b_pass",
         "b_valid_eos",
         "b_dlq_eos",

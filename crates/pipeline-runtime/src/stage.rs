@@ -21,6 +21,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use rdkafka::{consumer::StreamConsumer, error::KafkaError, message::BorrowedMessage};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -88,21 +89,30 @@ pub async fn run<S: Stage>(
     let consumer = stage.consumer();
     let mut tick = tokio::time::interval(timers.tick);
     let mut status = tokio::time::interval(timers.status);
+    for timer in [&mut tick, &mut status] {
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
     let errors = LogLimiter::per_second(1);
     while !stage.failed() {
         let accepting = stage.accepting();
+        // The timers come before the work: while draining a backlog a completion or a record
+        // is always ready, and timers polled after them would not run for seconds (the
+        // interval's commits, transaction ends and status lines).
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = tick.tick() => stage.on_tick(),
+            _ = status.tick() => stage.log_status(),
             event = stage.next_event() => stage.on_event(event),
             message = consumer.recv(), if accepting => match message {
                 Ok(message) => stage.on_record(&message),
                 Err(error) => consume_error(&errors, &error),
             },
-            _ = tick.tick() => stage.on_tick(),
-            _ = status.tick() => stage.log_status(),
         }
         stage.settle();
+        // librdkafka's queue is outside tokio's cooperative budget: without this a backlog
+        // keeps the task from ever yielding its worker.
+        tokio::task::coop::consume_budget().await;
     }
     let deadline = tokio::time::sleep(timers.drain);
     tokio::pin!(deadline);
@@ -143,6 +153,8 @@ mod tests {
         ticks: usize,
         fail_after_ticks: Option<usize>,
         finished: Arc<AtomicUsize>,
+        /// A completion is always ready, as while draining a backlog.
+        busy: bool,
     }
 
     impl Fake {
@@ -161,6 +173,7 @@ mod tests {
                 ticks: 0,
                 fail_after_ticks: None,
                 finished: Arc::default(),
+                busy: false,
             };
             (fake, send)
         }
@@ -174,6 +187,9 @@ mod tests {
         }
 
         async fn next_event(&mut self) {
+            if self.busy {
+                return;
+            }
             if self.completions.recv().await.is_none() {
                 std::future::pending::<()>().await;
             }
@@ -258,5 +274,24 @@ mod tests {
         assert_eq!(error.to_string(), "failed");
         assert_eq!(stage.ticks, 3, "the loop stopped at the failure");
         assert_eq!(stage.finished.load(Ordering::SeqCst), 1);
+    }
+
+    /// Real time: a loop that never waits would never let paused time advance.
+    #[tokio::test]
+    async fn timers_run_while_completions_are_always_ready() {
+        let (mut stage, _done) = Fake::new(0);
+        stage.busy = true;
+        stage.fail_after_ticks = Some(5);
+        let shutdown = CancellationToken::new();
+        let ended =
+            tokio::time::timeout(Duration::from_secs(30), run(&mut stage, TIMERS, &shutdown))
+                .await
+                .expect("the ticks ran although a completion was always ready");
+        assert_eq!(
+            ended.expect_err("failed after 5 ticks").to_string(),
+            "failed"
+        );
+        assert_eq!(stage.ticks, 5);
+        assert!(stage.handled > 5, "the completions ran between the ticks");
     }
 }

@@ -149,10 +149,29 @@ pub(crate) async fn wait_size(
     limit: Duration,
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
+    // One client and one metadata lookup for the whole wait: a new client per check costs tens
+    // of milliseconds, which was the resolution of every stage's clock (a 50,000-record drain
+    // takes a few hundred).
+    let c: BaseConsumer = kafka.config(&[])?.create()?;
+    let mut partitions = Vec::new();
     loop {
+        // Until every topic has partitions (one may be created by its first write).
+        if partitions.is_empty()
+            || topics
+                .iter()
+                .any(|t| !partitions.iter().any(|(pt, _)| pt == t))
+        {
+            partitions.clear();
+            for t in topics {
+                let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
+                for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                    partitions.push((*t, p.id()));
+                }
+            }
+        }
         let mut total = 0;
-        for t in topics {
-            total += topic_size(kafka, t)?;
+        for (t, p) in &partitions {
+            total += c.fetch_watermarks(t, *p, Duration::from_secs(10))?.1;
         }
         if total >= n {
             return Ok(start.elapsed());
@@ -160,7 +179,7 @@ pub(crate) async fn wait_size(
         if start.elapsed() > limit {
             bail!("only {total} of {n} records on {topics:?} after {limit:?}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

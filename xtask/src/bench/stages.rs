@@ -198,48 +198,72 @@ pub(super) async fn producer_mock(ctx: &mut Ctx<'_>, records: &Records) -> anyho
 /// Phase 2: the stream-reader on the topic the producer filled, at-least-once and
 /// exactly-once, vs a raw consume → produce pass-through.
 pub(super) async fn reader(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let (_n, _e2e_secs) = (ctx.n, ctx.e2e_secs);
-    // 2. stream-reader on the topic the producer filled
-    println!("bench: stream-reader");
-    let reader_env: Vec<(String, String)> = ctx
-        .env
-        .iter()
-        .cloned()
-        .chain(
-            [
-                ("READER_INPUT_TOPIC", "b_raw"),
-                ("READER_VALIDATED_TOPIC", "b_valid"),
-                ("READER_DLQ_TOPIC", "b_dlq"),
-                ("READER_STATS_TOPIC", "b_stats"),
-                ("READER_ALERTS_TOPIC", "b_alerts"),
-                ("READER_GROUP_ID", "bench-reader"),
-                ("READER_ANALYTICS_GROUP_ID", "bench-analytics"),
-                ("METRICS_ADDR", "127.0.0.1:0"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        )
-        .collect();
-    let mut r = service("stream-reader", &[], &reader_env, &ctx.log)?;
-    // The clock starts at the first output, as the pass-through's starts at its first record:
+    // Five times the stage size: at the pass-through's ~250,000 records/s a 50,000-record drain
+    // takes 0.2 s, too short for a clock that watches the topic from outside.
+    let rn = ctx.n * 5;
+    println!("bench: stream-reader, {rn} records");
+    let status = service(
+        "producer",
+        &[
+            "--topic",
+            "b_raw_reader",
+            "--count",
+            &rn.to_string(),
+            "--rate",
+            "0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &ctx.env,
+        &ctx.log,
+    )?
+    .wait()?;
+    if !status.success() {
+        bail!("the producer failed to fill b_raw_reader: {status}");
+    }
+    let reader_env = |input: &str, suffix: &str| -> Vec<(String, String)> {
+        ctx.env
+            .iter()
+            .cloned()
+            .chain([
+                ("READER_INPUT_TOPIC".into(), input.into()),
+                ("READER_VALIDATED_TOPIC".into(), format!("b_valid{suffix}")),
+                ("READER_DLQ_TOPIC".into(), format!("b_dlq{suffix}")),
+                ("READER_STATS_TOPIC".into(), format!("b_stats{suffix}")),
+                ("READER_ALERTS_TOPIC".into(), format!("b_alerts{suffix}")),
+                ("READER_GROUP_ID".into(), format!("bench-reader{suffix}")),
+                (
+                    "READER_ANALYTICS_GROUP_ID".into(),
+                    format!("bench-analytics{suffix}"),
+                ),
+                ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            ])
+            .collect()
+    };
+    // Both clocks watch their output topics the same way, from the first output to the last:
     // neither counts process start-up and the consumer group join.
-    wait_size(
-        &ctx.kafka,
-        &["b_valid", "b_dlq"],
-        1,
-        Duration::from_secs(120),
-    )
-    .await?;
-    let took = wait_size(
-        &ctx.kafka,
-        &["b_valid", "b_dlq"],
-        ctx.n as i64,
-        Duration::from_secs(600),
-    )
-    .await?;
+    let mut r = service(
+        "stream-reader",
+        &[],
+        &reader_env("b_raw_reader", "_r"),
+        &ctx.log,
+    )?;
+    let outputs = ["b_valid_r", "b_dlq_r"];
+    wait_size(&ctx.kafka, &outputs, 1, Duration::from_secs(120)).await?;
+    let took = wait_size(&ctx.kafka, &outputs, rn as i64, Duration::from_secs(600)).await?;
     ctx.rss.push(("stream-reader", peak_rss_mb(r.id())));
     stop(&mut r);
-    let reader = ctx.n as f64 / took.as_secs_f64();
-    let pass = raw_passthrough(&ctx.kafka, "b_raw", "b_pass", ctx.n as i64)?;
+    let reader = rn as f64 / took.as_secs_f64();
+    let pass = {
+        let kafka = ctx.kafka.clone();
+        let copy = tokio::task::spawn_blocking(move || {
+            raw_passthrough(&kafka, "b_raw_reader", "b_pass", rn as i64)
+        });
+        wait_size(&ctx.kafka, &["b_pass"], 1, Duration::from_secs(120)).await?;
+        let took = wait_size(&ctx.kafka, &["b_pass"], rn as i64, Duration::from_secs(600)).await?;
+        copy.await??;
+        rn as f64 / took.as_secs_f64()
+    };
     println!("  ours {reader:.0}/s, raw pass-through {pass:.0}/s");
     ctx.metrics.push(Metric {
         name: "reader_records_per_s".into(),
@@ -247,12 +271,21 @@ pub(super) async fn reader(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         unit: "records/s",
         ceiling: Some(pass),
     });
+    // The writer's input: the producer phase's records, validated (not measured).
+    let mut r = service("stream-reader", &[], &reader_env("b_raw", ""), &ctx.log)?;
+    wait_size(
+        &ctx.kafka,
+        &["b_valid", "b_dlq"],
+        ctx.n as i64,
+        Duration::from_secs(600),
+    )
+    .await?;
+    stop(&mut r);
 
     // 2b. the same in exactly-once mode.
     println!("bench: stream-reader, exactly-once");
-    let eos_env: Vec<(String, String)> = reader_env
-        .iter()
-        .cloned()
+    let eos_env: Vec<(String, String)> = reader_env("b_raw_reader", "_r")
+        .into_iter()
         .chain(
             [
                 ("READER_VALIDATED_TOPIC", "b_valid_eos"),
@@ -273,14 +306,14 @@ pub(super) async fn reader(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let took = wait_committed(
         &ctx.kafka,
         "bench-reader-eos",
-        "b_raw",
-        ctx.n as i64,
+        "b_raw_reader",
+        rn as i64,
         Duration::from_secs(600),
     )
     .await?;
     ctx.rss.push(("stream-reader-eos", peak_rss_mb(r.id())));
     stop(&mut r);
-    let reader_eos = ctx.n as f64 / took.as_secs_f64();
+    let reader_eos = rn as f64 / took.as_secs_f64();
     println!("  exactly-once {reader_eos:.0}/s, at-least-once {reader:.0}/s");
     ctx.metrics.push(Metric {
         name: "reader_eos_records_per_s".into(),
