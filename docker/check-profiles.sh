@@ -5,7 +5,7 @@
 #   * each `docker compose ... up ...` line of the README's setups block (between the
 #     `BEGIN setups` and `END setups` markers) is run as `docker compose ... config --quiet`,
 #     and the services it enables are compared with what its profiles promise; the top-level
-#     README.md's `docker compose ... up` lines must be among them;
+#     README.md's and docs/*.md's `docker compose ... up` lines must be among them;
 #   * the production setup (no profile) refuses to start without KAFKA_BROKER;
 #   * the runbook's one-shots against existing clusters (`run --no-deps kafka-init`,
 #     `run --no-deps cassandra-migrate`) resolve.
@@ -109,14 +109,71 @@ while IFS= read -r line; do
     fi
 done <<<"$lines"
 
-# The top-level README's compose commands must be setups checked above.
-while IFS= read -r line; do
+# The compose commands of the top-level README and of docs/ must be setups checked above.
+while IFS=: read -r file line; do
     line=${line%%#*}
     line=${line%"${line##*[![:space:]]}"}
     if ! grep -qxF -- "$line" <<<"$lines"; then
-        fail "README.md: \`$line\` is not a setup of $readme"
+        fail "$file: \`$line\` is not a setup of $readme"
     fi
-done < <(grep -E '^docker compose( .*)? up( |$)' README.md || true)
+done < <(grep -HE '^docker compose( .*)? up( |$)' README.md docs/*.md || true)
+
+# Every other documented `docker compose` command: the flags written before its subcommand
+# must load the project (`config --quiet`), and a service it names (exec, logs, stop, start,
+# restart) must be one of the services those flags enable; `run` starts a service of any
+# profile when it names it, so its service must only exist. A command that lacks the
+# --env-file/--profile its service needs fails here, as compose would refuse it.
+echo "--- every documented docker compose command"
+checked=0
+while IFS=: read -r file lineno line; do
+    line=${line%%#*}
+    read -ra words <<<"$line"
+    args=()
+    i=2
+    while ((i < ${#words[@]})); do
+        case ${words[i]} in
+            -f | --file | --env-file | --profile | -p | --project-name)
+                args+=("${words[i]}" "${words[i + 1]}")
+                i=$((i + 2))
+                ;;
+            -*)
+                args+=("${words[i]}")
+                i=$((i + 1))
+                ;;
+            *) break ;;
+        esac
+    done
+    sub=${words[i]:-}
+    service=""
+    case $sub in
+        exec | logs | run | stop | start | restart)
+            j=$((i + 1))
+            while ((j < ${#words[@]})) && [[ ${words[j]} == -* ]]; do
+                case ${words[j]} in
+                    --entrypoint | -e | --env | -w | --workdir | -u | --user | --name) j=$((j + 2)) ;;
+                    *) j=$((j + 1)) ;;
+                esac
+            done
+            service=${words[j]:-}
+            ;;
+    esac
+    env=()
+    [[ " ${args[*]} " == *" --env-file "* ]] || env=("${production_env[@]}")
+    where="$file:$lineno: docker compose ${args[*]} $sub $service"
+    if ! services=$(run_compose "${env[@]}" -- "${args[@]}" config --services 2>&1); then
+        fail "$where: the project does not load: $services"
+        continue
+    fi
+    if [[ $sub == run ]]; then
+        services=$(run_compose "${env[@]}" -- "${args[@]}" --profile '*' config --services)
+    fi
+    if [[ -n $service ]] && ! grep -qxF -- "$service" <<<"$services"; then
+        fail "$where: no service $service with these flags (services: $(echo "$services" | tr '\n' ' '))"
+        continue
+    fi
+    checked=$((checked + 1))
+done < <(grep -nHE '^[[:space:]]*docker compose ' terminal.txt README.md docs/*.md docker/README.md | sed -E 's/^([^:]*):([0-9]*):[[:space:]]*/\1:\2:/')
+echo "ok: $checked documented docker compose commands"
 
 echo "--- production without KAFKA_BROKER is refused"
 if error=$(run_compose "${production_env[@]:1}" -- config --quiet 2>&1); then

@@ -5,7 +5,8 @@
 #    file mounts (docker/prometheus.yml, docker/prometheus-rules.yml, docker/grafana/) and a
 #    deploy.env (mode 0600) with IMAGE_TAG, DOCKER_REGISTRY_URL, SECRETS_DIR and every pipeline
 #    setting set in the CI environment (KAFKA_*, CASSANDRA_*, PRODUCER_*, READER_*, WRITER_*,
-#    ALERT_*, COMPOSE_PROFILES, ...);
+#    GEOIP_DIR, COMPOSE_PROFILES, ...); the GeoIP databases themselves are not copied:
+#    they are licensed files that live on the server, in GEOIP_DIR;
 # 2. writes the passwords given as CI variables (KAFKA_SASL_PASSWORD, KAFKA_SSL_KEY_PASSWORD,
 #    CASSANDRA_PASSWORD) as files into $DEPLOY_PATH/private/secrets (SECRETS_DIR, mounted at
 #    /run/secrets) and sets the matching *_FILE setting instead of the value; other files there
@@ -95,7 +96,7 @@ done
         else
             printf '%s=%q\n' "$name" "${!name}"
         fi
-    done < <(compgen -e | grep -E '^(KAFKA_|CASSANDRA_|PRODUCER_|READER_|WRITER_|ALERT_|MAX_RECORD_BYTES$|MAX_FUTURE_SKEW_SECS$|LOG_FORMAT$|RUST_LOG$|COMPOSE_PROFILES$|GF_SECURITY_ADMIN_PASSWORD$)' | sort)
+    done < <(compgen -e | grep -E '^(KAFKA_|CASSANDRA_|PRODUCER_|READER_|WRITER_|GEOIP_DIR$|LOG_FORMAT$|RUST_LOG$|COMPOSE_PROFILES$|GF_SECURITY_ADMIN_PASSWORD$)' | sort)
 } >"$work/deploy.env"
 echo "settings sent to the server: $(cut -d= -f1 "$work/deploy.env" | tr '\n' ' ')"
 shopt -s nullglob

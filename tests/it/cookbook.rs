@@ -1,5 +1,5 @@
-//! The queries of README's "Query cookbook", read from README.md itself: what a test runs is
-//! what the documentation shows. Std only, so `cargo xtask bench --data-model` includes this
+//! The queries of docs/data-model.md's "Query cookbook", read from that page itself: what a test
+//! runs is what the documentation shows. Std only, so `cargo xtask bench --data-model` includes this
 //! file too (`#[path]`) and times the same queries.
 
 /// One cookbook entry: the question in words (its `-- ` comment) and the CQL, verbatim.
@@ -9,9 +9,9 @@ pub struct Query {
     pub cql: String,
 }
 
-/// The README of the workspace.
+/// The data-model page of the documentation, which holds the cookbook.
 pub fn readme() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/data-model.md");
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 

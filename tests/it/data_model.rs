@@ -1,5 +1,5 @@
-//! The data model against the real pipeline and Cassandra 5.0 (README "Data model", "Query
-//! cookbook", "Upgrading an existing keyspace"): every cookbook query, verbatim from README.md,
+//! The data model against the real pipeline and Cassandra 5.0 (docs/data-model.md "Data model", "Query
+//! cookbook", "Upgrading an existing keyspace"): every cookbook query, verbatim from docs/data-model.md,
 //! against the answer this file computes from the events it sent; and the upgrade from the
 //! source-partitioned layout with `producer replay`.
 
@@ -394,11 +394,11 @@ async fn every_cookbook_query_returns_what_an_independent_count_of_the_input_say
                 assert_eq!(want.len(), 4, "two scans on two days");
                 assert_eq!(got, want, "{cql}");
             }
-            other => panic!("README's cookbook question {other:?} has no check here: add one"),
+            other => panic!("the cookbook question {other:?} has no check here: add one"),
         }
         checked.insert(q.question.clone());
     }
-    assert_eq!(checked.len(), 10, "README's cookbook: {queries:#?}");
+    assert_eq!(checked.len(), 10, "the cookbook: {queries:#?}");
 }
 
 /// What the previous layout's writer did: its columns of `access_logs` (partitioned by
@@ -579,7 +579,7 @@ async fn upgrading_a_source_partitioned_keyspace_by_migrate_and_replay_keeps_eve
     );
     assert_eq!(count("access_logs").await, 0);
 
-    // README's backfill: replay both topics up to the upgrade, with the writer running.
+    // The documented backfill: replay both topics up to the upgrade, with the writer running.
     let stop = CancellationToken::new();
     let writer = tokio::spawn(cassandra_writer::writer::run_until(
         analytics::writer_args(&t, &ks),

@@ -171,7 +171,7 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
     let t = reader::topics("exact").await;
     let keyspace = support::fresh_keyspace().await;
     // A backlog: the validation stage interleaves the raw partitions in fetch-sized chunks,
-    // minutes of event time apart, so the lateness must cover that (see README, "Analytics
+    // minutes of event time apart, so the lateness must cover that (see docs/analytics.md, "Analytics
     // guarantee").
     let lateness = TimeDelta::seconds(300);
     let records = traffic(11, minute(80), 30_000, 10);

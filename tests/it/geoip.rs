@@ -120,9 +120,9 @@ async fn known_addresses_are_enriched_everywhere_and_a_new_database_takes_over_w
         "stream-reader",
         &t.group,
         &t.env(&[
-            ("GEOIP_CITY_DB", city.display().to_string()),
-            ("GEOIP_ASN_DB", asn.display().to_string()),
-            ("GEOIP_RELOAD_INTERVAL_MS", "200".into()),
+            ("READER_GEOIP_CITY_DB", city.display().to_string()),
+            ("READER_GEOIP_ASN_DB", asn.display().to_string()),
+            ("READER_GEOIP_RELOAD_INTERVAL_MS", "200".into()),
         ]),
     );
     let _writer = support::spawn_service(

@@ -36,7 +36,7 @@ const TEN_MIB: usize = 10 * 1024 * 1024;
 const FOUR_MIB: usize = 4 * 1024 * 1024;
 
 /// The reader's `max_record_bytes` in `reader::args`.
-const MAX_RECORD_BYTES: usize = 64 * 1024;
+const READER_MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// What a producer of messages over 1 MB needs (librdkafka's default `message.max.bytes` is
 /// 1,000,000).
@@ -91,8 +91,8 @@ fn big_record(len: usize) -> Vec<u8> {
 
 fn generated(name: &str) -> Vec<u8> {
     match name {
-        "@generated-64kib-exact" => padded_seed(MAX_RECORD_BYTES),
-        "@generated-64kib-plus-one" => padded_seed(MAX_RECORD_BYTES + 1),
+        "@generated-64kib-exact" => padded_seed(READER_MAX_RECORD_BYTES),
+        "@generated-64kib-plus-one" => padded_seed(READER_MAX_RECORD_BYTES + 1),
         "@generated-4mib" => big_record(FOUR_MIB),
         HUGE => big_record(TEN_MIB),
         other => panic!("EXPECTED.tsv names an unknown generated payload {other}"),

@@ -305,7 +305,7 @@ async fn redrive_after_fixing_a_rule_writes_each_record_once_and_twice_changes_n
     let mut strict = support::spawn_service(
         "stream-reader",
         &t.group,
-        &reader_env(&t, &[("MAX_RECORD_BYTES", "400".into())]),
+        &reader_env(&t, &[("READER_MAX_RECORD_BYTES", "400".into())]),
     );
     support::wait_until(DEADLINE, "the strict reader to commit every record", || {
         committed(&t.group, &t.input) == 80

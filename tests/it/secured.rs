@@ -95,19 +95,19 @@ impl Secured {
         env
     }
 
-    /// The writer's settings as README's "The secured cluster" lists them, with the dev
+    /// The writer's settings as docs/security.md's "The secured cluster" lists them, with the dev
     /// stack's addresses and files replaced by this cluster's.
     fn readme_settings(&self) -> Vec<(&'static str, String)> {
         let readme = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md"),
         )
-        .expect("README.md");
+        .expect("docs/security.md");
         let block = readme
             .split("- **The services' settings**")
             .nth(1)
             .and_then(|rest| rest.split("```sh").nth(1))
             .and_then(|rest| rest.split("```").next())
-            .expect("README lists the services' settings in a sh block");
+            .expect("docs/security.md lists the services' settings in a sh block");
         let dev = "target/local-stack/dev-cluster-secure/";
         let dir = format!("{}/", self.dir.display());
         let documented: std::collections::BTreeMap<&str, &str> = block
@@ -123,7 +123,7 @@ impl Secured {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect::<Vec<_>>(),
-            "README's settings vs the tests'"
+            "docs/security.md's settings vs the tests'"
         );
         tested
             .into_iter()
@@ -132,7 +132,7 @@ impl Secured {
                     "KAFKA_BROKER" | "CASSANDRA_NODES" => value.clone(),
                     _ => documented[key].replace(dev, &dir),
                 };
-                assert_eq!(readme, value, "README's {key}");
+                assert_eq!(readme, value, "docs/security.md's {key}");
                 (key, readme)
             })
             .collect()
@@ -529,7 +529,7 @@ async fn the_pipeline_and_the_operator_tools_run_as_their_users() {
     reader.extend(n.reader_env());
     let _reader =
         support::spawn_service("stream-reader", &support::unique("secured-reader"), &reader);
-    // The writer with the settings README documents, on this cluster's addresses and files.
+    // The writer with the settings docs/security.md documents, on this cluster's addresses and files.
     let mut writer = s.readme_settings();
     writer.extend(n.writer_env(&keyspace));
     let _writer = support::spawn_service(

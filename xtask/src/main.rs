@@ -7,6 +7,8 @@
 
 mod baseline;
 mod bench;
+mod doc_commands;
+mod docs;
 mod drill;
 mod fuzz;
 mod procs;
@@ -66,6 +68,13 @@ enum Cmd {
     },
     /// Throughput, latency and memory of every stage against its ceiling (not part of CI).
     Bench(bench::BenchArgs),
+    /// Generate docs/configuration.md from the services' settings (`--check`: fail if the
+    /// committed one is stale).
+    Docs {
+        /// Compare instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Crash, outage and rebalance drills on a stack of their own, with exact reconciliation.
     Drill(drill::DrillArgs),
     /// The three services at a steady rate for minutes on a stack of their own, nobody
@@ -204,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => test(secured_only, cargo_args).await,
         Cmd::Up(args) => up::up(args).await,
         Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target),
+        Cmd::Docs { check } => docs::docs(check).map(|()| ExitCode::SUCCESS),
         Cmd::Bench(args) => {
             bench::run(args).await?;
             Ok(ExitCode::SUCCESS)

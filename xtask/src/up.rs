@@ -37,6 +37,12 @@ const SERVICES: [&str; 3] = ["cassandra-writer", "stream-reader", "producer"];
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let stack = Stack::dev(args.partitions).shaped(args.shape);
     stack.start(args.clean).await?;
+    // From here on everything this command started is stopped however it ends: Ctrl-C,
+    // SIGTERM, SIGHUP, an error, or a panic.
+    let mut running = Running {
+        stack: &stack,
+        children: Vec::new(),
+    };
     let mut build = vec!["build", "--quiet"];
     for s in SERVICES {
         build.extend(["-p", s]);
@@ -45,7 +51,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let logs = stack.dir.join("services");
     fs::create_dir_all(&logs)?;
 
-    let mut children: Vec<(&str, Child)> = Vec::new();
     for name in SERVICES {
         let log = fs::File::create(logs.join(format!("{name}.log")))?;
         let mut cmd = Command::new(crate::bin_path(name, args.release));
@@ -61,16 +66,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             .stderr(log)
             .spawn()
             .with_context(|| format!("start {name}"))?;
-        println!(
+        say(format_args!(
             "{name:<16} started (pid {}), log {}",
             child.id(),
             logs.join(format!("{name}.log")).display()
-        );
-        children.push((name, child));
+        ));
+        running.children.push((name, child));
     }
-    println!("pipeline running; status every 5 s; Ctrl-C stops everything");
-    println!(
-        "metrics: curl -s 127.0.0.1:9101/metrics (producer), :9102 (stream-reader), :9103 (cassandra-writer)"
+    say("pipeline running; status every 5 s; Ctrl-C stops everything");
+    say(
+        "metrics: curl -s 127.0.0.1:9101/metrics (producer), :9102 (stream-reader), :9103 (cassandra-writer)",
     );
     let shape = match (args.shape.cluster, args.shape.secure) {
         (false, false) => "",
@@ -78,40 +83,80 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         (false, true) => " --secure",
         (true, true) => " --cluster --secure",
     };
-    println!(
+    say(format_args!(
         "query:   cargo xtask cqlsh{shape} -e \"USE ip_logs; SELECT * FROM access_logs LIMIT 10;\""
-    );
+    ));
 
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     let mut previous: Option<Scrape> = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => break,
             _ = tick.tick() => {
                 let now = Scrape::take().await;
                 if let Some(prev) = &previous {
-                    println!("{}", now.status_line(prev));
+                    say(now.status_line(prev));
                 }
                 previous = Some(now);
-                for (name, child) in children.iter_mut() {
+                for (name, child) in running.children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {
-                        println!("{name} exited ({status}); see {}", logs.join(format!("{name}.log")).display());
+                        say(format_args!("{name} exited ({status}); see {}", logs.join(format!("{name}.log")).display()));
                     }
                 }
             }
         }
     }
-    println!(
-        "stopping: producer, stream-reader, cassandra-writer (they drain and commit), then the stack"
+    say(
+        "stopping: producer, stream-reader, cassandra-writer (they drain and commit), then the stack",
     );
-    for (name, mut child) in children.into_iter().rev() {
-        stack::terminate(child.id() as i32, Duration::from_secs(30));
-        let _ = child.wait();
-        println!("{name:<16} stopped");
-    }
-    stack.stop()?;
+    drop(running);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `up` started; dropping it stops the services (last started first: they drain and
+/// commit) and then the stack.
+struct Running<'a> {
+    stack: &'a Stack,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        for (name, mut child) in self.children.drain(..).rev() {
+            stack::terminate(child.id() as i32, Duration::from_secs(30));
+            let _ = child.wait();
+            say(format_args!("{name:<16} stopped"));
+        }
+        if let Err(error) = self.stack.stop() {
+            eprintln!("stopping the stack: {error:#}");
+        }
+    }
+}
+
+/// Prints a line. A stdout that is gone (`cargo xtask up | tee up.log`, and Ctrl-C ended `tee`
+/// first) is no reason to stop before the pipeline is stopped: the failed write points stdout
+/// at /dev/null, so every later print (ours and the stack's) succeeds unseen.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    if writeln!(std::io::stdout(), "{line}").is_err() {
+        silence_stdout();
+    }
+}
+
+fn silence_stdout() {
+    if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd as _;
+        #[allow(unsafe_code)] // reason: dup2(2) has no std wrapper; both descriptors are open
+        unsafe {
+            libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+        }
+    }
 }
 
 /// The services' metrics endpoints (their default METRICS_ADDR).

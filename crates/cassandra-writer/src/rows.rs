@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use log_schema::ValidatedRecord;
 use scylla::{client::session::Session, statement::prepared::PreparedStatement};
 
-/// Span of event time one `access_logs` partition holds, per source IP (README "Data model":
+/// Span of event time one `access_logs` partition holds, per source IP (docs/data-model.md "Data model":
 /// chosen from the measured row size so that a source at 5 % of 10,000 logs/s stays well under
 /// Cassandra's 100 MB partition guidance).
 pub const BUCKET_SECS: i64 = 600;

@@ -8,6 +8,7 @@ pub mod enums;
 pub mod failure;
 pub mod kafka;
 pub mod observe;
+pub mod renamed;
 pub mod secret;
 pub mod shutdown;
 pub mod stage;

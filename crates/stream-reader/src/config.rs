@@ -32,11 +32,11 @@ pub struct ReaderArgs {
     pub dlq_topic: String,
 
     /// Largest accepted record, in bytes.
-    #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "READER_MAX_RECORD_BYTES", default_value_t = 64 * 1024)]
     pub max_record_bytes: usize,
 
     /// How far an event timestamp may lie ahead of its raw record's Kafka timestamp, in seconds.
-    #[arg(long, env = "MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
+    #[arg(long, env = "READER_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
     pub max_future_skew_secs: u64,
 
     /// Budget of the raw payload inside a dead letter, in bytes (encoded); larger payloads are
@@ -116,15 +116,15 @@ pub struct ReaderArgs {
     pub analytics_max_in_flight: usize,
 
     /// port_scan alert: distinct destination ports of one source in a window.
-    #[arg(long, env = "ALERT_PORT_SCAN_PORTS", default_value_t = 100)]
+    #[arg(long, env = "READER_ALERT_PORT_SCAN_PORTS", default_value_t = 100)]
     pub alert_port_scan_ports: i64,
 
     /// flood alert: events of one source in a window.
-    #[arg(long, env = "ALERT_FLOOD_EVENTS", default_value_t = 5_000)]
+    #[arg(long, env = "READER_ALERT_FLOOD_EVENTS", default_value_t = 5_000)]
     pub alert_flood_events: i64,
 
     /// deny_burst alert: denied (DENY/DROP/REJECT) events of one source in a window.
-    #[arg(long, env = "ALERT_DENY_BURST_DENIED", default_value_t = 100)]
+    #[arg(long, env = "READER_ALERT_DENY_BURST_DENIED", default_value_t = 100)]
     pub alert_deny_burst_denied: i64,
 
     /// Delivery guarantee of every output (validated, dead letters, window stats, alerts):
@@ -157,15 +157,15 @@ pub struct ReaderArgs {
 
     /// MaxMind City or Country database (GeoLite2/GeoIP2 `.mmdb`) for the country and city of
     /// both addresses; absent or unset: no such enrichment, never an error.
-    #[arg(long, env = "GEOIP_CITY_DB")]
+    #[arg(long, env = "READER_GEOIP_CITY_DB")]
     pub geoip_city_db: Option<std::path::PathBuf>,
 
     /// MaxMind ASN database (GeoLite2 ASN `.mmdb`) for the AS number and organisation.
-    #[arg(long, env = "GEOIP_ASN_DB")]
+    #[arg(long, env = "READER_GEOIP_ASN_DB")]
     pub geoip_asn_db: Option<std::path::PathBuf>,
 
     /// How often the GeoIP files are checked for a change (then reloaded), in ms.
-    #[arg(long, env = "GEOIP_RELOAD_INTERVAL_MS", default_value_t = 2_000)]
+    #[arg(long, env = "READER_GEOIP_RELOAD_INTERVAL_MS", default_value_t = 2_000)]
     pub geoip_reload_interval_ms: u64,
 }
 

@@ -1,8 +1,8 @@
-//! GeoIP / ASN enrichment from MaxMind-format databases the user supplies (`GEOIP_CITY_DB`: a
-//! GeoLite2/GeoIP2 City or Country database; `GEOIP_ASN_DB`: a GeoLite2 ASN database).
+//! GeoIP / ASN enrichment from MaxMind-format databases the user supplies (`READER_GEOIP_CITY_DB`: a
+//! GeoLite2/GeoIP2 City or Country database; `READER_GEOIP_ASN_DB`: a GeoLite2 ASN database).
 //!
 //! Each database is read into memory and checked for a change (modification time, size and
-//! inode) every `GEOIP_RELOAD_INTERVAL_MS`; a changed file is loaded again and replaces the old one
+//! inode) every `READER_GEOIP_RELOAD_INTERVAL_MS`; a changed file is loaded again and replaces the old one
 //! for the records that follow, without a restart. A database that is not configured, absent
 //! or unreadable means no enrichment from it, never an error: a warning says why, the old
 //! database (if any) stays in use, and the file is tried again at the next check.

@@ -126,8 +126,25 @@ impl ReaderStats {
     }
 }
 
+/// Settings renamed on 2026-12-07 to carry the service's prefix: the reader refuses to start
+/// while an old name is set.
+pub const RENAMED: &pipeline_runtime::renamed::Renamed = &[
+    ("MAX_RECORD_BYTES", "READER_MAX_RECORD_BYTES"),
+    ("MAX_FUTURE_SKEW_SECS", "READER_MAX_FUTURE_SKEW_SECS"),
+    ("ALERT_PORT_SCAN_PORTS", "READER_ALERT_PORT_SCAN_PORTS"),
+    ("ALERT_FLOOD_EVENTS", "READER_ALERT_FLOOD_EVENTS"),
+    ("ALERT_DENY_BURST_DENIED", "READER_ALERT_DENY_BURST_DENIED"),
+    ("GEOIP_CITY_DB", "READER_GEOIP_CITY_DB"),
+    ("GEOIP_ASN_DB", "READER_GEOIP_ASN_DB"),
+    (
+        "GEOIP_RELOAD_INTERVAL_MS",
+        "READER_GEOIP_RELOAD_INTERVAL_MS",
+    ),
+];
+
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(args: ReaderArgs) -> anyhow::Result<()> {
+    pipeline_runtime::renamed::refuse_in_env(RENAMED)?;
     run_until(args, shutdown::on_signals(), Arc::default()).await
 }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask bench --data-model`: what the bounded-partition data model costs and what it
-//! buys, side by side in one run on the bench stack (README "Data model", BENCHMARKS.md).
+//! buys, side by side in one run on the bench stack (docs/data-model.md "Data model", BENCHMARKS.md).
 //!
 //! 1. Write cost: the same rows, one prepared insert each (256 in flight, as the writer sends
 //!    them while draining), into the previous layout (migrations 0001–0004: partitioned by
@@ -9,7 +9,7 @@
 //! 2. A skewed load: N rows over one hour of event time with one source (192.168.1.100, the
 //!    cookbook's) at 5 %, into the previous and the shipped layout, flushed: the largest
 //!    partition of each (`nodetool tablestats`), rows per partition, and each index's size.
-//! 3. The latency of every cookbook query (README.md, verbatim) on the shipped layout's data.
+//! 3. The latency of every cookbook query (docs/data-model.md, verbatim) on the shipped layout's data.
 
 use std::{
     collections::BTreeMap,
