@@ -60,7 +60,7 @@ expected_services() {
             cluster) out+=(kafka-1 kafka-2 kafka-3 cassandra-1 cassandra-2 cassandra-3 kafka-init cassandra-migrate) ;;
             demo) out+=(producer) ;;
             tools) out+=(kafka-ui cqlsh) ;;
-            monitoring) out+=(prometheus grafana) ;;
+            monitoring) out+=(prometheus alertmanager grafana) ;;
             *)
                 echo "unknown profile $p" >&2
                 return 1

@@ -11,6 +11,6 @@
 FROM rust:1.95-bookworm
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven python3-venv prometheus \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven python3-venv prometheus prometheus-alertmanager \
     && rm -rf /var/lib/apt/lists/*
 RUN rustup component add rustfmt clippy

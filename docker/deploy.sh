@@ -2,7 +2,8 @@
 # Deploys the stack to $DEPLOYMENT_SERVER over SSH (the GitLab `deploy` job runs this).
 #
 # 1. copies to $DEPLOY_PATH: docker-compose.yml, docker/wait-ready.sh, everything the compose
-#    file mounts (docker/prometheus.yml, docker/prometheus-rules.yml, docker/grafana/) and a
+#    file mounts (docker/prometheus.yml, docker/prometheus-rules.yml, docker/alertmanager.yml,
+#    docker/grafana/) and a
 #    deploy.env (mode 0600) with IMAGE_TAG, DOCKER_REGISTRY_URL, SECRETS_DIR and every pipeline
 #    setting set in the CI environment (KAFKA_*, CASSANDRA_*, PRODUCER_*, READER_*, WRITER_*,
 #    GEOIP_DIR, COMPOSE_PROFILES, ...); the GeoIP databases themselves are not copied:
@@ -114,7 +115,7 @@ echo "==> $DEPLOYMENT_SERVER:$path (image tag $IMAGE_TAG)"
 remote "umask 022 && mkdir -p $(q "$path")/docker && install -d -m 0700 $(q "$path")/private && install -d -m 0711 $(q "$path")/private/secrets"
 remote "umask 022 && cat > $(q "$path")/docker-compose.yml" <docker-compose.yml
 remote "umask 022 && cat > $(q "$path")/docker/wait-ready.sh && chmod 755 $(q "$path")/docker/wait-ready.sh" <docker/wait-ready.sh
-for file in docker/prometheus.yml docker/prometheus-rules.yml; do
+for file in docker/prometheus.yml docker/prometheus-rules.yml docker/alertmanager.yml; do
     remote "umask 022 && cat > $(q "$path/$file")" <"$file"
 done
 tar -C docker -cf - grafana | remote "umask 022 && rm -rf $(q "$path")/docker/grafana && tar -C $(q "$path")/docker -xf -"

@@ -10,6 +10,8 @@
 #   * docker/*.sh with shellcheck,
 #   * docker/prometheus.yml and docker/prometheus-rules.yml with `promtool check config` /
 #     `promtool check rules` when promtool is installed (Debian's `prometheus` package),
+#   * docker/alertmanager.yml with `amtool check-config` when amtool is installed (Debian's
+#     `prometheus-alertmanager`),
 #   * docker/check-profiles.sh: `docker compose config` of every setup docker/README.md lists
 #     (with the compose plugin that docker/install-compose.sh builds when `docker compose` is
 #     missing: needs Go; VALIDATE_SKIP_COMPOSE=1 skips this check, saying so).
@@ -58,6 +60,11 @@ if command -v promtool >/dev/null; then
     check "docker/prometheus-rules.yml (promtool check rules)" promtool check rules docker/prometheus-rules.yml
 else
     echo "--- promtool: skipped (not installed; Debian: apt-get install prometheus)"
+fi
+if command -v amtool >/dev/null; then
+    check "docker/alertmanager.yml (amtool check-config)" amtool check-config docker/alertmanager.yml
+else
+    echo "--- amtool: skipped (not installed; Debian: apt-get install prometheus-alertmanager)"
 fi
 if [[ ${VALIDATE_SKIP_COMPOSE:-} == 1 ]]; then
     echo "--- docker compose config of every setup: SKIPPED (VALIDATE_SKIP_COMPOSE=1)"

@@ -1,5 +1,6 @@
 //! What monitoring sees: a real Prometheus (Debian's package) with the shipped configuration and
-//! rules scraping the three running services, and readiness of an idle group member.
+//! rules scraping the three running services, a fired rule reaching a webhook through a real
+//! Alertmanager with the shipped configuration, and readiness of an idle group member.
 
 use std::path::PathBuf;
 
@@ -7,28 +8,33 @@ use serde_json::Value;
 
 use crate::support::{self, DEADLINE, http_get};
 
-/// The Prometheus binary: `IT_PROMETHEUS`, else `prometheus` on the PATH (Debian's package;
-/// `.ci/run` installs it). Missing is a failure with a message, never a skip.
-fn prometheus_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("IT_PROMETHEUS") {
+/// A binary of Debian's package `package`: `$env`, else `name` on the PATH (`.ci/run` installs
+/// the package). Missing is a failure with a message, never a skip.
+fn binary(env: &str, name: &str, package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("prometheus"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "no prometheus binary: install Debian's `prometheus` package (bash .ci/run does) \
-                 or set IT_PROMETHEUS"
+                "no {name} binary: install Debian's `{package}` package (bash .ci/run does) or \
+                 set {env}"
             )
         })
 }
 
+fn prometheus_binary() -> PathBuf {
+    binary("IT_PROMETHEUS", "prometheus", "prometheus")
+}
+
 /// `docker/prometheus.yml` as shipped, with each job's DNS discovery (compose service names)
-/// replaced by the local address of that service, and the rules file at its real path.
-fn local_config(ports: &[(&str, u16)]) -> serde_yaml_ng::Value {
+/// replaced by the local address of that service, the Alertmanager's (compose's
+/// `alertmanager:9093`) by 127.0.0.1:`alertmanager`, and the rules file at its real path.
+fn local_config(ports: &[(&str, u16)], alertmanager: u16) -> serde_yaml_ng::Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let text = std::fs::read_to_string(root.join("docker/prometheus.yml")).expect("prometheus.yml");
     let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
@@ -37,6 +43,13 @@ fn local_config(ports: &[(&str, u16)]) -> serde_yaml_ng::Value {
     config["global"]["scrape_interval"] = "1s".into();
     config["global"]["evaluation_interval"] = "1s".into();
     config["rule_files"] = serde_yaml_ng::Value::Sequence(vec![rules.display().to_string().into()]);
+    let managers = &mut config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"];
+    assert_eq!(
+        managers.as_sequence().map(Vec::len),
+        Some(1),
+        "one Alertmanager"
+    );
+    *managers = serde_yaml_ng::Value::Sequence(vec![format!("127.0.0.1:{alertmanager}").into()]);
     let jobs = config["scrape_configs"]
         .as_sequence_mut()
         .expect("scrape_configs");
@@ -110,11 +123,15 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
     );
 
     let dir = support::scratch_dir("prometheus");
-    let config = local_config(&[
-        ("producer", pp),
-        ("stream-reader", rp),
-        ("cassandra-writer", wp),
-    ]);
+    // No Alertmanager runs here: what the rules fire is not this test's subject.
+    let config = local_config(
+        &[
+            ("producer", pp),
+            ("stream-reader", rp),
+            ("cassandra-writer", wp),
+        ],
+        support::free_port(),
+    );
     let config_path = dir.join("prometheus.yml");
     std::fs::write(
         &config_path,
@@ -122,28 +139,16 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
     )
     .expect("write");
     let port = support::free_port();
-    let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
-    let prometheus = std::process::Command::new(prometheus_binary())
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start prometheus");
-    /// Stops Prometheus when the test ends, even when it panics.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let prometheus = Kill(prometheus);
+    let prometheus = start(
+        prometheus_binary(),
+        &[
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        &dir,
+        "prometheus",
+    );
 
     // Every target of the shipped jobs is scraped and up.
     support::wait_until_async(
@@ -216,6 +221,253 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
         .await;
     }
     drop(prometheus);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `docker/alertmanager.yml` as shipped, with its webhook pointed at 127.0.0.1:`hook`.
+fn local_alertmanager_config(hook: u16) -> serde_yaml_ng::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text =
+        std::fs::read_to_string(root.join("docker/alertmanager.yml")).expect("alertmanager.yml");
+    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    let receivers = config["receivers"].as_sequence_mut().expect("receivers");
+    assert_eq!(receivers.len(), 1, "one receiver");
+    let hooks = receivers[0]["webhook_configs"]
+        .as_sequence_mut()
+        .expect("a webhook receiver");
+    assert_eq!(hooks.len(), 1, "one webhook");
+    hooks[0]["url"] = format!("http://127.0.0.1:{hook}/alerts").into();
+    config
+}
+
+/// A webhook receiver: every request body it gets, as JSON, on the channel; answers 200.
+async fn webhook() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let send = send.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Headers, then Content-Length bytes of body.
+                let body = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break body.to_owned();
+                    }
+                };
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                if let Ok(json) = serde_json::from_str(&body) {
+                    let _ = send.send(json);
+                }
+            });
+        }
+    });
+    (port, receive)
+}
+
+/// Stops a child process when dropped, even when the test panics.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `binary` with `args`, its output in `dir/<name>.log`.
+fn start(binary: PathBuf, args: &[String], dir: &std::path::Path, name: &str) -> Kill {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    let child = std::process::Command::new(&binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    Kill(child)
+}
+
+/// The operational alerting path as shipped: the services run, Prometheus scrapes them with
+/// the shipped rules and sends what fires to Alertmanager with the shipped route, which calls
+/// the webhook. The producer dies; `TargetDown` (its `for: 1m` as shipped) must reach the
+/// webhook, firing, for the producer's job, and for no service that still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_dies_reaches_the_webhook_as_target_down() {
+    let keyspace = support::fresh_keyspace().await;
+    let t = crate::reader::topics("alert").await;
+    let (pp, rp, wp) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let producer = support::spawn_service(
+        "producer",
+        "alert-producer",
+        &[
+            ("PRODUCER_TOPIC", t.input.clone()),
+            ("PRODUCER_RATE", "100".into()),
+            ("METRICS_ADDR", format!("127.0.0.1:{pp}")),
+        ],
+    );
+    let _reader = support::spawn_service(
+        "stream-reader",
+        "alert-reader",
+        &t.env(&[("METRICS_ADDR", format!("127.0.0.1:{rp}"))]),
+    );
+    let _writer = support::spawn_service(
+        "cassandra-writer",
+        "alert-writer",
+        &[
+            ("CASSANDRA_KEYSPACE", keyspace),
+            ("WRITER_GROUP_ID", support::unique("it_alert_writer")),
+            ("WRITER_INPUT_TOPIC", t.validated.clone()),
+            ("WRITER_DLQ_TOPIC", t.dlq.clone()),
+            ("WRITER_STATS_TOPIC", t.stats.clone()),
+            ("WRITER_ALERTS_TOPIC", t.alerts.clone()),
+            ("METRICS_ADDR", format!("127.0.0.1:{wp}")),
+        ],
+    );
+
+    let (hook, mut received) = webhook().await;
+    let dir = support::scratch_dir("alerting");
+    let am_port = support::free_port();
+    let am_config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        serde_yaml_ng::to_string(&local_alertmanager_config(hook)).expect("yaml"),
+    )
+    .expect("write");
+    let _alertmanager = start(
+        binary(
+            "IT_ALERTMANAGER",
+            "prometheus-alertmanager",
+            "prometheus-alertmanager",
+        ),
+        &[
+            format!("--config.file={}", am_config.display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            // A single instance: no gossip port.
+            "--cluster.listen-address=".to_owned(),
+        ],
+        &dir,
+        "alertmanager",
+    );
+    let config = dir.join("prometheus.yml");
+    let prometheus_config = local_config(
+        &[
+            ("producer", pp),
+            ("stream-reader", rp),
+            ("cassandra-writer", wp),
+        ],
+        am_port,
+    );
+    std::fs::write(
+        &config,
+        serde_yaml_ng::to_string(&prometheus_config).expect("yaml"),
+    )
+    .expect("write");
+    let port = support::free_port();
+    let _prometheus = start(
+        prometheus_binary(),
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        &dir,
+        "prometheus",
+    );
+    // Prometheus found the Alertmanager and every service is up.
+    support::wait_until_async(
+        DEADLINE,
+        "prometheus scrapes the three services and knows the alertmanager",
+        || async move {
+            let targets = api(port, "/api/v1/targets").await;
+            let managers = api(port, "/api/v1/alertmanagers").await;
+            let (Some(targets), Some(managers)) = (targets, managers) else {
+                return false;
+            };
+            let active = targets["data"]["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            active.len() == 3
+                && active.iter().all(|t| t["health"] == "up")
+                && managers["data"]["activeAlertmanagers"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 1)
+        },
+    )
+    .await;
+
+    drop(producer);
+    // Down for `for: 1m`, then the route's group_wait (10 s): well within 3 minutes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut seen = Vec::new();
+    let fired = loop {
+        let next = tokio::time::timeout_at(deadline, received.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no TargetDown for the producer reached the webhook in 3 minutes; it got: \
+                     {seen:#?}"
+                )
+            })
+            .expect("webhook open");
+        let alerts = next["alerts"].as_array().cloned().unwrap_or_default();
+        for a in &alerts {
+            assert!(
+                a["labels"]["alertname"] != "TargetDown" || a["labels"]["job"] == "producer",
+                "only the producer is down: {a:#}"
+            );
+        }
+        seen.push(next.clone());
+        if let Some(a) = alerts.iter().find(|a| {
+            a["labels"]["alertname"] == "TargetDown"
+                && a["labels"]["job"] == "producer"
+                && a["status"] == "firing"
+        }) {
+            break a.clone();
+        }
+    };
+    assert_eq!(fired["labels"]["severity"], "critical", "{fired:#}");
+    assert!(
+        fired["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("producer at 127.0.0.1:")),
+        "{fired:#}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

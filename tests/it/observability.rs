@@ -283,9 +283,16 @@ fn used_metric_names() -> std::collections::BTreeSet<String> {
         .iter()
         .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|t| {
-            ["producer_", "reader_", "writer_", "kafka_", "late_"]
-                .iter()
-                .any(|p| t.starts_with(p))
+            [
+                "producer_",
+                "reader_",
+                "writer_",
+                "kafka_",
+                "late_",
+                "stalled_",
+            ]
+            .iter()
+            .any(|p| t.starts_with(p))
         })
         .map(|t| t.to_owned())
         .collect()

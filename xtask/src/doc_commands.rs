@@ -1,6 +1,8 @@
 //! Every `cargo xtask …` and `cargo run -p <service> …` command the documents show, parsed by
 //! the command line it names (`cargo xtask docs --check`): a flag, subcommand, value or
-//! environment variable that the code no longer has fails CI, with the file and line.
+//! environment variable that the code no longer has fails CI, with the file and line. So does
+//! a default the prose states, "`READER_TRANSACTION_MAX_RECORDS` (50,000)", that differs from
+//! the code's.
 //!
 //! Parsing, not running: a command that would start a stack or a service is checked against
 //! its clap definition (every flag, value parser and required argument), and each `VAR=value`
@@ -173,6 +175,81 @@ pub fn check(doc: &Documented) -> Option<String> {
     })
 }
 
+/// Every setting's default, by environment variable, over all binaries; a variable two
+/// binaries default differently (`METRICS_ADDR`) has none here.
+fn defaults() -> std::collections::BTreeMap<String, Option<String>> {
+    fn walk(cmd: &Command, out: &mut std::collections::BTreeMap<String, Option<String>>) {
+        for a in cmd.get_arguments() {
+            let (Some(env), [default]) = (a.get_env(), a.get_default_values()) else {
+                continue;
+            };
+            let (env, default) = (
+                env.to_string_lossy().into_owned(),
+                default.to_string_lossy().into_owned(),
+            );
+            out.entry(env)
+                .and_modify(|d| {
+                    if d.as_deref() != Some(default.as_str()) {
+                        *d = None;
+                    }
+                })
+                .or_insert(Some(default));
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for b in ["producer", "stream-reader", "cassandra-writer"] {
+        walk(&command_of(b), &mut out);
+    }
+    out
+}
+
+/// A stated value, "50,000", "100 ms", "2 s", "64 KiB", in the unit its setting's name gives
+/// (`_MS`, `_SECS`, `_BYTES`); `None` when it is not a plain quantity.
+fn quantity(setting: &str, stated: &str) -> Option<f64> {
+    let stated = stated.strip_prefix("default ").unwrap_or(stated).trim();
+    let (number, unit) = stated.split_once(' ').unwrap_or((stated, ""));
+    let number: f64 = number.replace(',', "").parse().ok()?;
+    let scale = match (unit, setting) {
+        ("", _) => 1.0,
+        ("ms", s) if s.ends_with("_MS") => 1.0,
+        ("s", s) if s.ends_with("_MS") => 1_000.0,
+        ("s", s) if s.ends_with("_SECS") => 1.0,
+        ("min", s) if s.ends_with("_SECS") => 60.0,
+        ("KiB", _) => 1024.0,
+        ("MiB", _) => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(number * scale)
+}
+
+/// Defaults the prose states as "`SETTING` (value)" that differ from the code's.
+pub fn check_defaults(name: &str, text: &str) -> Vec<String> {
+    let defaults = defaults();
+    let pattern = regex::Regex::new(r"`([A-Z][A-Z0-9_]+)`,? \(([^)]*)\)").expect("pattern");
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        for m in pattern.captures_iter(line) {
+            let (setting, stated) = (&m[1], &m[2]);
+            let Some(Some(default)) = defaults.get(setting) else {
+                continue;
+            };
+            let Some(stated_value) = quantity(setting, stated) else {
+                continue;
+            };
+            if default.parse::<f64>().ok() != Some(stated_value) {
+                out.push(format!(
+                    "{name}:{}: `{setting}` ({stated}) but its default is {default}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The documented commands of the repository at `root`, and the problems found.
 pub fn check_all(root: &Path) -> anyhow::Result<(usize, Vec<String>)> {
     let mut names: Vec<String> = DOCUMENTS.iter().map(|s| (*s).to_owned()).collect();
@@ -193,6 +270,9 @@ pub fn check_all(root: &Path) -> anyhow::Result<(usize, Vec<String>)> {
                 checked += 1;
             }
             problems.extend(check(&doc));
+        }
+        if name != "docs/configuration.md" {
+            problems.extend(check_defaults(&name, &text));
         }
     }
     Ok((checked, problems))
@@ -225,6 +305,17 @@ mod tests {
         assert_eq!(found.len(), 4, "{found:#?}");
         assert!(found[0].starts_with("x.txt:1: `cargo xtask services begin`"));
         assert!(found[3].contains("READER_DELIVERY_MODE"), "{}", found[3]);
+    }
+
+    #[test]
+    fn a_stated_default_must_be_the_codes() {
+        let text = "every `READER_TRANSACTION_INTERVAL_MS` (100 ms) or \
+                    `READER_TRANSACTION_MAX_RECORDS` (5,000); `READER_TRANSACTION_TIMEOUT_MS` \
+                    (10 s), `READER_ALLOWED_LATENESS_SECS` (the tests use 300 s)";
+        assert_eq!(
+            check_defaults("x.md", text),
+            ["x.md:1: `READER_TRANSACTION_MAX_RECORDS` (5,000) but its default is 50000"]
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub const METRICS: &[&[Metric]] = &[
     WRITER,
     pipeline_runtime::transaction::METRICS,
     pipeline_runtime::kafka::context::METRICS,
+    pipeline_runtime::failure::METRICS,
 ];
 
 /// The writer's own metrics.

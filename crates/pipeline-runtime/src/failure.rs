@@ -15,13 +15,28 @@
 //!   nothing about one record). The service stops with an error that names the topic and the
 //!   setting to fix, committing nothing past what it finished.
 //!
-//! [`Stalls`] reports partitions whose retriable failures go on, through `/readyz`.
+//! [`Stalls`] reports partitions whose retriable failures go on, through `/readyz` and the
+//! [`STALLED_PARTITIONS`] gauge (which the `PartitionStalled` alerting rule watches).
 
 use std::collections::BTreeMap;
 
 use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
 
-use crate::observe::Readiness;
+use crate::{
+    observe::Readiness,
+    telemetry::{Metric, MetricKind},
+};
+
+/// Gauge: input partitions whose work keeps failing.
+pub const STALLED_PARTITIONS: Metric = Metric {
+    name: "stalled_partitions",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Input partitions whose work keeps failing with retriable errors (readiness check `progress`)",
+};
+
+/// The metrics of [`Stalls`].
+pub const METRICS: &[Metric] = &[STALLED_PARTITIONS];
 
 /// The class of a failed produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +124,7 @@ impl Stalls {
     /// Declares the `progress` check, passing.
     pub fn new(readiness: Readiness) -> Self {
         readiness.set(Self::CHECK, Ok(()));
+        metrics::gauge!(STALLED_PARTITIONS.name).set(0.0);
         Self {
             readiness,
             failing: BTreeMap::new(),
@@ -134,6 +150,7 @@ impl Stalls {
     }
 
     fn publish(&self) {
+        metrics::gauge!(STALLED_PARTITIONS.name).set(self.failing.len() as f64);
         let state = if self.failing.is_empty() {
             Ok(())
         } else {

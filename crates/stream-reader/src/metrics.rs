@@ -75,6 +75,7 @@ pub const METRICS: &[&[Metric]] = &[
     crate::analytics::METRICS,
     pipeline_runtime::transaction::METRICS,
     pipeline_runtime::kafka::context::METRICS,
+    pipeline_runtime::failure::METRICS,
 ];
 
 pub(crate) fn describe_metrics() {
