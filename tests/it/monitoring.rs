@@ -85,42 +85,69 @@ async fn api(port: u16, path: &str) -> Option<Value> {
     (status == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
+/// The three services on fresh topics and a fresh keyspace, each serving its metrics on a port
+/// of its own: (producer, stream-reader, cassandra-writer).
+struct Pipeline {
+    producer: support::Service,
+    reader: support::Service,
+    writer: support::Service,
+    ports: (u16, u16, u16),
+}
+
+impl Pipeline {
+    async fn start(prefix: &str, rate: u32) -> Self {
+        let keyspace = support::fresh_keyspace().await;
+        let t = crate::reader::topics(prefix).await;
+        let ports = (
+            support::free_port(),
+            support::free_port(),
+            support::free_port(),
+        );
+        let metrics = |port: u16| format!("127.0.0.1:{port}");
+        let producer = support::spawn_service(
+            "producer",
+            &format!("{prefix}-producer"),
+            &[
+                ("PRODUCER_TOPIC", t.input.clone()),
+                ("PRODUCER_RATE", rate.to_string()),
+                ("METRICS_ADDR", metrics(ports.0)),
+            ],
+        );
+        let reader = support::spawn_service(
+            "stream-reader",
+            &format!("{prefix}-reader"),
+            &t.env(&[("METRICS_ADDR", metrics(ports.1))]),
+        );
+        let writer = support::spawn_service(
+            "cassandra-writer",
+            &format!("{prefix}-writer"),
+            &[
+                ("CASSANDRA_KEYSPACE", keyspace),
+                (
+                    "WRITER_GROUP_ID",
+                    support::unique(&format!("it_{prefix}_writer")),
+                ),
+                ("WRITER_INPUT_TOPIC", t.validated.clone()),
+                ("WRITER_DLQ_TOPIC", t.dlq.clone()),
+                ("WRITER_STATS_TOPIC", t.stats.clone()),
+                ("WRITER_ALERTS_TOPIC", t.alerts.clone()),
+                ("METRICS_ADDR", metrics(ports.2)),
+            ],
+        );
+        Self {
+            producer,
+            reader,
+            writer,
+            ports,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
-    let keyspace = support::fresh_keyspace().await;
-    let t = crate::reader::topics("prom").await;
-    let (pp, rp, wp) = (
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
-    );
-    let _producer = support::spawn_service(
-        "producer",
-        "prom-producer",
-        &[
-            ("PRODUCER_TOPIC", t.input.clone()),
-            ("PRODUCER_RATE", "200".into()),
-            ("METRICS_ADDR", format!("127.0.0.1:{pp}")),
-        ],
-    );
-    let _reader = support::spawn_service(
-        "stream-reader",
-        "prom-reader",
-        &t.env(&[("METRICS_ADDR", format!("127.0.0.1:{rp}"))]),
-    );
-    let _writer = support::spawn_service(
-        "cassandra-writer",
-        "prom-writer",
-        &[
-            ("CASSANDRA_KEYSPACE", keyspace),
-            ("WRITER_GROUP_ID", support::unique("it_prom_writer")),
-            ("WRITER_INPUT_TOPIC", t.validated.clone()),
-            ("WRITER_DLQ_TOPIC", t.dlq.clone()),
-            ("WRITER_STATS_TOPIC", t.stats.clone()),
-            ("WRITER_ALERTS_TOPIC", t.alerts.clone()),
-            ("METRICS_ADDR", format!("127.0.0.1:{wp}")),
-        ],
-    );
+    // Alive until the end: dropping it stops the services.
+    let pipeline = Pipeline::start("prom", 200).await;
+    let (pp, rp, wp) = pipeline.ports;
 
     let dir = support::scratch_dir("prometheus");
     // No Alertmanager runs here: what the rules fire is not this test's subject.
@@ -323,40 +350,12 @@ fn start(binary: PathBuf, args: &[String], dir: &std::path::Path, name: &str) ->
 /// webhook, firing, for the producer's job, and for no service that still runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_that_dies_reaches_the_webhook_as_target_down() {
-    let keyspace = support::fresh_keyspace().await;
-    let t = crate::reader::topics("alert").await;
-    let (pp, rp, wp) = (
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
-    );
-    let producer = support::spawn_service(
-        "producer",
-        "alert-producer",
-        &[
-            ("PRODUCER_TOPIC", t.input.clone()),
-            ("PRODUCER_RATE", "100".into()),
-            ("METRICS_ADDR", format!("127.0.0.1:{pp}")),
-        ],
-    );
-    let _reader = support::spawn_service(
-        "stream-reader",
-        "alert-reader",
-        &t.env(&[("METRICS_ADDR", format!("127.0.0.1:{rp}"))]),
-    );
-    let _writer = support::spawn_service(
-        "cassandra-writer",
-        "alert-writer",
-        &[
-            ("CASSANDRA_KEYSPACE", keyspace),
-            ("WRITER_GROUP_ID", support::unique("it_alert_writer")),
-            ("WRITER_INPUT_TOPIC", t.validated.clone()),
-            ("WRITER_DLQ_TOPIC", t.dlq.clone()),
-            ("WRITER_STATS_TOPIC", t.stats.clone()),
-            ("WRITER_ALERTS_TOPIC", t.alerts.clone()),
-            ("METRICS_ADDR", format!("127.0.0.1:{wp}")),
-        ],
-    );
+    let Pipeline {
+        producer,
+        reader: _reader,
+        writer: _writer,
+        ports: (pp, rp, wp),
+    } = Pipeline::start("alert", 100).await;
 
     let (hook, mut received) = webhook().await;
     let dir = support::scratch_dir("alerting");
