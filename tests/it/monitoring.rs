@@ -165,17 +165,19 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
         serde_yaml_ng::to_string(&config).expect("yaml"),
     )
     .expect("write");
-    let port = support::free_port();
-    let prometheus = start(
+    let (prometheus, port) = serve(
         prometheus_binary(),
-        &[
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ],
+        |port| {
+            vec![
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        },
         &dir,
         "prometheus",
-    );
+    )
+    .await;
 
     // Every target of the shipped jobs is scraped and up.
     support::wait_until_async(
@@ -331,6 +333,43 @@ impl Drop for Kill {
     }
 }
 
+/// Starts a server `binary` with `args(port)` on a free port and waits until it answers
+/// `/-/ready` there (Prometheus and Alertmanager both serve it). A port can be taken between
+/// [`support::free_port`] and the server's bind (by a service of a test running beside): the
+/// server then exits, or another server answers without `/-/ready`, and it starts again on
+/// another port.
+async fn serve(
+    binary: PathBuf,
+    args: impl Fn(u16) -> Vec<String>,
+    dir: &std::path::Path,
+    name: &str,
+) -> (Kill, u16) {
+    for attempt in 1..=5 {
+        let port = support::free_port();
+        let mut server = start(
+            binary.clone(),
+            &args(port),
+            dir,
+            &format!("{name}-{attempt}"),
+        );
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::time::Instant::now() < deadline {
+            if server.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if matches!(http_get(port, "/-/ready").await, Some((200, _))) {
+                return (server, port);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        drop(server);
+    }
+    panic!(
+        "{name} did not get ready on any of 5 free ports (logs in {})",
+        dir.display()
+    );
+}
+
 /// Starts `binary` with `args`, its output in `dir/<name>.log`.
 fn start(binary: PathBuf, args: &[String], dir: &std::path::Path, name: &str) -> Kill {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
@@ -359,29 +398,31 @@ async fn a_service_that_dies_reaches_the_webhook_as_target_down() {
 
     let (hook, mut received) = webhook().await;
     let dir = support::scratch_dir("alerting");
-    let am_port = support::free_port();
     let am_config = dir.join("alertmanager.yml");
     std::fs::write(
         &am_config,
         serde_yaml_ng::to_string(&local_alertmanager_config(hook)).expect("yaml"),
     )
     .expect("write");
-    let _alertmanager = start(
+    let (_alertmanager, am_port) = serve(
         binary(
             "IT_ALERTMANAGER",
             "prometheus-alertmanager",
             "prometheus-alertmanager",
         ),
-        &[
-            format!("--config.file={}", am_config.display()),
-            format!("--storage.path={}", dir.join("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            // A single instance: no gossip port.
-            "--cluster.listen-address=".to_owned(),
-        ],
+        |port| {
+            vec![
+                format!("--config.file={}", am_config.display()),
+                format!("--storage.path={}", dir.join("am-data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                // A single instance: no gossip port.
+                "--cluster.listen-address=".to_owned(),
+            ]
+        },
         &dir,
         "alertmanager",
-    );
+    )
+    .await;
     let config = dir.join("prometheus.yml");
     let prometheus_config = local_config(
         &[
@@ -396,17 +437,19 @@ async fn a_service_that_dies_reaches_the_webhook_as_target_down() {
         serde_yaml_ng::to_string(&prometheus_config).expect("yaml"),
     )
     .expect("write");
-    let port = support::free_port();
-    let _prometheus = start(
+    let (_prometheus, port) = serve(
         prometheus_binary(),
-        &[
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", dir.join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ],
+        |port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        },
         &dir,
         "prometheus",
-    );
+    )
+    .await;
     // Prometheus found the Alertmanager and every service is up.
     support::wait_until_async(
         DEADLINE,
