@@ -159,25 +159,7 @@ async fn prometheus_scrapes_every_service_and_evaluates_the_shipped_rules() {
         ],
         support::free_port(),
     );
-    let config_path = dir.join("prometheus.yml");
-    std::fs::write(
-        &config_path,
-        serde_yaml_ng::to_string(&config).expect("yaml"),
-    )
-    .expect("write");
-    let (prometheus, port) = serve(
-        prometheus_binary(),
-        |port| {
-            vec![
-                format!("--config.file={}", config_path.display()),
-                format!("--storage.tsdb.path={}", dir.join("data").display()),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-            ]
-        },
-        &dir,
-        "prometheus",
-    )
-    .await;
+    let (prometheus, port) = prometheus(&dir, &config).await;
 
     // Every target of the shipped jobs is scraped and up.
     support::wait_until_async(
@@ -370,6 +352,26 @@ async fn serve(
     );
 }
 
+/// Prometheus with `config` (written to `dir/prometheus.yml`), its data in `dir`, on a free
+/// port: the process and its port.
+async fn prometheus(dir: &std::path::Path, config: &serde_yaml_ng::Value) -> (Kill, u16) {
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, serde_yaml_ng::to_string(config).expect("yaml")).expect("write");
+    serve(
+        prometheus_binary(),
+        |port| {
+            vec![
+                format!("--config.file={}", path.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        },
+        dir,
+        "prometheus",
+    )
+    .await
+}
+
 /// Starts `binary` with `args`, its output in `dir/<name>.log`.
 fn start(binary: PathBuf, args: &[String], dir: &std::path::Path, name: &str) -> Kill {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
@@ -423,8 +425,7 @@ async fn a_service_that_dies_reaches_the_webhook_as_target_down() {
         "alertmanager",
     )
     .await;
-    let config = dir.join("prometheus.yml");
-    let prometheus_config = local_config(
+    let config = local_config(
         &[
             ("producer", pp),
             ("stream-reader", rp),
@@ -432,24 +433,7 @@ async fn a_service_that_dies_reaches_the_webhook_as_target_down() {
         ],
         am_port,
     );
-    std::fs::write(
-        &config,
-        serde_yaml_ng::to_string(&prometheus_config).expect("yaml"),
-    )
-    .expect("write");
-    let (_prometheus, port) = serve(
-        prometheus_binary(),
-        |port| {
-            vec![
-                format!("--config.file={}", config.display()),
-                format!("--storage.tsdb.path={}", dir.join("data").display()),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-            ]
-        },
-        &dir,
-        "prometheus",
-    )
-    .await;
+    let (_prometheus, port) = prometheus(&dir, &config).await;
     // Prometheus found the Alertmanager and every service is up.
     support::wait_until_async(
         DEADLINE,
