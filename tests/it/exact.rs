@@ -67,7 +67,7 @@ pub(crate) fn traffic(seed: u64, start: DateTime<Utc>, n: usize, minutes: i64) -
 
 /// Every emission of a window is identical; returns the last one per window older than
 /// `cutoff`.
-fn final_stats(
+pub(crate) fn final_stats(
     topic: &str,
     cutoff: DateTime<Utc>,
 ) -> BTreeMap<(IpAddr, DateTime<Utc>), WindowStats> {

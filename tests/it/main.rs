@@ -12,6 +12,7 @@ mod data_model;
 mod deploy;
 mod exact;
 mod exactly_once;
+mod file_ingest;
 mod formats;
 mod geoip;
 mod hardening;

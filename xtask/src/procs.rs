@@ -64,6 +64,7 @@ impl Proc {
                 name: self.name,
                 status,
                 log: log.display().to_string(),
+                said: last_words(self.name, log),
             }
             .into()),
         }
@@ -72,11 +73,29 @@ impl Proc {
 
 /// A service that should be running has exited.
 #[derive(Debug, thiserror::Error)]
-#[error("the {name} exited ({status}); see {log}")]
+#[error("the {name} exited ({status}){said}; see {log}")]
 pub struct Exited {
     name: &'static str,
     status: ExitStatus,
     log: String,
+    /// `: ` and the error the service printed last (`<name>: <error>`), if any.
+    said: String,
+}
+
+/// The last error line `name` printed into `log` (every service ends a failed run with one
+/// `<name>: <error>` line), as `: <line>`, or empty; so a failure in CI names its cause.
+fn last_words(name: &str, log: &Path) -> String {
+    let prefix = format!("{name}: ");
+    std::fs::read(log)
+        .ok()
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .rev()
+                .find(|line| line.starts_with(&prefix))
+                .map(|line| format!(": {line}"))
+        })
+        .unwrap_or_default()
 }
 
 /// `cassandra-writer migrate` of the debug or release build with `env` (the keyspace is

@@ -7,9 +7,11 @@
 //! carries its [`REDRIVE_ATTEMPT`]; a copy that is still invalid is dead-lettered again with
 //! both, so an operator sees it as a redrive and nothing redrives it by itself.
 
-use crate::dlq::SourceRef;
+use crate::{dlq::SourceRef, file_line::FileFingerprint};
 
-/// Header: `topic/partition/offset` of the record this one re-submits.
+/// Header: `topic/partition/offset` of the record this one re-submits, or
+/// `file:<fingerprint>/0/<byte offset>` of the file line a record carries
+/// ([`crate::file_line`]).
 pub const ORIGIN: &str = "x-origin";
 /// Header: which redrive of the original this is (decimal, from 1).
 pub const REDRIVE_ATTEMPT: &str = "x-redrive-attempt";
@@ -27,6 +29,20 @@ pub struct HeaderError {
 }
 
 impl SourceRef {
+    /// The origin of the line at byte `offset` of the file with fingerprint `file`.
+    pub fn file_line(file: FileFingerprint, offset: u64) -> Self {
+        Self {
+            topic: file.origin_topic(),
+            partition: 0,
+            offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The fingerprint of the file this origin is a line of, if it is one.
+    pub fn file(&self) -> Option<FileFingerprint> {
+        FileFingerprint::from_origin_topic(&self.topic)
+    }
+
     /// The [`ORIGIN`] header value: `topic/partition/offset` (Kafka topic names have no `/`).
     pub fn to_header(&self) -> String {
         format!("{}/{}/{}", self.topic, self.partition, self.offset)
@@ -51,8 +67,11 @@ impl SourceRef {
             && topic
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !valid_topic {
-            return Err(bad("not a Kafka topic name"));
+        let file_line = FileFingerprint::from_origin_topic(topic).is_some() && partition == "0";
+        if !valid_topic && !file_line {
+            return Err(bad(
+                "not a Kafka topic name nor a file line (file:<fingerprint>/0)",
+            ));
         }
         let partition: i32 = partition.parse().map_err(|_| bad("bad partition"))?;
         let offset: i64 = offset.parse().map_err(|_| bad("bad offset"))?;
@@ -110,8 +129,21 @@ mod tests {
             partition: 3,
             offset: 12_345,
         };
-        assert_eq!(SourceRef::from_header(s.to_header().as_bytes()), Ok(s));
+        assert_eq!(
+            SourceRef::from_header(s.to_header().as_bytes()),
+            Ok(s.clone())
+        );
+        let line = SourceRef::file_line(FileFingerprint(0xfeed), 1234);
+        assert_eq!(line.to_header(), "file:000000000000feed/0/1234");
+        assert_eq!(
+            SourceRef::from_header(line.to_header().as_bytes()),
+            Ok(line.clone())
+        );
+        assert_eq!(line.file(), Some(FileFingerprint(0xfeed)));
+        assert_eq!(s.file(), None);
         for bad in [
+            &b"file:000000000000feed/1/1234"[..],
+            b"file:feed/0/1234",
             &b""[..],
             b"ip_logs/1",
             b"/1/2",

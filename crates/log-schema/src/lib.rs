@@ -9,6 +9,7 @@
 //! * [`ValidatedRecord`]: the payload of `ip_logs_validated`;
 //! * [`DeadLetter`]: the payload of `ip_logs_dlq`;
 //! * [`headers`]: the headers that give a re-submitted record its original identity;
+//! * [`file_line`]: the identity of a line read from a file (fingerprint and byte offset);
 //! * [`WindowStats`] and [`Alert`]: the payloads of `ip_stats` and `ip_alerts`.
 //!
 //! Nothing here panics on input, whatever the bytes (property-tested).
@@ -17,6 +18,7 @@ mod analytics;
 mod dlq;
 mod enrich;
 mod error;
+pub mod file_line;
 pub mod headers;
 mod record;
 mod validate;
@@ -27,6 +29,7 @@ pub use dlq::{
 };
 pub use enrich::{IpClass, service_name};
 pub use error::{ErrorKind, ValidationError};
+pub use file_line::FileFingerprint;
 pub use record::{
     Action, EventTime, Geo, RAW_FIELDS, RawLog, SourceOffset, TimestampStyle, ValidatedRecord,
     micros, parse_timestamp,

@@ -183,9 +183,10 @@ pub struct ValidatedRecord {
     /// Where the destination address is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_geo: Option<Geo>,
-    /// Partition and offset of the raw record it came from (absent in records that other
-    /// producers wrote to the validated topic). The analytics stage uses it to count each raw
-    /// record once even when the at-least-once validation stage emitted it twice.
+    /// Partition and offset of the raw record it came from, or the file line it carries
+    /// (absent in records that other producers wrote to the validated topic). The analytics
+    /// stage uses it to count each raw record (each file line) once even when it was emitted
+    /// or sent twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceOffset>,
 }
@@ -215,13 +216,17 @@ impl Geo {
     }
 }
 
-/// Coordinates of a raw record inside its topic.
+/// Coordinates of a raw record inside its topic, or of the file line it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceOffset {
-    /// Partition of the raw topic.
+    /// Partition of the raw topic (0 for a file line).
     pub partition: i32,
-    /// Offset in that partition.
+    /// Offset in that partition, or the line's byte offset in its file.
     pub offset: i64,
+    /// The fingerprint of the file the line was read from ([`crate::file_line`]); absent for
+    /// a record identified by its raw coordinates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::FileFingerprint>,
 }
 
 impl ValidatedRecord {

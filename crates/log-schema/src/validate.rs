@@ -206,6 +206,7 @@ pub fn validate(
         source: Some(SourceOffset {
             partition: origin.partition,
             offset: origin.offset,
+            file: crate::FileFingerprint::from_origin_topic(origin.topic),
         }),
     })
 }

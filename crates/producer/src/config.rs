@@ -77,6 +77,24 @@ pub struct ProducerArgs {
     #[arg(long, env = "PRODUCER_FOLLOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub follow: bool,
 
+    /// Directory of the saved read positions of --input files (one JSON file per input path):
+    /// a restart continues after the last line Kafka acknowledged.
+    #[arg(
+        long,
+        env = "PRODUCER_CHECKPOINT_DIR",
+        default_value = "producer-checkpoints"
+    )]
+    pub checkpoint_dir: std::path::PathBuf,
+
+    /// Milliseconds between saves of the read position (and at the end of the run).
+    #[arg(long, env = "PRODUCER_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
+
+    /// Read the --input file from its start, ignoring its saved position (its lines keep their
+    /// identity, so lines sent before rewrite the same rows).
+    #[arg(long, env = "PRODUCER_FROM_START", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub from_start: bool,
+
     /// Format of the --input lines: seed-json (sent byte for byte), aws-vpc-flow, zeek-conn,
     /// suricata-eve, iptables, nftables, or auto (detected from the first line).
     #[arg(long, env = "PRODUCER_FORMAT", value_enum, value_parser = pipeline_runtime::enums::Lenient::<formats::InputFormat>::new(), default_value_t = formats::InputFormat::SeedJson)]

@@ -5,26 +5,61 @@
 //! dead-letters it as `not_utf8` with its bytes base64-encoded). A line longer than the bound is
 //! sent as its first `max_line_bytes` bytes and counted as truncated, never dropped silently.
 //! A trailing `\r` is removed with the `\n`; empty lines carry no record and are skipped.
+//!
+//! Every line of a file has an identity ([`LinePos`]): the file's fingerprint
+//! ([`log_schema::file_line`]) and the line's byte offset. A followed file is fingerprinted
+//! once it holds [`FINGERPRINT_BYTES`] bytes (or once it was rotated away, complete): until
+//! then its lines wait. [`Lines::open`] resumes at a saved position ([`Resume`]): in the same
+//! file, or, when the path was rotated meanwhile, in the rotated file (found by its
+//! fingerprint next to the path) before the path's new file.
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader, Read},
+    io::{self, BufRead, BufReader, Read, Seek as _, SeekFrom},
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 use flate2::read::MultiGzDecoder;
+use log_schema::{FileFingerprint, file_line::FINGERPRINT_BYTES};
+use tracing::{info, warn};
 
 /// The two bytes every gzip member starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Where a line sits: its file and the byte offsets of its start and of the byte after its
+/// line ending (where the next line starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinePos {
+    /// The file's fingerprint.
+    pub file: FileFingerprint,
+    /// Byte offset of the line's first byte.
+    pub start: u64,
+    /// Byte offset just after the line (and its `\n`).
+    pub end: u64,
+}
+
+/// A saved read position: everything before `offset` in the file `file` was sent and
+/// acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The file's fingerprint.
+    pub file: FileFingerprint,
+    /// Byte offset to continue from.
+    pub offset: u64,
+}
+
 /// One line read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// A line is in the buffer; `truncated` when it was longer than the bound.
+    /// A line is in the buffer; `truncated` when it was longer than the bound; `at` is its
+    /// identity (none for stdin).
     Line {
         /// The line was cut to the bound.
         truncated: bool,
+        /// Where the line sits.
+        at: Option<LinePos>,
     },
     /// No complete line yet (following a file): ask again later.
     Pending,
@@ -37,6 +72,13 @@ pub struct Lines {
     reader: Box<dyn BufRead + Send>,
     max_line_bytes: usize,
     follow: Option<Followed>,
+    /// The fingerprint of the file being read: `None` for stdin, or for a followed file too
+    /// short to have one yet.
+    fingerprint: Option<FileFingerprint>,
+    /// Bytes consumed from the current file (decompressed).
+    consumed: u64,
+    /// Offset of the first byte of `partial`.
+    line_start: u64,
     /// Bytes of a line whose end has not been written yet (following).
     partial: Vec<u8>,
     partial_truncated: bool,
@@ -47,17 +89,22 @@ impl std::fmt::Debug for Lines {
         f.debug_struct("Lines")
             .field("max_line_bytes", &self.max_line_bytes)
             .field("follow", &self.follow)
+            .field("fingerprint", &self.fingerprint)
+            .field("consumed", &self.consumed)
             .finish_non_exhaustive()
     }
 }
 
-/// The followed file: its path and the identity of the file currently open.
+/// The followed path and the file currently open.
 #[derive(Debug)]
 struct Followed {
     path: PathBuf,
+    /// The open file (a second handle: its size and first bytes).
+    file: File,
     id: FileId,
-    /// Bytes read from the open file.
-    position: u64,
+    /// Rotated files to read after the open one, oldest first, before the path's file (a
+    /// restart that finds its saved position in a rotated file).
+    backlog: std::collections::VecDeque<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +121,41 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
     }
 }
 
+/// The fingerprint of a plain file as it is now, if it has one: it holds
+/// [`FINGERPRINT_BYTES`] bytes, or `complete` says it will not grow.
+fn fingerprint_of(file: &File, complete: bool) -> io::Result<Option<FileFingerprint>> {
+    let mut start = vec![0u8; FINGERPRINT_BYTES];
+    let mut read = 0;
+    while read < start.len() {
+        match file.read_at(&mut start[read..], read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((read == FINGERPRINT_BYTES || complete).then(|| FileFingerprint::of(&start[..read])))
+}
+
+/// The fingerprint of a complete input stream's first bytes (decompressed).
+fn fingerprint_stream(mut reader: impl Read) -> io::Result<FileFingerprint> {
+    let mut start = Vec::with_capacity(FINGERPRINT_BYTES);
+    (&mut reader)
+        .take(FINGERPRINT_BYTES as u64)
+        .read_to_end(&mut start)?;
+    Ok(FileFingerprint::of(&start))
+}
+
 impl Lines {
     /// Opens `input` (`-` = stdin). Gzip input (by its magic bytes) is decompressed; `follow`
-    /// needs a plain-text file.
-    pub fn open(input: &str, follow: bool, max_line_bytes: usize) -> anyhow::Result<Self> {
+    /// needs a plain-text file. With `resume`, continues after the saved position when it is
+    /// in this file (or, following, in the file the path was rotated to).
+    pub fn open(
+        input: &str,
+        follow: bool,
+        max_line_bytes: usize,
+        resume: Option<Resume>,
+    ) -> anyhow::Result<Self> {
         let max_line_bytes = max_line_bytes.max(1);
         if input == "-" {
             if follow {
@@ -86,40 +164,109 @@ impl Lines {
             let reader =
                 Self::decompressed(BufReader::new(Box::new(io::stdin()) as Box<dyn Read + Send>))
                     .context("read stdin")?;
-            return Ok(Self::new(reader, max_line_bytes, None));
+            return Ok(Self::new(reader, max_line_bytes, None, None));
         }
         let path = Path::new(input);
         let file = File::open(path).with_context(|| format!("open {input}"))?;
-        let id = file_id(&file.metadata().with_context(|| format!("stat {input}"))?);
-        let mut reader = BufReader::new(Box::new(file) as Box<dyn Read + Send>);
-        let gzip = reader
-            .fill_buf()
+        let mut magic = [0u8; 2];
+        let gzip = file
+            .read_at(&mut magic, 0)
             .with_context(|| format!("read {input}"))?
-            .starts_with(&GZIP_MAGIC);
+            == 2
+            && magic == GZIP_MAGIC;
         if follow {
             if gzip {
                 bail!("--follow reads a growing plain-text file; {input} is gzip-compressed");
             }
-            let followed = Followed {
-                path: path.to_owned(),
-                id,
-                position: 0,
-            };
-            return Ok(Self::new(Box::new(reader), max_line_bytes, Some(followed)));
+            return Self::follow(path, file, max_line_bytes, resume)
+                .with_context(|| format!("read {input}"));
         }
-        let reader = Self::decompressed(reader).with_context(|| format!("read {input}"))?;
-        Ok(Self::new(reader, max_line_bytes, None))
+        let open = || -> io::Result<Box<dyn BufRead + Send>> {
+            let file = File::open(path)?;
+            Self::decompressed(BufReader::new(Box::new(file) as Box<dyn Read + Send>))
+        };
+        let fingerprint = fingerprint_stream(open()?).with_context(|| format!("read {input}"))?;
+        let mut lines = Self::new(open()?, max_line_bytes, None, Some(fingerprint));
+        if let Some(r) = resume.filter(|r| r.file == fingerprint) {
+            // Decompressed bytes cannot be sought: read past them.
+            let skipped = io::copy(&mut (&mut lines.reader).take(r.offset), &mut io::sink())
+                .with_context(|| format!("read {input}"))?;
+            if skipped < r.offset {
+                warn!(
+                    input,
+                    offset = r.offset,
+                    size = skipped,
+                    "the saved position is past the end of the file: reading it from its start"
+                );
+                lines = Self::new(open()?, max_line_bytes, None, Some(fingerprint));
+            } else {
+                lines.consumed = r.offset;
+                lines.line_start = r.offset;
+                info!(input, offset = r.offset, file = %fingerprint, "resuming at the saved position");
+            }
+        } else if let Some(r) = resume {
+            info!(input, saved = %r.file, file = %fingerprint, "the saved position is of another file: reading this one from its start");
+        }
+        Ok(lines)
+    }
+
+    /// Follows `path` (open as `file`), resuming as [`Lines::open`] says.
+    fn follow(
+        path: &Path,
+        mut file: File,
+        max_line_bytes: usize,
+        resume: Option<Resume>,
+    ) -> io::Result<Self> {
+        let mut offset = 0;
+        let mut fingerprint = fingerprint_of(&file, false)?;
+        let mut backlog = std::collections::VecDeque::new();
+        if let Some(r) = resume {
+            if fingerprint == Some(r.file) {
+                if file.metadata()?.len() >= r.offset {
+                    offset = r.offset;
+                } else {
+                    warn!(path = %path.display(), offset = r.offset, "the followed file is shorter than the saved position (truncated): reading it from its start");
+                }
+            } else if let Some(mut rotated) = rotated_since(path, r.file)? {
+                // Rotated since the position was saved: finish that file, then the files
+                // rotated after it, then the path's file.
+                let (first, found) = rotated.remove(0);
+                info!(path = %path.display(), rotated = %first.display(), offset = r.offset, then = rotated.len(), "resuming in a rotated file");
+                file = found;
+                fingerprint = Some(r.file);
+                offset = r.offset.min(file.metadata()?.len());
+                backlog.extend(rotated.into_iter().map(|(p, _)| p));
+            } else {
+                warn!(path = %path.display(), saved = %r.file, "the file of the saved position is gone (not the path, nor a rotated file next to it): reading the path's file from its start");
+            }
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        let followed = Followed {
+            path: path.to_owned(),
+            file: file.try_clone()?,
+            id: file_id(&file.metadata()?),
+            backlog,
+        };
+        let reader = Box::new(BufReader::new(file));
+        let mut lines = Self::new(reader, max_line_bytes, Some(followed), fingerprint);
+        lines.consumed = offset;
+        lines.line_start = offset;
+        Ok(lines)
     }
 
     fn new(
         reader: Box<dyn BufRead + Send>,
         max_line_bytes: usize,
         follow: Option<Followed>,
+        fingerprint: Option<FileFingerprint>,
     ) -> Self {
         Self {
             reader,
             max_line_bytes,
             follow,
+            fingerprint,
+            consumed: 0,
+            line_start: 0,
             partial: Vec::new(),
             partial_truncated: false,
         }
@@ -138,28 +285,42 @@ impl Lines {
 
     /// Reads the next non-empty line into `line` (cleared first), without its line ending.
     /// Blocking; following a file, returns [`Next::Pending`] at its current end (after
-    /// switching to a rotated file's successor, if the path now names another file).
+    /// switching to a rotated file's successor, if the path now names another file), and
+    /// while the file is too short to be fingerprinted.
     pub fn next_line(&mut self, line: &mut Vec<u8>) -> io::Result<Next> {
         loop {
             line.clear();
+            if self.fingerprint.is_none()
+                && let Some(f) = &self.follow
+            {
+                // Not fingerprinted yet: only once it holds enough bytes, or was rotated away
+                // (then it is complete).
+                let complete = self.path_moved_on()?;
+                match fingerprint_of(&f.file, complete)? {
+                    Some(fp) => self.fingerprint = Some(fp),
+                    None => return Ok(Next::Pending),
+                }
+            }
             match self.read_until_newline()? {
                 Some(truncated) => {
-                    std::mem::swap(line, &mut self.partial);
-                    self.partial.clear();
-                    self.partial_truncated = false;
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
+                    let at = self.take_line(line);
                     if line.is_empty() && !truncated {
                         continue;
                     }
-                    return Ok(Next::Line { truncated });
+                    return Ok(Next::Line { truncated, at });
                 }
                 None if self.follow.is_some() => {
-                    if self.reopen_if_rotated()? {
-                        continue;
+                    if !self.path_moved_on()? {
+                        return Ok(Next::Pending);
                     }
-                    return Ok(Next::Pending);
+                    // The file is complete: a line it never finished is sent as it is, then
+                    // the next file is read.
+                    if !self.partial.is_empty() {
+                        let truncated = self.partial_truncated;
+                        let at = self.take_line(line);
+                        return Ok(Next::Line { truncated, at });
+                    }
+                    self.next_file()?;
                 }
                 None => {
                     // The last line of a finished input needs no newline.
@@ -167,15 +328,29 @@ impl Lines {
                         return Ok(Next::End);
                     }
                     let truncated = self.partial_truncated;
-                    std::mem::swap(line, &mut self.partial);
-                    self.partial_truncated = false;
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    return Ok(Next::Line { truncated });
+                    let at = self.take_line(line);
+                    return Ok(Next::Line { truncated, at });
                 }
             }
         }
+    }
+
+    /// Moves the finished line from `partial` into `line` (without `\r`), and says where it
+    /// was.
+    fn take_line(&mut self, line: &mut Vec<u8>) -> Option<LinePos> {
+        std::mem::swap(line, &mut self.partial);
+        self.partial.clear();
+        self.partial_truncated = false;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let at = self.fingerprint.map(|file| LinePos {
+            file,
+            start: self.line_start,
+            end: self.consumed,
+        });
+        self.line_start = self.consumed;
+        at
     }
 
     /// Appends to `partial` up to the next `\n` (keeping at most `max_line_bytes`). Returns
@@ -202,39 +377,103 @@ impl Lines {
                 .extend_from_slice(&chunk[..chunk.len().min(room)]);
             let used = done.unwrap_or(available.len());
             self.reader.consume(used);
-            if let Some(f) = self.follow.as_mut() {
-                f.position += used as u64;
-            }
+            self.consumed += used as u64;
             if done.is_some() {
                 return Ok(Some(self.partial_truncated));
             }
         }
     }
 
-    /// At the end of a followed file: if its path now names another file (rotated by rename)
-    /// or the file shrank (truncated in place), start reading the path's file from its start.
-    fn reopen_if_rotated(&mut self) -> io::Result<bool> {
-        let Some(f) = self.follow.as_mut() else {
+    /// Whether the open file is complete: rotated files wait to be read after it, or the
+    /// followed path now names another file, or the open file shrank (truncated in place).
+    fn path_moved_on(&self) -> io::Result<bool> {
+        let Some(f) = &self.follow else {
             return Ok(false);
         };
+        if !f.backlog.is_empty() {
+            return Ok(true);
+        }
         let meta = match std::fs::metadata(&f.path) {
             Ok(m) => m,
             // Between a rename and the new file's creation: keep waiting.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        let id = file_id(&meta);
-        if id == f.id && meta.len() >= f.position {
-            return Ok(false);
-        }
-        // A line the old file never finished is sent as it is.
-        let file = File::open(&f.path)?;
-        f.id = file_id(&file.metadata()?);
-        f.position = 0;
-        self.reader = Box::new(BufReader::new(file));
-        tracing::info!(path = %f.path.display(), "input rotated; reading the new file");
-        Ok(true)
+        Ok(file_id(&meta) != f.id || f.file.metadata()?.len() < self.consumed)
     }
+
+    /// Opens the next file to read: the oldest rotated file waiting, or the path's file, from
+    /// its start.
+    fn next_file(&mut self) -> io::Result<()> {
+        let Some(f) = self.follow.as_mut() else {
+            return Ok(());
+        };
+        let (path, complete) = match f.backlog.pop_front() {
+            Some(rotated) => (rotated, true),
+            None => (f.path.clone(), false),
+        };
+        let file = File::open(&path)?;
+        f.id = file_id(&file.metadata()?);
+        f.file = file.try_clone()?;
+        self.fingerprint = if complete {
+            fingerprint_of(&file, true)?
+        } else {
+            None
+        };
+        self.reader = Box::new(BufReader::new(file));
+        self.consumed = 0;
+        self.line_start = 0;
+        info!(path = %path.display(), "reading the next file");
+        Ok(())
+    }
+}
+
+/// The files next to `path` whose names start with the path's file name (`access.log.1`,
+/// `access.log-20261207`), from the one whose fingerprint is `wanted` (where a rotation put
+/// the file of a saved position) to the newest, ordered by modification time: the files to
+/// read before the path's, oldest first. `None` when no such file has that fingerprint.
+fn rotated_since(path: &Path, wanted: FileFingerprint) -> io::Result<Option<Vec<(PathBuf, File)>>> {
+    let (Some(name), dir) = (path.file_name(), path.parent()) else {
+        return Ok(None);
+    };
+    let dir = match dir {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = name.to_string_lossy();
+    let mut rotated = Vec::new();
+    for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+        let n = entry.file_name();
+        let n = n.to_string_lossy();
+        if n.len() <= name.len() || !n.starts_with(&*name) {
+            continue;
+        }
+        let Ok(file) = File::open(entry.path()) else {
+            continue;
+        };
+        let meta = file.metadata()?;
+        let mut magic = [0u8; 2];
+        let gzip = file.read_at(&mut magic, 0)? == 2 && magic == GZIP_MAGIC;
+        if !meta.is_file() || gzip {
+            continue;
+        }
+        rotated.push((meta.modified()?, entry.path(), file));
+    }
+    rotated.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut found = None;
+    for (i, (_, _, file)) in rotated.iter().enumerate() {
+        if fingerprint_of(file, true)? == Some(wanted) {
+            found = Some(i);
+            break;
+        }
+    }
+    Ok(found.map(|i| {
+        rotated
+            .into_iter()
+            .skip(i)
+            .map(|(_, path, file)| (path, file))
+            .collect()
+    }))
 }
 
 fn newline_at(bytes: &[u8]) -> Option<usize> {
@@ -246,12 +485,12 @@ mod tests {
     use super::*;
 
     fn lines_of(input: &str, max: usize) -> Vec<(Vec<u8>, bool)> {
-        let mut lines = Lines::open(input, false, max).expect("open");
+        let mut lines = Lines::open(input, false, max, None).expect("open");
         let mut out = Vec::new();
         let mut line = Vec::new();
         loop {
             match lines.next_line(&mut line).expect("read") {
-                Next::Line { truncated } => out.push((line.clone(), truncated)),
+                Next::Line { truncated, .. } => out.push((line.clone(), truncated)),
                 Next::End => return out,
                 Next::Pending => panic!("not following"),
             }
@@ -285,7 +524,83 @@ mod tests {
         std::io::Write::write_all(&mut encoder, &content).expect("compress");
         std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
         assert_eq!(lines_of(gz.to_str().expect("utf8"), 32), want);
-        assert!(Lines::open(gz.to_str().expect("utf8"), true, 32).is_err());
+        assert!(Lines::open(gz.to_str().expect("utf8"), true, 32, None).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Lines of `lines` until it is pending, with their identities.
+    fn drain(lines: &mut Lines) -> Vec<(String, LinePos)> {
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            match lines.next_line(&mut line).expect("read") {
+                Next::Line { at, .. } => out.push((
+                    String::from_utf8(line.clone()).expect("utf8"),
+                    at.expect("a file line has an identity"),
+                )),
+                Next::Pending => return out,
+                Next::End => panic!("following never ends"),
+            }
+        }
+    }
+
+    /// `n` numbered lines of ~100 bytes, from `first`.
+    fn numbered(first: usize, n: usize) -> String {
+        (first..first + n)
+            .map(|i| format!("line {i:05} {}\n", "x".repeat(90)))
+            .collect()
+    }
+
+    #[test]
+    fn a_restart_resumes_in_the_rotated_files_in_order_with_stable_identities() {
+        let dir = std::env::temp_dir().join(format!("producer-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("access.log");
+        let input = path.to_str().expect("utf8");
+        let append = |text: &str| {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("open");
+            f.write_all(text.as_bytes()).expect("append");
+        };
+        // Too short to be fingerprinted: nothing yet.
+        append(&numbered(0, 5));
+        let mut lines = Lines::open(input, true, 4096, None).expect("open");
+        assert!(drain(&mut lines).is_empty());
+        append(&numbered(5, 20));
+        let first = drain(&mut lines);
+        assert_eq!(first.len(), 25);
+        let fp = FileFingerprint::of(&std::fs::read(&path).expect("read")[..FINGERPRINT_BYTES]);
+        assert!(first.iter().all(|(_, at)| at.file == fp));
+        assert_eq!(first[1].1.start, first[0].1.end);
+        // The position after line 9 is saved; then the file is rotated twice while the
+        // producer is down, with a partial last line in the middle file.
+        let saved = Resume {
+            file: fp,
+            offset: first[9].1.end,
+        };
+        drop(lines);
+        std::fs::rename(&path, dir.join("access.log.2")).expect("rotate");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        append(&numbered(25, 15));
+        append("partial");
+        std::fs::rename(&path, dir.join("access.log.1")).expect("rotate");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        append(&numbered(40, 15));
+        let mut lines = Lines::open(input, true, 4096, Some(saved)).expect("open");
+        let resumed = drain(&mut lines);
+        let texts: Vec<&str> = resumed.iter().map(|(t, _)| t.as_str()).collect();
+        let mut want: Vec<String> = (10..55)
+            .map(|i| format!("line {i:05} {}", "x".repeat(90)))
+            .collect();
+        want.insert(30, "partial".into());
+        assert_eq!(texts, want);
+        // The lines after the saved position keep the identity they had.
+        assert_eq!(&resumed[..15], &first[10..]);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -2,11 +2,17 @@
 //! (`--input FILE|-`, one record per line, bytes unchanged, gzip read as is, `--follow` for a
 //! growing and rotating file: see [`input`]) into Kafka.
 //!
+//! A line of a file carries its identity (the file's fingerprint and the line's byte offset)
+//! in the `x-origin` header, and the file's read position is saved once Kafka acknowledged
+//! the lines before it ([`checkpoint`]): a restart continues there, and a line sent twice
+//! rewrites the same row.
+//!
 //! Records are keyed by source IP (so every event of an IP lands in one partition), sent by an
 //! idempotent `acks=all` producer with lz4 batches, at `--rate` logs/s through a smooth
 //! token-bucket limiter (governor). Every delivery report is counted; on shutdown the producer
 //! flushes with a timeout and the run fails if any record was not delivered.
 
+pub mod checkpoint;
 mod config;
 pub mod formats;
 pub mod generate;
@@ -64,10 +70,12 @@ pub struct ProducerStats {
 /// How often a followed file is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-/// Counts delivery reports; the opaque is the send time in µs since `epoch`.
+/// Counts delivery reports. The opaque is the send time in µs since `epoch`, or, for the lines
+/// of a file (`acks` set), the line's sequence number in `acks`.
 #[derive(Debug, Clone)]
 struct Deliveries {
     stats: Arc<ProducerStats>,
+    acks: Option<Arc<checkpoint::Acks>>,
     readiness: observe::Readiness,
     epoch: Instant,
     /// Set by the first failure no record can get past (missing topic, no permission, …): the
@@ -106,10 +114,25 @@ impl ClientContext for Deliveries {
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, sent_at_us: usize) {
-        let latency = self.epoch.elapsed().as_micros() as f64 - sent_at_us as f64;
-        metrics::histogram!(metrics_names::PRODUCE_LATENCY_SECONDS.name)
-            .record(latency.max(0.0) / 1e6);
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let sent_at_us = match &self.acks {
+            None => Some(opaque as u64),
+            Some(acks) => match result {
+                Ok(_) => acks.delivered(opaque as u64),
+                Err((error, message)) => {
+                    match classify_produce(error, message.topic(), ReportedAt::Delivery) {
+                        // Never acceptable: counted as failed, and no longer holds the position.
+                        ProduceFailure::Record(_) => acks.delivered(opaque as u64),
+                        _ => acks.failed(opaque as u64, error.to_string()),
+                    }
+                }
+            },
+        };
+        if let Some(sent_at_us) = sent_at_us {
+            let latency = self.epoch.elapsed().as_micros() as f64 - sent_at_us as f64;
+            metrics::histogram!(metrics_names::PRODUCE_LATENCY_SECONDS.name)
+                .record(latency.max(0.0) / 1e6);
+        }
         match result {
             Ok(_) => {
                 self.stats.delivered.fetch_add(1, Relaxed);
@@ -184,6 +207,18 @@ pub async fn run_until(
     pipeline_runtime::run_blocking(|| {
         pipeline_runtime::kafka::access::check(&args.kafka, &[&args.topic], &[])
     })?;
+    // A file's saved read position, and the lines in flight that move it.
+    let mut store = match args.input.as_deref() {
+        Some(path) if path != "-" => Some(checkpoint::Store::new(&args.checkpoint_dir, path)?),
+        _ => None,
+    };
+    let resume = match &mut store {
+        Some(store) if !args.from_start => store.load()?,
+        _ => None,
+    };
+    let acks = store
+        .as_ref()
+        .map(|_| Arc::new(checkpoint::Acks::starting_at(resume)));
     let epoch = Instant::now();
     let producer: ThreadedProducer<Deliveries> = args
         .kafka
@@ -196,6 +231,7 @@ pub async fn run_until(
         )?
         .create_with_context(Deliveries {
             stats: stats.clone(),
+            acks: acks.clone(),
             readiness,
             epoch,
             fatal: Arc::default(),
@@ -211,6 +247,7 @@ pub async fn run_until(
             path,
             args.follow,
             args.max_line_bytes,
+            resume,
         )?)),
     };
     // Bursts of at most ~10 ms of traffic: smooth, not "everything at the top of the second".
@@ -231,13 +268,26 @@ pub async fn run_until(
     let mut next_status = started + status_every;
     let mut last = (Instant::now(), 0u64);
     let mut buf = Vec::with_capacity(512);
-    info!(topic = %args.topic, rate = args.rate, replay = args.input.is_some(), "producer started");
+    let save_every = Duration::from_millis(args.checkpoint_interval_ms.max(1));
+    let mut next_save = started + save_every;
+    info!(topic = %args.topic, rate = args.rate, replay = args.input.is_some(), checkpoint = ?store.as_ref().map(checkpoint::Store::path), "producer started");
 
     let mut fatal = None;
+    let mut stuck = None;
     loop {
         if let Some(reason) = producer.context().fatal() {
             fatal = Some(reason);
             break;
+        }
+        if let (Some(store), Some(acks)) = (&mut store, &acks) {
+            if let Some(reason) = acks.stuck() {
+                stuck = Some(reason);
+                break;
+            }
+            if Instant::now() >= next_save {
+                next_save = Instant::now() + save_every;
+                store.save(acks.acked())?;
+            }
         }
         if shutdown.is_cancelled()
             || args.count.is_some_and(|c| stats.sent.load(Relaxed) >= c)
@@ -258,6 +308,7 @@ pub async fn run_until(
             }
             tokens -= 1;
         }
+        let mut line_at = None;
         let key: Option<String> = match &mut source {
             Source::Generate(g) => Some(g.next_into(Utc::now(), &mut buf).0.to_owned()),
             Source::Replay(lines) => {
@@ -273,7 +324,8 @@ pub async fn run_until(
                             _ = shutdown.cancelled() => break,
                         }
                     }
-                    input::Next::Line { truncated } => {
+                    input::Next::Line { truncated, at } => {
+                        line_at = at;
                         stats.lines_read.fetch_add(1, Relaxed);
                         if truncated {
                             let n = stats.lines_truncated.fetch_add(1, Relaxed);
@@ -291,13 +343,34 @@ pub async fn run_until(
                 if decoder.decode(&mut buf, &stats.lines)? == formats::Decoded::Skip {
                     // No record: the token taken stays for the next line.
                     tokens += u32::from(limiter.is_some());
+                    if let (Some(acks), Some(at)) = (&acks, line_at) {
+                        acks.skipped(at);
+                    }
                     continue;
                 }
                 source_ip_of(&buf)
             }
         };
-        let sent_at_us = epoch.elapsed().as_micros() as usize;
-        send(&producer, &args.topic, key.as_deref(), &buf, sent_at_us).await;
+        let sent_at_us = epoch.elapsed().as_micros() as u64;
+        let (opaque, headers) = match (&acks, line_at) {
+            (Some(acks), Some(at)) => (
+                acks.sent(at, sent_at_us) as usize,
+                Some(ops::identity_headers(
+                    &log_schema::SourceRef::file_line(at.file, at.start),
+                    None,
+                )),
+            ),
+            _ => (sent_at_us as usize, None),
+        };
+        send(
+            &producer,
+            &args.topic,
+            key.as_deref(),
+            &buf,
+            headers,
+            opaque,
+        )
+        .await;
         stats.sent.fetch_add(1, Relaxed);
         metrics::counter!(metrics_names::RECORDS_SENT.name).increment(1);
 
@@ -314,6 +387,12 @@ pub async fn run_until(
     });
     if let Err(error) = flushed {
         warn!(%error, "flush did not complete");
+    }
+    if let (Some(store), Some(acks)) = (&mut store, &acks) {
+        store.save(acks.acked())?;
+        if let Some(at) = acks.acked() {
+            info!(file = %at.file, offset = at.offset, checkpoint = %store.path().display(), "read position saved");
+        }
     }
     log_status(&stats, started, &mut last);
     let summary = Summary {
@@ -334,6 +413,12 @@ pub async fn run_until(
             args.topic
         );
     }
+    if let Some(reason) = stuck {
+        bail!(
+            "a line was not delivered ({reason}); the read position is saved before it: run \
+             the same command to send it again"
+        );
+    }
     Ok(summary)
 }
 
@@ -343,11 +428,15 @@ async fn send(
     topic: &str,
     key: Option<&str>,
     payload: &[u8],
-    sent_at_us: usize,
+    headers: Option<rdkafka::message::OwnedHeaders>,
+    opaque: usize,
 ) {
-    let mut record = BaseRecord::with_opaque_to(topic, sent_at_us).payload(payload);
+    let mut record = BaseRecord::with_opaque_to(topic, opaque).payload(payload);
     if let Some(k) = key {
         record = record.key(k);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
     }
     loop {
         match producer.send(record) {
@@ -362,6 +451,13 @@ async fn send(
                 // Not retriable by us (e.g. message too large): report it as a failure; a
                 // failure of the environment also stops the run.
                 producer.context().failed(&error, topic, ReportedAt::Send);
+                if let Some(acks) = &producer.context().acks {
+                    // No delivery report follows: settle the line here, as `delivery` would.
+                    match classify_produce(&error, topic, ReportedAt::Send) {
+                        ProduceFailure::Record(_) => acks.delivered(opaque as u64),
+                        _ => acks.failed(opaque as u64, error.to_string()),
+                    };
+                }
                 warn!(%error, "record rejected by the client");
                 producer.context().stats.failed.fetch_add(1, Relaxed);
                 metrics::counter!(metrics_names::DELIVERY_FAILURES.name).increment(1);

@@ -169,12 +169,12 @@ pub fn reference_with_idle_steps(
                 .map(|s| s.horizon)
                 .max()
         };
-        let mut seen: HashSet<(i32, i64)> = HashSet::new();
+        let mut seen: HashSet<log_schema::SourceOffset> = HashSet::new();
         let mut max_event: Option<DateTime<Utc>> = None;
         let mut open: BTreeMap<(IpAddr, DateTime<Utc>), Window> = BTreeMap::new();
         for (offset, v) in records {
             if let Some(s) = v.source
-                && !seen.insert((s.partition, s.offset))
+                && !seen.insert(s)
             {
                 out.duplicates += 1;
                 continue;

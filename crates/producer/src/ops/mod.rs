@@ -54,8 +54,9 @@ fn limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
     NonZeroU32::new(per_second).map(|n| RateLimiter::direct(Quota::per_second(n)))
 }
 
-/// The headers of a re-submitted record: its original coordinates (and redrive attempt).
-fn identity_headers(origin: &SourceRef, attempt: Option<u32>) -> OwnedHeaders {
+/// The headers of a re-submitted record (or of a file line): its original coordinates (and
+/// redrive attempt).
+pub(crate) fn identity_headers(origin: &SourceRef, attempt: Option<u32>) -> OwnedHeaders {
     let origin = origin.to_header();
     let headers = OwnedHeaders::new().insert(Header {
         key: headers::ORIGIN,

@@ -22,6 +22,12 @@ use pipeline_runtime::{
 use rdkafka::consumer::Consumer as _;
 use tracing::{info, warn};
 
+/// How a partition's restore asks again while the group coordinator or a broker is moving or
+/// restarting (a leader's failover takes a broker session, 9 s by default): about a minute.
+const RESTORE_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_max_delay(Duration::from_secs(5))
+    .with_max_times(12);
+
 use super::{
     ALERTS, CAPPED, CHECKPOINT_ERRORS, DUPLICATES, LATE_EVENTS, SKIPPED, UNCOUNTED, WINDOWS_CLOSED,
     WINDOWS_OPEN,
@@ -194,11 +200,7 @@ impl Analytics {
             )
         };
         let committed = pipeline_runtime::run_blocking(|| {
-            read.retry(
-                ExponentialBuilder::default()
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(12),
-            )
+            read.retry(RESTORE_BACKOFF)
             .notify(|error, delay| {
                 warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot read the committed checkpoints yet");
             })
@@ -256,17 +258,39 @@ impl Analytics {
     }
 
     /// The validated topic's partition count, from the broker's metadata.
+    /// The partition count of the validated topic. A broker that is down or restarting (its
+    /// request times out, or it answers without the topic yet) is asked again, as the
+    /// committed checkpoints are: a wrong count would stop the stage.
     fn topic_partitions(&self) -> anyhow::Result<usize> {
-        let metadata = pipeline_runtime::run_blocking(|| {
-            self.consumer
-                .fetch_metadata(Some(&self.input), Duration::from_secs(10))
+        let read = || -> anyhow::Result<usize> {
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(&self.input), Duration::from_secs(10))?;
+            let topic = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == &*self.input)
+                .context("the brokers returned no metadata for it")?;
+            if let Some(error) = topic.error() {
+                anyhow::bail!("the brokers answered {error:?}");
+            }
+            match topic.partitions().len() {
+                0 => anyhow::bail!("the brokers listed no partition"),
+                n => Ok(n),
+            }
+        };
+        pipeline_runtime::run_blocking(|| {
+            read.retry(RESTORE_BACKOFF)
+                .notify(|error, delay| {
+                    warn!(
+                        error = format!("{error:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot read the partitions of the validated topic yet"
+                    );
+                })
+                .call()
         })
-        .with_context(|| format!("read the partitions of `{}`", self.input))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == &*self.input)
-            .map_or(0, |t| t.partitions().len()))
+        .with_context(|| format!("read the partitions of `{}`", self.input))
     }
 
     pub(super) fn on_message(&mut self, partition: i32, offset: i64, payload: &[u8]) {

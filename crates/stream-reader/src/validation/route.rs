@@ -46,9 +46,14 @@ impl Reader {
         // its `ingested_at`: a reprocessed record is judged exactly as the first time.
         let (out, kind) = match validate(payload, &original, arrived, &self.limits) {
             Ok(mut record) => {
-                if original.topic != origin.topic {
-                    // The windows deduplicate by offsets of this topic only.
-                    record.source = Some(SourceOffset { partition, offset });
+                if original.topic != origin.topic && record.source.is_none_or(|s| s.file.is_none())
+                {
+                    // The windows deduplicate by offsets of this topic, or by file line.
+                    record.source = Some(SourceOffset {
+                        partition,
+                        offset,
+                        file: None,
+                    });
                 }
                 record.source_geo = self.geo.lookup(record.source_ip);
                 record.destination_geo = self.geo.lookup(record.destination_ip);

@@ -42,7 +42,11 @@ pub(super) fn take(
         });
         let fresh = r.source.is_none_or(|s| {
             u64::try_from(s.offset).map_or(true, |o| {
-                minute.seen.entry(s.partition).or_default().insert(o)
+                minute
+                    .seen
+                    .entry((s.file, s.partition))
+                    .or_default()
+                    .insert(o)
             })
         });
         if !fresh {

@@ -7,6 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use log_schema::FileFingerprint;
 use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
@@ -69,9 +70,10 @@ pub(super) struct Acc {
 #[derive(Debug)]
 pub(super) struct Minute {
     pub(super) windows: HashMap<IpAddr, Acc>,
-    /// Raw coordinates (partition → offsets) of the minute's records: a record seen again is
-    /// a duplicate. A duplicate has its original's timestamp, so it falls in the same minute.
-    pub(super) seen: HashMap<i32, RoaringTreemap>,
+    /// Identities of the minute's records (raw partition or file → offsets): a record seen
+    /// again is a duplicate. A duplicate has its original's timestamp, so it falls in the same
+    /// minute.
+    pub(super) seen: HashMap<(Option<FileFingerprint>, i32), RoaringTreemap>,
     pub(super) first_offset: i64,
     /// The partition's state just before `first_offset`.
     pub(super) before: Snapshot,

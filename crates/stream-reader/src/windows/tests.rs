@@ -339,6 +339,7 @@ fn stream(rng: &mut StdRng, n: usize) -> Vec<ValidatedRecord> {
         r.source = Some(SourceOffset {
             partition: p,
             offset: next[p as usize],
+            file: None,
         });
         next[p as usize] += 1;
         out.push(r);
@@ -540,6 +541,7 @@ fn a_retried_record_arriving_after_later_ones_is_counted_and_a_true_duplicate_is
         r.source = Some(SourceOffset {
             partition: 4,
             offset: raw,
+            file: None,
         });
         r
     };
@@ -574,6 +576,7 @@ fn a_checkpoint_after_300_raw_partitions_fits_the_brokers_default_metadata_limit
         r.source = Some(SourceOffset {
             partition: (raw % 300) as i32,
             offset: 1_000_000_000 + raw,
+            file: None,
         });
         closed.extend(w.observe(0, raw, &r).1);
     }
