@@ -218,4 +218,40 @@ mod tests {
         assert_eq!(t.complete("t", 0, 14), Some(15));
         assert_eq!(t.in_flight(), 0);
     }
+
+    proptest::proptest! {
+        /// Against the rule itself: the offset to commit is one past the longest run of done
+        /// records from the oldest begun, whatever the gaps between offsets and the order of
+        /// completions.
+        #[test]
+        fn tracker_matches_the_contiguous_rule(
+            gaps in proptest::collection::vec(1i64..4, 1..60),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..60),
+        ) {
+            let offsets: Vec<i64> = gaps.iter().scan(100, |o, g| { *o += g; Some(*o) }).collect();
+            let mut t = OffsetTracker::default();
+            for o in &offsets {
+                t.begin("t", 3, *o);
+            }
+            let mut done = vec![false; offsets.len()];
+            let mut committed = None;
+            for pick in order {
+                let i = pick.index(offsets.len());
+                let got = t.complete("t", 3, offsets[i]);
+                let advanced = !done[i];
+                done[i] = true;
+                let run = done.iter().take_while(|d| **d).count();
+                let want = (run > 0).then(|| offsets[run - 1] + 1).filter(|w| Some(*w) != committed);
+                if advanced {
+                    proptest::prop_assert_eq!(got, want);
+                    if want.is_some() {
+                        committed = want;
+                    }
+                } else {
+                    proptest::prop_assert_eq!(got, None, "a record completed twice");
+                }
+            }
+            proptest::prop_assert_eq!(t.in_flight(), offsets.len() - done.iter().take_while(|d| **d).count());
+        }
+    }
 }
