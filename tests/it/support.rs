@@ -683,6 +683,7 @@ pub fn producer_args(topic: &str, seed: u64, hosts: usize) -> producer::Producer
         follow: false,
         checkpoint_dir: scratch_dir("checkpoints"),
         checkpoint_interval_ms: 1000,
+        fingerprint_wait_ms: 5000,
         from_start: false,
         format: producer::formats::InputFormat::SeedJson,
         netfilter_deny_pattern: log_formats::DEFAULT_DENY_PREFIX.into(),

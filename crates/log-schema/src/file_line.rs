@@ -3,7 +3,8 @@
 //!
 //! A file is known by its content, not its name or inode: its [`FileFingerprint`] is the first
 //! 8 bytes of the SHA-256 of its first [`FINGERPRINT_BYTES`] bytes (decompressed, for a gzip
-//! file; all of it when it is shorter and complete). A line is then `file:<fingerprint>` at its
+//! file; all of it when it is shorter and complete; the bytes it held, for a short file the
+//! producer followed, which its saved position records). A line is then `file:<fingerprint>` at its
 //! byte offset, carried in the [`crate::headers::ORIGIN`] header as
 //! `file:<fingerprint>/0/<offset>`, so re-sending it (after a producer crash, a rotation, or
 //! an import run twice) gives it the same `event_id` and the same Cassandra row, and the

@@ -126,6 +126,7 @@ fn advance(s: &mut State) {
             s.front += 1;
             s.acked = Some(Resume {
                 file: e.at.file,
+                fingerprint_bytes: e.at.fingerprint_bytes,
                 offset: e.at.end,
             });
         }
@@ -139,8 +140,16 @@ struct Saved {
     input: String,
     /// Fingerprint of the file the position is in.
     file: FileFingerprint,
+    /// How many of the file's first bytes the fingerprint covers (fewer than 1,024 for a file
+    /// followed while it was short).
+    #[serde(default = "full_fingerprint")]
+    fingerprint_bytes: usize,
     /// Byte offset after the last acknowledged line.
     offset: u64,
+}
+
+fn full_fingerprint() -> usize {
+    log_schema::file_line::FINGERPRINT_BYTES
 }
 
 /// The checkpoint file of one input path.
@@ -190,6 +199,7 @@ impl Store {
         })?;
         let resume = Resume {
             file: saved.file,
+            fingerprint_bytes: saved.fingerprint_bytes,
             offset: saved.offset,
         };
         self.saved = Some(resume);
@@ -207,6 +217,7 @@ impl Store {
         let saved = Saved {
             input: self.input.clone(),
             file: position.file,
+            fingerprint_bytes: position.fingerprint_bytes,
             offset: position.offset,
         };
         let write = || -> std::io::Result<()> {
@@ -232,6 +243,7 @@ mod tests {
     fn at(start: u64, end: u64) -> LinePos {
         LinePos {
             file: FileFingerprint(7),
+            fingerprint_bytes: 1024,
             start,
             end,
         }
@@ -273,6 +285,7 @@ mod tests {
         assert_eq!(store.load().expect("load"), None);
         let r = Resume {
             file: FileFingerprint(0xabc),
+            fingerprint_bytes: 300,
             offset: 4096,
         };
         store.save(Some(r)).expect("save");

@@ -90,6 +90,12 @@ pub struct ProducerArgs {
     #[arg(long, env = "PRODUCER_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
 
+    /// With --follow: how long a file shorter than 1 KiB waits to grow before its lines are
+    /// sent under a fingerprint of the bytes it holds (a file that reaches 1 KiB first is
+    /// fingerprinted over its first KiB, like an imported one).
+    #[arg(long, env = "PRODUCER_FINGERPRINT_WAIT_MS", default_value_t = 5000)]
+    pub fingerprint_wait_ms: u64,
+
     /// Read the --input file from its start, ignoring its saved position (its lines keep their
     /// identity, so lines sent before rewrite the same rows).
     #[arg(long, env = "PRODUCER_FROM_START", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -8,8 +8,9 @@
 //!
 //! Every line of a file has an identity ([`LinePos`]): the file's fingerprint
 //! ([`log_schema::file_line`]) and the line's byte offset. A followed file is fingerprinted
-//! once it holds [`FINGERPRINT_BYTES`] bytes (or once it was rotated away, complete): until
-//! then its lines wait. [`Lines::open`] resumes at a saved position ([`Resume`]): in the same
+//! once it holds [`FINGERPRINT_BYTES`] bytes, once it was rotated away (complete), or once its
+//! first line waited `fingerprint_wait` for more: then over the bytes it holds, a number a
+//! saved position records. [`Lines::open`] resumes at a saved position ([`Resume`]): in the same
 //! file, or, when the path was rotated meanwhile, in the rotated file (found by its
 //! fingerprint next to the path) before the path's new file.
 
@@ -34,6 +35,8 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub struct LinePos {
     /// The file's fingerprint.
     pub file: FileFingerprint,
+    /// How many of the file's first bytes the fingerprint covers.
+    pub fingerprint_bytes: usize,
     /// Byte offset of the line's first byte.
     pub start: u64,
     /// Byte offset just after the line (and its `\n`).
@@ -46,6 +49,8 @@ pub struct LinePos {
 pub struct Resume {
     /// The file's fingerprint.
     pub file: FileFingerprint,
+    /// How many of the file's first bytes the fingerprint covers.
+    pub fingerprint_bytes: usize,
     /// Byte offset to continue from.
     pub offset: u64,
 }
@@ -72,9 +77,14 @@ pub struct Lines {
     reader: Box<dyn BufRead + Send>,
     max_line_bytes: usize,
     follow: Option<Followed>,
-    /// The fingerprint of the file being read: `None` for stdin, or for a followed file too
-    /// short to have one yet.
-    fingerprint: Option<FileFingerprint>,
+    /// The fingerprint of the file being read and the bytes it covers: `None` for stdin, or
+    /// for a followed file too short to have one yet.
+    fingerprint: Option<(FileFingerprint, usize)>,
+    /// How long a followed file's complete first line waits for the file to reach
+    /// [`FINGERPRINT_BYTES`] before it is fingerprinted over fewer.
+    fingerprint_wait: std::time::Duration,
+    /// Since when the open file has been too short to fingerprint.
+    short_since: Option<std::time::Instant>,
     /// Bytes consumed from the current file (decompressed).
     consumed: u64,
     /// Offset of the first byte of `partial`.
@@ -121,10 +131,9 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
     }
 }
 
-/// The fingerprint of a plain file as it is now, if it has one: it holds
-/// [`FINGERPRINT_BYTES`] bytes, or `complete` says it will not grow.
-fn fingerprint_of(file: &File, complete: bool) -> io::Result<Option<FileFingerprint>> {
-    let mut start = vec![0u8; FINGERPRINT_BYTES];
+/// Up to `max` of the first bytes of a plain file.
+fn start_of(file: &File, max: usize) -> io::Result<Vec<u8>> {
+    let mut start = vec![0u8; max];
     let mut read = 0;
     while read < start.len() {
         match file.read_at(&mut start[read..], read as u64) {
@@ -134,16 +143,31 @@ fn fingerprint_of(file: &File, complete: bool) -> io::Result<Option<FileFingerpr
             Err(e) => return Err(e),
         }
     }
-    Ok((read == FINGERPRINT_BYTES || complete).then(|| FileFingerprint::of(&start[..read])))
+    start.truncate(read);
+    Ok(start)
 }
 
-/// The fingerprint of a complete input stream's first bytes (decompressed).
-fn fingerprint_stream(mut reader: impl Read) -> io::Result<FileFingerprint> {
+/// The fingerprint of a plain file as it is now, if it has one: it holds
+/// [`FINGERPRINT_BYTES`] bytes, or `complete` says it will not grow.
+fn fingerprint_of(file: &File, complete: bool) -> io::Result<Option<(FileFingerprint, usize)>> {
+    let start = start_of(file, FINGERPRINT_BYTES)?;
+    Ok((start.len() == FINGERPRINT_BYTES || complete)
+        .then(|| (FileFingerprint::of(&start), start.len())))
+}
+
+/// Whether the first `bytes` bytes of a plain file have the fingerprint `wanted`.
+fn starts_as(file: &File, wanted: FileFingerprint, bytes: usize) -> io::Result<bool> {
+    let start = start_of(file, bytes.min(FINGERPRINT_BYTES))?;
+    Ok(start.len() == bytes && FileFingerprint::of(&start) == wanted)
+}
+
+/// The first [`FINGERPRINT_BYTES`] bytes of a complete input stream (decompressed).
+fn stream_start(reader: impl Read) -> io::Result<Vec<u8>> {
     let mut start = Vec::with_capacity(FINGERPRINT_BYTES);
-    (&mut reader)
+    reader
         .take(FINGERPRINT_BYTES as u64)
         .read_to_end(&mut start)?;
-    Ok(FileFingerprint::of(&start))
+    Ok(start)
 }
 
 impl Lines {
@@ -155,6 +179,7 @@ impl Lines {
         follow: bool,
         max_line_bytes: usize,
         resume: Option<Resume>,
+        fingerprint_wait: std::time::Duration,
     ) -> anyhow::Result<Self> {
         let max_line_bytes = max_line_bytes.max(1);
         if input == "-" {
@@ -164,7 +189,13 @@ impl Lines {
             let reader =
                 Self::decompressed(BufReader::new(Box::new(io::stdin()) as Box<dyn Read + Send>))
                     .context("read stdin")?;
-            return Ok(Self::new(reader, max_line_bytes, None, None));
+            return Ok(Self::new(
+                reader,
+                max_line_bytes,
+                None,
+                None,
+                fingerprint_wait,
+            ));
         }
         let path = Path::new(input);
         let file = File::open(path).with_context(|| format!("open {input}"))?;
@@ -178,16 +209,35 @@ impl Lines {
             if gzip {
                 bail!("--follow reads a growing plain-text file; {input} is gzip-compressed");
             }
-            return Self::follow(path, file, max_line_bytes, resume)
+            return Self::follow(path, file, max_line_bytes, resume, fingerprint_wait)
                 .with_context(|| format!("read {input}"));
         }
         let open = || -> io::Result<Box<dyn BufRead + Send>> {
             let file = File::open(path)?;
             Self::decompressed(BufReader::new(Box::new(file) as Box<dyn Read + Send>))
         };
-        let fingerprint = fingerprint_stream(open()?).with_context(|| format!("read {input}"))?;
-        let mut lines = Self::new(open()?, max_line_bytes, None, Some(fingerprint));
-        if let Some(r) = resume.filter(|r| r.file == fingerprint) {
+        let start = stream_start(open()?).with_context(|| format!("read {input}"))?;
+        // The saved position's fingerprint, if it covers this file's first bytes (it may cover
+        // fewer: a file followed while it was short); else this file's own.
+        let saved = resume.filter(|r| {
+            start.len() >= r.fingerprint_bytes
+                && FileFingerprint::of(&start[..r.fingerprint_bytes]) == r.file
+        });
+        let fingerprint = saved.map_or_else(
+            || (FileFingerprint::of(&start), start.len()),
+            |r| (r.file, r.fingerprint_bytes),
+        );
+        let new = |reader| {
+            Self::new(
+                reader,
+                max_line_bytes,
+                None,
+                Some(fingerprint),
+                fingerprint_wait,
+            )
+        };
+        let mut lines = new(open()?);
+        if let Some(r) = saved {
             // Decompressed bytes cannot be sought: read past them.
             let skipped = io::copy(&mut (&mut lines.reader).take(r.offset), &mut io::sink())
                 .with_context(|| format!("read {input}"))?;
@@ -198,14 +248,14 @@ impl Lines {
                     size = skipped,
                     "the saved position is past the end of the file: reading it from its start"
                 );
-                lines = Self::new(open()?, max_line_bytes, None, Some(fingerprint));
+                lines = new(open()?);
             } else {
                 lines.consumed = r.offset;
                 lines.line_start = r.offset;
-                info!(input, offset = r.offset, file = %fingerprint, "resuming at the saved position");
+                info!(input, offset = r.offset, file = %r.file, "resuming at the saved position");
             }
         } else if let Some(r) = resume {
-            info!(input, saved = %r.file, file = %fingerprint, "the saved position is of another file: reading this one from its start");
+            info!(input, saved = %r.file, file = %fingerprint.0, "the saved position is of another file: reading this one from its start");
         }
         Ok(lines)
     }
@@ -216,24 +266,26 @@ impl Lines {
         mut file: File,
         max_line_bytes: usize,
         resume: Option<Resume>,
+        fingerprint_wait: std::time::Duration,
     ) -> io::Result<Self> {
         let mut offset = 0;
         let mut fingerprint = fingerprint_of(&file, false)?;
         let mut backlog = std::collections::VecDeque::new();
         if let Some(r) = resume {
-            if fingerprint == Some(r.file) {
+            if starts_as(&file, r.file, r.fingerprint_bytes)? {
+                fingerprint = Some((r.file, r.fingerprint_bytes));
                 if file.metadata()?.len() >= r.offset {
                     offset = r.offset;
                 } else {
                     warn!(path = %path.display(), offset = r.offset, "the followed file is shorter than the saved position (truncated): reading it from its start");
                 }
-            } else if let Some(mut rotated) = rotated_since(path, r.file)? {
+            } else if let Some(mut rotated) = rotated_since(path, r)? {
                 // Rotated since the position was saved: finish that file, then the files
                 // rotated after it, then the path's file.
                 let (first, found) = rotated.remove(0);
                 info!(path = %path.display(), rotated = %first.display(), offset = r.offset, then = rotated.len(), "resuming in a rotated file");
                 file = found;
-                fingerprint = Some(r.file);
+                fingerprint = Some((r.file, r.fingerprint_bytes));
                 offset = r.offset.min(file.metadata()?.len());
                 backlog.extend(rotated.into_iter().map(|(p, _)| p));
             } else {
@@ -248,7 +300,13 @@ impl Lines {
             backlog,
         };
         let reader = Box::new(BufReader::new(file));
-        let mut lines = Self::new(reader, max_line_bytes, Some(followed), fingerprint);
+        let mut lines = Self::new(
+            reader,
+            max_line_bytes,
+            Some(followed),
+            fingerprint,
+            fingerprint_wait,
+        );
         lines.consumed = offset;
         lines.line_start = offset;
         Ok(lines)
@@ -258,13 +316,16 @@ impl Lines {
         reader: Box<dyn BufRead + Send>,
         max_line_bytes: usize,
         follow: Option<Followed>,
-        fingerprint: Option<FileFingerprint>,
+        fingerprint: Option<(FileFingerprint, usize)>,
+        fingerprint_wait: std::time::Duration,
     ) -> Self {
         Self {
             reader,
             max_line_bytes,
             follow,
             fingerprint,
+            fingerprint_wait,
+            short_since: None,
             consumed: 0,
             line_start: 0,
             partial: Vec::new(),
@@ -294,11 +355,15 @@ impl Lines {
                 && let Some(f) = &self.follow
             {
                 // Not fingerprinted yet: only once it holds enough bytes, or was rotated away
-                // (then it is complete).
-                let complete = self.path_moved_on()?;
-                match fingerprint_of(&f.file, complete)? {
-                    Some(fp) => self.fingerprint = Some(fp),
-                    None => return Ok(Next::Pending),
+                // (then it is complete), or its first line waited long enough.
+                let start = start_of(&f.file, FINGERPRINT_BYTES)?;
+                let since = *self.short_since.get_or_insert_with(std::time::Instant::now);
+                let waited = start.contains(&b'\n') && since.elapsed() >= self.fingerprint_wait;
+                if start.len() == FINGERPRINT_BYTES || waited || self.path_moved_on()? {
+                    self.fingerprint = Some((FileFingerprint::of(&start), start.len()));
+                    self.short_since = None;
+                } else {
+                    return Ok(Next::Pending);
                 }
             }
             match self.read_until_newline()? {
@@ -344,8 +409,9 @@ impl Lines {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        let at = self.fingerprint.map(|file| LinePos {
+        let at = self.fingerprint.map(|(file, fingerprint_bytes)| LinePos {
             file,
+            fingerprint_bytes,
             start: self.line_start,
             end: self.consumed,
         });
@@ -420,6 +486,7 @@ impl Lines {
         } else {
             None
         };
+        self.short_since = None;
         self.reader = Box::new(BufReader::new(file));
         self.consumed = 0;
         self.line_start = 0;
@@ -432,7 +499,7 @@ impl Lines {
 /// `access.log-20261207`), from the one whose fingerprint is `wanted` (where a rotation put
 /// the file of a saved position) to the newest, ordered by modification time: the files to
 /// read before the path's, oldest first. `None` when no such file has that fingerprint.
-fn rotated_since(path: &Path, wanted: FileFingerprint) -> io::Result<Option<Vec<(PathBuf, File)>>> {
+fn rotated_since(path: &Path, wanted: Resume) -> io::Result<Option<Vec<(PathBuf, File)>>> {
     let (Some(name), dir) = (path.file_name(), path.parent()) else {
         return Ok(None);
     };
@@ -462,7 +529,7 @@ fn rotated_since(path: &Path, wanted: FileFingerprint) -> io::Result<Option<Vec<
     rotated.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let mut found = None;
     for (i, (_, _, file)) in rotated.iter().enumerate() {
-        if fingerprint_of(file, true)? == Some(wanted) {
+        if starts_as(file, wanted.file, wanted.fingerprint_bytes)? {
             found = Some(i);
             break;
         }
@@ -484,8 +551,11 @@ fn newline_at(bytes: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// Long enough that the tests' short files wait for their first KiB.
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
     fn lines_of(input: &str, max: usize) -> Vec<(Vec<u8>, bool)> {
-        let mut lines = Lines::open(input, false, max, None).expect("open");
+        let mut lines = Lines::open(input, false, max, None, WAIT).expect("open");
         let mut out = Vec::new();
         let mut line = Vec::new();
         loop {
@@ -524,7 +594,7 @@ mod tests {
         std::io::Write::write_all(&mut encoder, &content).expect("compress");
         std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
         assert_eq!(lines_of(gz.to_str().expect("utf8"), 32), want);
-        assert!(Lines::open(gz.to_str().expect("utf8"), true, 32, None).is_err());
+        assert!(Lines::open(gz.to_str().expect("utf8"), true, 32, None, WAIT).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -551,11 +621,17 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_restart_resumes_in_the_rotated_files_in_order_with_stable_identities() {
-        let dir = std::env::temp_dir().join(format!("producer-follow-{}", std::process::id()));
+    /// A fresh directory for one test.
+    fn fresh_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("producer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[test]
+    fn a_restart_resumes_in_the_rotated_files_in_order_with_stable_identities() {
+        let dir = fresh_dir("follow");
         let path = dir.join("access.log");
         let input = path.to_str().expect("utf8");
         let append = |text: &str| {
@@ -569,7 +645,7 @@ mod tests {
         };
         // Too short to be fingerprinted: nothing yet.
         append(&numbered(0, 5));
-        let mut lines = Lines::open(input, true, 4096, None).expect("open");
+        let mut lines = Lines::open(input, true, 4096, None, WAIT).expect("open");
         assert!(drain(&mut lines).is_empty());
         append(&numbered(5, 20));
         let first = drain(&mut lines);
@@ -581,6 +657,7 @@ mod tests {
         // producer is down, with a partial last line in the middle file.
         let saved = Resume {
             file: fp,
+            fingerprint_bytes: FINGERPRINT_BYTES,
             offset: first[9].1.end,
         };
         drop(lines);
@@ -591,7 +668,7 @@ mod tests {
         std::fs::rename(&path, dir.join("access.log.1")).expect("rotate");
         std::thread::sleep(std::time::Duration::from_millis(20));
         append(&numbered(40, 15));
-        let mut lines = Lines::open(input, true, 4096, Some(saved)).expect("open");
+        let mut lines = Lines::open(input, true, 4096, Some(saved), WAIT).expect("open");
         let resumed = drain(&mut lines);
         let texts: Vec<&str> = resumed.iter().map(|(t, _)| t.as_str()).collect();
         let mut want: Vec<String> = (10..55)
@@ -601,6 +678,48 @@ mod tests {
         assert_eq!(texts, want);
         // The lines after the saved position keep the identity they had.
         assert_eq!(&resumed[..15], &first[10..]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_short_file_is_sent_after_the_wait_and_resumed_by_the_bytes_it_was_fingerprinted_over() {
+        let dir = fresh_dir("short");
+        let path = dir.join("quiet.log");
+        let input = path.to_str().expect("utf8");
+        std::fs::write(&path, numbered(0, 3)).expect("write");
+        let mut lines =
+            Lines::open(input, true, 4096, None, std::time::Duration::ZERO).expect("open");
+        let first = drain(&mut lines);
+        assert_eq!(first.len(), 3, "sent without waiting for 1 KiB");
+        let short = std::fs::read(&path).expect("read");
+        assert_eq!(first[0].1.fingerprint_bytes, short.len());
+        assert_eq!(first[0].1.file, FileFingerprint::of(&short));
+        // The file grows past 1 KiB; a restart after line 1 resumes in it, same identities.
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            f.write_all(numbered(3, 20).as_bytes()).expect("append");
+        }
+        let saved = Resume {
+            file: first[0].1.file,
+            fingerprint_bytes: short.len(),
+            offset: first[1].1.end,
+        };
+        drop(lines);
+        let mut lines = Lines::open(input, true, 4096, Some(saved), WAIT).expect("open");
+        let resumed = drain(&mut lines);
+        assert_eq!(resumed.len(), 21);
+        assert_eq!(resumed[0], first[2]);
+        // Imported (not followed) with the same saved position: the same identities too.
+        let mut lines = Lines::open(input, false, 4096, Some(saved), WAIT).expect("open");
+        let mut line = Vec::new();
+        match lines.next_line(&mut line).expect("read") {
+            Next::Line { at, .. } => assert_eq!(at, Some(first[2].1)),
+            other => panic!("expected a line, got {other:?}"),
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

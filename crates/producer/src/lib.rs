@@ -248,6 +248,7 @@ pub async fn run_until(
             args.follow,
             args.max_line_bytes,
             resume,
+            Duration::from_millis(args.fingerprint_wait_ms),
         )?)),
     };
     // Bursts of at most ~10 ms of traffic: smooth, not "everything at the top of the second".
