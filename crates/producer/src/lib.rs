@@ -287,7 +287,8 @@ pub async fn run_until(
             }
             if Instant::now() >= next_save {
                 next_save = Instant::now() + save_every;
-                store.save(acks.acked())?;
+                // A write and two fsyncs: off the runtime's workers.
+                pipeline_runtime::run_blocking(|| store.save(acks.acked()))?;
             }
         }
         if shutdown.is_cancelled()
@@ -390,7 +391,7 @@ pub async fn run_until(
         warn!(%error, "flush did not complete");
     }
     if let (Some(store), Some(acks)) = (&mut store, &acks) {
-        store.save(acks.acked())?;
+        pipeline_runtime::run_blocking(|| store.save(acks.acked()))?;
         if let Some(at) = acks.acked() {
             info!(file = %at.file, offset = at.offset, checkpoint = %store.path().display(), "read position saved");
         }
