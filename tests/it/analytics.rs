@@ -312,7 +312,12 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
     let records = traffic(
         start,
         59_000,
-        vec![Scenario::PortScan, Scenario::Flood, Scenario::DenyBurst],
+        vec![
+            Scenario::PortScan,
+            Scenario::Flood,
+            Scenario::DenyBurst,
+            Scenario::HostSweep,
+        ],
     );
     support::produce(&t.input, &records).await;
     let distinct_sources: BTreeSet<&[u8]> = records.iter().filter_map(|r| r.0.as_deref()).collect();
@@ -327,13 +332,14 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
         (AlertRule::PortScan, Scenario::PortScan.attacker(0), start),
         (AlertRule::Flood, Scenario::Flood.attacker(1), start),
         (AlertRule::DenyBurst, Scenario::DenyBurst.attacker(2), start),
+        (AlertRule::HostSweep, Scenario::HostSweep.attacker(3), start),
     ]
     .into();
     assert_eq!(
         got, want,
         "exactly one alert per scenario and none for baseline traffic"
     );
-    assert_eq!(alerts.len(), 3);
+    assert_eq!(alerts.len(), 4);
     for a in &alerts {
         assert_eq!(a.alert_id, Alert::id(a.rule, a.source_ip, a.window_start));
         assert!(a.value >= a.threshold && !a.summary.is_empty());
@@ -355,7 +361,7 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
             (start.date_naive(),),
         )
         .await;
-        if by_day.len() >= 3 {
+        if by_day.len() >= 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

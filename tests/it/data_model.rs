@@ -138,16 +138,19 @@ fn windows(events: &[Event]) -> BTreeMap<(String, DateTime<Utc>), Vec<&Event>> {
 }
 
 /// The alerts the documented rules raise (thresholds reached: 100 distinct ports, 5,000
-/// events, 100 denied per source and minute): (window start, rule, source).
+/// events, 100 denied, 100 distinct destinations per source and minute): (window start, rule,
+/// source).
 fn alerts(events: &[Event]) -> BTreeSet<(DateTime<Utc>, String, String)> {
     let mut out = BTreeSet::new();
     for ((src, minute), evs) in windows(events) {
         let ports: BTreeSet<u16> = evs.iter().map(|e| e.port).collect();
+        let hosts: BTreeSet<&str> = evs.iter().map(|e| e.dst.as_str()).collect();
         let denied = evs.iter().filter(|e| e.denied()).count();
         for (rule, hit) in [
             ("port_scan", ports.len() >= 100),
             ("flood", evs.len() >= 5_000),
             ("deny_burst", denied >= 100),
+            ("host_sweep", hosts.len() >= 100),
         ] {
             if hit {
                 out.insert((minute, rule.to_owned(), src.clone()));

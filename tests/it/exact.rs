@@ -232,6 +232,7 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
         (AlertRule::PortScan, 100),
         (AlertRule::Flood, 5_000),
         (AlertRule::DenyBurst, 100),
+        (AlertRule::HostSweep, 100),
     ];
     let mut want_alerts = BTreeSet::new();
     for s in emitted.values() {

@@ -168,6 +168,7 @@ fn assert_exactly_once(
         (AlertRule::PortScan, 100),
         (AlertRule::Flood, 5_000),
         (AlertRule::DenyBurst, 100),
+        (AlertRule::HostSweep, 100),
     ];
     let want: BTreeSet<uuid::Uuid> = emitted
         .values()

@@ -26,5 +26,7 @@ mod reader;
 mod secured;
 mod security;
 mod support;
+mod threats;
 mod trust;
+mod webhook;
 mod writer;

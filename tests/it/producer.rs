@@ -1,5 +1,6 @@
 //! The producer against the real broker.
 
+use std::net::IpAddr;
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -147,11 +148,18 @@ async fn each_scenario_puts_its_pattern_on_the_topic() {
     support::fresh_topics(&[&topic]).await;
     let mut a = args(&topic);
     a.count = Some(7_000);
-    a.generator.scenarios = vec![Scenario::PortScan, Scenario::Flood, Scenario::DenyBurst];
+    a.generator.scenarios = vec![
+        Scenario::PortScan,
+        Scenario::Flood,
+        Scenario::DenyBurst,
+        Scenario::HostSweep,
+    ];
     run(a).await;
     let records = support::read_topic(&topic, 7_000, DEADLINE);
-    // (source, minute) → (events, distinct ports, denied)
-    let mut per: HashMap<(String, i64), (usize, HashSet<u16>, usize)> = HashMap::new();
+    // (source, minute) → (events, distinct ports, denied, distinct destinations)
+    #[allow(clippy::type_complexity)] // reason: a one-off tally, named by the comment above
+    let mut per: HashMap<(String, i64), (usize, HashSet<u16>, usize, HashSet<IpAddr>)> =
+        HashMap::new();
     for r in &records {
         let origin = Origin {
             topic: &topic,
@@ -165,6 +173,7 @@ async fn each_scenario_puts_its_pattern_on_the_topic() {
         e.0 += 1;
         e.1.insert(v.port);
         e.2 += usize::from(v.action.is_denied());
+        e.3.insert(v.destination_ip);
     }
     let find = |ip: String| {
         per.iter()
@@ -179,4 +188,6 @@ async fn each_scenario_puts_its_pattern_on_the_topic() {
     assert!(flood.iter().any(|v| v.0 >= 5_000), "flood");
     let deny = find(Scenario::DenyBurst.attacker(2).to_string());
     assert!(deny.iter().any(|v| v.2 >= 100), "deny burst");
+    let sweep = find(Scenario::HostSweep.attacker(3).to_string());
+    assert!(sweep.iter().any(|v| v.3.len() >= 100), "host sweep");
 }

@@ -102,6 +102,8 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         alert_port_scan_ports: 100,
         alert_flood_events: 5_000,
         alert_deny_burst_denied: 100,
+        alert_host_sweep_destinations: 100,
+        alert_allowlist: Default::default(),
         analytics_group_id: t.analytics_group(),
         max_windows_per_minute: 50_000,
         max_distinct_per_minute: 500_000,
@@ -114,6 +116,8 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         geoip_city_db: None,
         geoip_asn_db: None,
         geoip_reload_interval_ms: 2_000,
+        threat_lists: Default::default(),
+        threat_reload_interval_ms: 2_000,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The writer's command line.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use backon::ExponentialBuilder;
 use clap::Args;
@@ -118,18 +118,133 @@ pub struct WriterArgs {
     /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), in ms.
     #[arg(long, env = "WRITER_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
     pub transaction_timeout_ms: u64,
+
+    /// The alert hand-off to a webhook (off unless `WRITER_WEBHOOK_URL` is set).
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// Options of the alert hand-off: every alert of `WRITER_ALERTS_TOPIC` POSTed to a webhook.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// URL every alert is POSTed to as JSON (the `ip_alerts` payload), with the header
+    /// `Idempotency-Key: <alert_id>`; empty: no hand-off.
+    #[arg(
+        id = "webhook_url",
+        long = "webhook-url",
+        env = "WRITER_WEBHOOK_URL",
+        default_value = ""
+    )]
+    pub url: String,
+
+    /// File holding the webhook's secret token, sent as `Authorization: Bearer <token>` (read
+    /// at every call, so a rotated token applies at once; trailing newline ignored); unset: no
+    /// `Authorization` header.
+    #[arg(
+        id = "webhook_token_file",
+        long = "webhook-token-file",
+        env = "WRITER_WEBHOOK_TOKEN_FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) to verify an `https` webhook with, besides the system's roots.
+    #[arg(
+        id = "webhook_ca_file",
+        long = "webhook-ca-file",
+        env = "WRITER_WEBHOOK_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+
+    /// Consumer group of the hand-off (its own offsets on the alerts topic).
+    #[arg(
+        id = "webhook_group_id",
+        long = "webhook-group-id",
+        env = "WRITER_WEBHOOK_GROUP_ID",
+        default_value = "alert-webhook"
+    )]
+    pub group_id: String,
+
+    /// Timeout of one webhook call, in ms.
+    #[arg(
+        id = "webhook_timeout_ms",
+        long = "webhook-timeout-ms",
+        env = "WRITER_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub timeout_ms: u64,
+
+    /// Calls per alert before it is dead-lettered (`alert_undelivered`, with the last reason);
+    /// a refusal of the alert itself (HTTP 400, 413, 415, 422) is dead-lettered at once.
+    #[arg(
+        id = "webhook_max_attempts",
+        long = "webhook-max-attempts",
+        env = "WRITER_WEBHOOK_MAX_ATTEMPTS",
+        default_value_t = 20
+    )]
+    pub max_attempts: usize,
+
+    /// First retry delay of a failed call, in ms (doubles each attempt, with jitter).
+    #[arg(
+        id = "webhook_retry_min_delay_ms",
+        long = "webhook-retry-min-delay-ms",
+        env = "WRITER_WEBHOOK_RETRY_MIN_DELAY_MS",
+        default_value_t = 500
+    )]
+    pub retry_min_delay_ms: u64,
+
+    /// Largest retry delay, in ms.
+    #[arg(
+        id = "webhook_retry_max_delay_ms",
+        long = "webhook-retry-max-delay-ms",
+        env = "WRITER_WEBHOOK_RETRY_MAX_DELAY_MS",
+        default_value_t = 30_000
+    )]
+    pub retry_max_delay_ms: u64,
+
+    /// Most alerts being delivered at once; beyond it the hand-off stops reading.
+    #[arg(
+        id = "webhook_max_in_flight",
+        long = "webhook-max-in-flight",
+        env = "WRITER_WEBHOOK_MAX_IN_FLIGHT",
+        default_value_t = 64
+    )]
+    pub max_in_flight: usize,
+}
+
+impl WebhookArgs {
+    /// Whether the hand-off runs.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    pub(crate) fn backoff(&self) -> ExponentialBuilder {
+        backoff(
+            self.retry_min_delay_ms,
+            self.retry_max_delay_ms,
+            self.max_attempts.max(1),
+        )
+    }
 }
 
 impl WriterArgs {
     pub(crate) fn backoff(&self) -> ExponentialBuilder {
-        let b = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(self.retry_min_delay_ms))
-            .with_max_delay(Duration::from_millis(self.retry_max_delay_ms))
-            .with_jitter();
-        if self.retry_max_attempts == 0 {
-            b.without_max_times()
-        } else {
-            b.with_max_times(self.retry_max_attempts)
-        }
+        backoff(
+            self.retry_min_delay_ms,
+            self.retry_max_delay_ms,
+            self.retry_max_attempts,
+        )
+    }
+}
+
+/// Exponential backoff with jitter from `min_ms` to `max_ms`, for `attempts` attempts in all
+/// (0: without limit).
+fn backoff(min_ms: u64, max_ms: u64, attempts: usize) -> ExponentialBuilder {
+    let b = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(min_ms))
+        .with_max_delay(Duration::from_millis(max_ms))
+        .with_jitter();
+    match attempts {
+        0 => b.without_max_times(),
+        n => b.with_max_times(n - 1),
     }
 }

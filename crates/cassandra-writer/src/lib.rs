@@ -6,12 +6,14 @@
 
 mod committer;
 pub mod config;
+mod dead_letter;
 mod execute;
 mod group;
 pub mod metrics;
 pub mod migrate;
 pub mod rows;
 mod shared;
+mod webhook;
 mod write;
 pub mod writer;
 
@@ -38,4 +40,12 @@ pub struct Cli {
 pub enum Command {
     /// Create the keyspace and apply pending schema migrations, then exit.
     Migrate(MigrateArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -94,7 +94,28 @@ pub const WRITE_RETRIES: Metric = Metric {
     help: "Write attempts that failed and were retried",
 };
 
-/// Registers every metric with help text and zero values.
+/// `writer_webhook_calls_total`.
+pub const WEBHOOK_CALLS: Metric = Metric {
+    name: "writer_webhook_calls_total",
+    kind: MetricKind::Counter,
+    labels: &["result"],
+    help: "Calls of the alert webhook by result: accepted, failed (retried or given up), refused (the alert itself, dead-lettered at once)",
+};
+/// `writer_webhook_alerts_total`.
+pub const WEBHOOK_ALERTS: Metric = Metric {
+    name: "writer_webhook_alerts_total",
+    kind: MetricKind::Counter,
+    labels: &["outcome"],
+    help: "Records of the alerts topic the hand-off finished, by outcome: delivered, dead_lettered (alert_undelivered), skipped (not an alert; the row stage dead-letters it)",
+};
+/// `writer_webhook_in_flight`.
+pub const WEBHOOK_IN_FLIGHT: Metric = Metric {
+    name: "writer_webhook_in_flight",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Alerts taken by the hand-off and not yet delivered or dead-lettered",
+};
+
 /// Every metric of the writer (with its consumer's and transactions').
 pub const METRICS: &[&[Metric]] = &[
     WRITER,
@@ -117,6 +138,9 @@ const WRITER: &[Metric] = &[
     E2E_LATENCY_SECONDS,
     IN_FLIGHT,
     REQUESTS_IN_FLIGHT,
+    WEBHOOK_CALLS,
+    WEBHOOK_ALERTS,
+    WEBHOOK_IN_FLIGHT,
 ];
 
 /// Registers every metric with help text and zero values.
@@ -145,8 +169,19 @@ pub(crate) fn describe_metrics() {
     ] {
         metrics::counter!(WRITE_ERRORS.name, "kind" => kind).absolute(0);
     }
-    for kind in ["write_rejected", "malformed_json", "invalid_type"] {
+    for kind in [
+        "write_rejected",
+        "malformed_json",
+        "invalid_type",
+        "alert_undelivered",
+    ] {
         metrics::counter!(DEAD_LETTERS.name, "kind" => kind).absolute(0);
+    }
+    for result in ["accepted", "failed", "refused"] {
+        metrics::counter!(WEBHOOK_CALLS.name, "result" => result).absolute(0);
+    }
+    for outcome in ["delivered", "dead_lettered", "skipped"] {
+        metrics::counter!(WEBHOOK_ALERTS.name, "outcome" => outcome).absolute(0);
     }
 }
 
@@ -165,6 +200,10 @@ pub struct WriterStats {
     pub retries: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Alerts the hand-off delivered to the webhook.
+    pub alerts_delivered: AtomicU64,
+    /// Alerts the hand-off dead-lettered (`alert_undelivered`).
+    pub alerts_undelivered: AtomicU64,
     /// Partitions currently assigned to this instance.
     pub assigned_partitions: Arc<std::sync::atomic::AtomicUsize>,
     latencies: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,

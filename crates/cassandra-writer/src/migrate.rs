@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_bounded_partitions.cql",
         cql: include_str!("../../../migrations/0005_bounded_partitions.cql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_threat_lists.cql",
+        cql: include_str!("../../../migrations/0006_threat_lists.cql"),
+    },
 ];
 
 impl Migration {

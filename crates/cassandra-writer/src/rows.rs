@@ -24,8 +24,8 @@ pub fn insert_cql(keyspace: &str) -> String {
          destination_ip, port, protocol, bytes_sent, bytes_received, action, denied, created_at, ingested_at, total_bytes, \
          source_ip_class, destination_ip_class, service, source_country, source_city, \
          source_asn, source_as_org, destination_country, destination_city, destination_asn, \
-         destination_as_org) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         destination_as_org, source_threats, destination_threats) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 }
 
@@ -108,11 +108,18 @@ pub struct AccessLogRow<'a> {
     destination_city: Unset<&'a str>,
     destination_asn: Unset<i64>,
     destination_as_org: Unset<&'a str>,
+    source_threats: Unset<&'a Vec<String>>,
+    destination_threats: Unset<&'a Vec<String>>,
 }
 
 /// An absent value is left unset, not bound to null: a null would write a tombstone per
 /// absent cell (nine per row without GeoIP databases).
 type Unset<T> = scylla::value::MaybeUnset<T>;
+
+/// A list of names, unset when empty (an empty set is a null: a tombstone).
+fn unset_if_empty(names: &Vec<String>) -> Unset<&Vec<String>> {
+    Unset::from_option((!names.is_empty()).then_some(names))
+}
 
 /// The row of `r` in `access_logs` (`created_at` = now).
 pub fn access_log_row(r: &ValidatedRecord) -> AccessLogRow<'_> {
@@ -143,5 +150,7 @@ pub fn access_log_row(r: &ValidatedRecord) -> AccessLogRow<'_> {
         destination_city: Unset::from_option(d.and_then(|g| g.city.as_deref())),
         destination_asn: Unset::from_option(d.and_then(|g| g.asn).map(i64::from)),
         destination_as_org: Unset::from_option(d.and_then(|g| g.as_org.as_deref())),
+        source_threats: unset_if_empty(&r.source_threats),
+        destination_threats: unset_if_empty(&r.destination_threats),
     }
 }

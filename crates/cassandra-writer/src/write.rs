@@ -5,23 +5,19 @@ use std::{
     time::Duration,
 };
 
-use backon::Retryable as _;
 use chrono::{DateTime, Utc};
 use log_schema::{Alert, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats};
 use pipeline_runtime::observe;
-use pipeline_runtime::{
-    failure::{ProduceFailure, ReportedAt, classify_produce},
-    transaction::Delivery,
-};
-use rdkafka::producer::FutureRecord;
+use pipeline_runtime::transaction::Delivery;
 use scylla::statement::prepared::PreparedStatement;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
     config::WriterArgs,
+    dead_letter::Dlq,
     execute::{WriteError, execute},
-    metrics::{DEAD_LETTERS, E2E_LATENCY_SECONDS},
+    metrics::E2E_LATENCY_SECONDS,
     rows::access_log_row,
     shared::{Deferred, Outcome, Shared},
 };
@@ -242,41 +238,16 @@ async fn dead_letter(
             kind: error.kind,
         }));
     }
-    let send = || async {
-        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.args.dlq_topic).payload(&envelope);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        shared
-            .producer
-            .get()
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
+    let producer = shared.producer.get();
+    let dlq = Dlq {
+        producer: &producer,
+        topic: &shared.args.dlq_topic,
+        setting: "WRITER_DLQ_TOPIC",
+        backoff: shared.args.backoff(),
+        logs: &shared.logs,
     };
-    let topic = &shared.args.dlq_topic;
-    let retriable = |e: &rdkafka::error::KafkaError| {
-        classify_produce(e, topic, ReportedAt::Delivery) == ProduceFailure::Retriable
-    };
-    send.retry(shared.args.backoff())
-        .when(retriable)
-        .notify(|error, _| {
-            if let Some(suppressed) = shared.logs.allow() {
-                warn!(%error, suppressed, "dead-letter produce failed, retrying");
-            }
-        })
-        .await
-        .map_err(
-            |e| match classify_produce(&e, topic, ReportedAt::Delivery) {
-                ProduceFailure::Record(reason) | ProduceFailure::Environment(reason) => {
-                    anyhow::anyhow!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC): {reason}")
-                }
-                ProduceFailure::Retriable => anyhow::Error::new(e)
-                    .context(format!("cannot produce to `{topic}` (WRITER_DLQ_TOPIC)")),
-            },
-        )?;
+    crate::dead_letter::produce(dlq, &envelope, key, error.kind).await?;
     shared.stats.dead_lettered.fetch_add(1, Relaxed);
-    metrics::counter!(DEAD_LETTERS.name, "kind" => error.kind.as_str()).increment(1);
     Ok(None)
 }
 

@@ -111,6 +111,16 @@ pub async fn run_until(
     readiness.set("schema", Ok(()));
     crate::migrate::check_write_permission(&session, &args.cassandra.keyspace).await?;
     pipeline_runtime::run_blocking(|| {
+        let mut groups = vec![access::Group {
+            id: &args.group_id,
+            setting: "WRITER_GROUP_ID",
+        }];
+        if args.webhook.enabled() {
+            groups.push(access::Group {
+                id: &args.webhook.group_id,
+                setting: "WRITER_WEBHOOK_GROUP_ID",
+            });
+        }
         access::check(
             &args.kafka,
             &[
@@ -119,12 +129,21 @@ pub async fn run_until(
                 &args.alerts_topic,
                 &args.dlq_topic,
             ],
-            &[access::Group {
-                id: &args.group_id,
-                setting: "WRITER_GROUP_ID",
-            }],
+            &groups,
         )
     })?;
+    // The alert hand-off: its own stage and consumer group; either stage failing stops both.
+    let stop = shutdown.child_token();
+    let handoff = args.webhook.enabled().then(|| {
+        let (args, stop, stats, readiness) =
+            (args.clone(), stop.clone(), stats.clone(), readiness.clone());
+        readiness.declare(crate::webhook::READINESS, "not started yet");
+        tokio::spawn(async move {
+            let result = crate::webhook::run_until(args, stop.clone(), stats, readiness).await;
+            stop.cancel();
+            result
+        })
+    });
     let statements = Statements::prepare(&session, &args.cassandra.keyspace).await?;
     let (producer, committer, context, extra) = match args.delivery {
         Delivery::AtLeastOnce => (
@@ -226,10 +245,15 @@ pub async fn run_until(
         fatal: None,
         last_status: (Instant::now(), 0),
     };
-    let result = stage::run(&mut writer, timers, &shutdown).await;
+    let result = stage::run(&mut writer, timers, &stop).await;
+    stop.cancel();
+    let handed = match handoff {
+        Some(task) => task.await.context("the alert hand-off panicked")?,
+        None => Ok(()),
+    };
     server_stop.cancel();
     let _ = server.await;
-    result
+    result.and(handed)
 }
 
 /// The writer's state between records.

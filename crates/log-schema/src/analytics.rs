@@ -70,11 +70,18 @@ pub enum AlertRule {
     Flood,
     /// Many denied events for one source.
     DenyBurst,
+    /// Many distinct destination addresses from one source.
+    HostSweep,
 }
 
 impl AlertRule {
     /// Every rule.
-    pub const ALL: [AlertRule; 3] = [AlertRule::PortScan, AlertRule::Flood, AlertRule::DenyBurst];
+    pub const ALL: [AlertRule; 4] = [
+        AlertRule::PortScan,
+        AlertRule::Flood,
+        AlertRule::DenyBurst,
+        AlertRule::HostSweep,
+    ];
 
     /// Stable snake_case name.
     pub fn as_str(self) -> &'static str {
@@ -82,6 +89,7 @@ impl AlertRule {
             AlertRule::PortScan => "port_scan",
             AlertRule::Flood => "flood",
             AlertRule::DenyBurst => "deny_burst",
+            AlertRule::HostSweep => "host_sweep",
         }
     }
 
@@ -91,6 +99,7 @@ impl AlertRule {
             AlertRule::PortScan => stats.distinct_ports,
             AlertRule::Flood => stats.events,
             AlertRule::DenyBurst => stats.denied,
+            AlertRule::HostSweep => stats.distinct_destinations,
         }
     }
 }
@@ -145,6 +154,7 @@ impl Alert {
                 AlertRule::PortScan => "distinct destination ports",
                 AlertRule::Flood => "events",
                 AlertRule::DenyBurst => "denied connections",
+                AlertRule::HostSweep => "distinct destination addresses",
             };
             Alert {
                 alert_id: Self::id(rule, stats.source_ip, stats.window_start),

@@ -43,11 +43,14 @@ pub enum ErrorKind {
     /// Kafka refused the stream-reader's output for this record for good (larger than the
     /// producer's `message.max.bytes`, or rejected by the broker as an invalid record).
     OutputRejected,
+    /// The writer's alert hand-off could not deliver the alert to its webhook: the webhook
+    /// refused it, or kept failing for `WRITER_WEBHOOK_MAX_ATTEMPTS` calls.
+    AlertUndelivered,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for metrics pre-registration and tests).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::NotUtf8,
         ErrorKind::MalformedJson,
         ErrorKind::NotObject,
@@ -63,6 +66,7 @@ impl ErrorKind {
         ErrorKind::InvalidAction,
         ErrorKind::WriteRejected,
         ErrorKind::OutputRejected,
+        ErrorKind::AlertUndelivered,
     ];
 
     /// The stable snake_case name.
@@ -83,13 +87,17 @@ impl ErrorKind {
             ErrorKind::InvalidAction => "invalid_action",
             ErrorKind::WriteRejected => "write_rejected",
             ErrorKind::OutputRejected => "output_rejected",
+            ErrorKind::AlertUndelivered => "alert_undelivered",
         }
     }
 
     /// True for the kinds the validator gives a record; false for the kinds a delivery failure
-    /// gives (`write_rejected`, `output_rejected`).
+    /// gives (`write_rejected`, `output_rejected`, `alert_undelivered`).
     pub fn is_validation(self) -> bool {
-        !matches!(self, ErrorKind::WriteRejected | ErrorKind::OutputRejected)
+        !matches!(
+            self,
+            ErrorKind::WriteRejected | ErrorKind::OutputRejected | ErrorKind::AlertUndelivered
+        )
     }
 }
 
@@ -132,6 +140,11 @@ impl ValidationError {
     /// A write that Cassandra refused for good (used by the writer for its dead letters).
     pub fn write_rejected(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::WriteRejected, None, message)
+    }
+
+    /// An alert its webhook did not take (used by the writer's alert hand-off).
+    pub fn alert_undelivered(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::AlertUndelivered, None, message)
     }
 
     /// An output Kafka refused for good (used by the stream-reader for its dead letters).

@@ -183,6 +183,13 @@ pub struct ValidatedRecord {
     /// Where the destination address is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_geo: Option<Geo>,
+    /// The stream-reader's threat lists (`READER_THREAT_LISTS`) the source address is on, by
+    /// name; absent when on none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_threats: Vec<String>,
+    /// The threat lists the destination address is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_threats: Vec<String>,
     /// Partition and offset of the raw record it came from, or the file line it carries
     /// (absent in records that other producers wrote to the validated topic). The analytics
     /// stage uses it to count each raw record (each file line) once even when it was emitted

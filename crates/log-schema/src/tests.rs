@@ -640,3 +640,42 @@ fn decoders_reject_instants_outside_four_digit_utc_years() {
     let back = DeadLetter::from_json(edge.as_bytes()).expect("year 9999 in UTC");
     assert_eq!(DeadLetter::from_json(&back.to_json()).expect("again"), back);
 }
+
+/// The alert JSON the README documents as the contract, byte for byte.
+#[test]
+fn the_alert_contract_is_the_readme_example() {
+    let start = Utc
+        .with_ymd_and_hms(2026, 12, 7, 13, 5, 0)
+        .single()
+        .expect("valid date");
+    let stats = WindowStats {
+        source_ip: "203.0.113.224".parse().expect("ip"),
+        window_start: start,
+        window_end: start + chrono::TimeDelta::minutes(1),
+        events: 254,
+        bytes_sent: 15_240,
+        bytes_received: 0,
+        distinct_ports: 1,
+        distinct_destinations: 254,
+        denied: 61,
+        first_seen: start,
+        last_seen: start,
+        distinct_capped: false,
+        sources_capped: false,
+        source_geo: None,
+    };
+    let alert = Alert::evaluate(AlertRule::HostSweep, &stats, 100).expect("fires");
+    let readme = include_str!("../../../README.md");
+    let example = readme
+        .split("```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's alert example");
+    let example: String = example.lines().map(str::trim_start).collect();
+    assert_eq!(String::from_utf8(alert.to_json()).expect("utf8"), example);
+    assert_eq!(
+        Alert::from_json(example.as_bytes()).expect("decodes"),
+        alert
+    );
+    assert!(Alert::evaluate(AlertRule::HostSweep, &stats, 255).is_none());
+}

@@ -203,6 +203,8 @@ pub fn validate(
         ingested_at: now.trunc_subsecs(6),
         source_geo: None,
         destination_geo: None,
+        source_threats: Vec::new(),
+        destination_threats: Vec::new(),
         source: Some(SourceOffset {
             partition: origin.partition,
             offset: origin.offset,

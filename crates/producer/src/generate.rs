@@ -4,7 +4,8 @@
 //!   with weight `1 / (i + 20)`, so the busiest hosts send ~100× more than the long tail but
 //!   none dominates (the top host is ~1 % of traffic). 85 % private IPv4 (10/8, 172.16/12,
 //!   192.168/16), 10 % public IPv4, 5 % IPv6.
-//! * **Destinations**: 300 servers, half internal, half on the internet, some IPv6.
+//! * **Destinations**: 300 servers, half internal, half on the internet, some IPv6; each host
+//!   talks to 8 of them (its own, overlapping with its neighbours').
 //! * **Ports**: a weighted list of real services (https, http, dns, ssh, databases, …); 3 % are
 //!   ephemeral ports (49152–65535).
 //! * **Protocols**: TCP 80 %, UDP 17 %, ICMP 3 % (ICMP has port 0).
@@ -12,7 +13,7 @@
 //! * **Verdicts**: `deny_ratio` (default 5 %) of events are denied (DENY, DROP or REJECT).
 //!
 //! At default settings (1,000 logs/s) no host comes near an alert threshold: the busiest sends
-//! ~650 events a minute to ~40 distinct ports with ~30 denied.
+//! ~650 events a minute to ~40 distinct ports and 8 destinations with ~30 denied.
 //!
 //! **Attack scenarios** ([`Scenario`]) inject recognisable bursts from attacker IPs in the
 //! `203.0.113.0/24` documentation range, each burst within one event-time minute:
@@ -20,8 +21,10 @@
 //!   ~40 % REJECTed — ≥ 100 distinct destination ports within a minute (and < 100 denials);
 //! * `flood`: one source sends 6,000 small TCP/443 connections to one target — ≥ 5,000 events
 //!   within a minute;
-//! * `deny-burst`: one source is denied 150 times (SSH/RDP/SMB attempts on many hosts) —
-//!   ≥ 100 DENYs within a minute.
+//! * `deny-burst`: one source is denied 150 times (SSH/RDP/SMB attempts on 8 hosts) —
+//!   ≥ 100 DENYs within a minute;
+//! * `host-sweep`: one source probes SMB (TCP/445) on every address of a /24 (10.77.n.1–254),
+//!   1 event each, ~70 % REJECTed — ≥ 100 distinct destinations within a minute.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -42,6 +45,8 @@ pub enum Scenario {
     Flood,
     /// One source gets 150 DENY/DROP/REJECT verdicts within a minute.
     DenyBurst,
+    /// One source touches 254 hosts of a /24 on port 445 within a minute.
+    HostSweep,
 }
 
 impl Scenario {
@@ -51,17 +56,19 @@ impl Scenario {
             Scenario::PortScan => 150,
             Scenario::Flood => 6_000,
             Scenario::DenyBurst => 150,
+            Scenario::HostSweep => 254,
         }
     }
 
     /// Attacker address of burst number `n` of this scenario (203.0.113.0/24, TEST-NET-3).
     pub fn attacker(self, n: u64) -> IpAddr {
-        let base: u8 = match self {
-            Scenario::PortScan => 10,
-            Scenario::Flood => 80,
-            Scenario::DenyBurst => 160,
+        let (base, spread): (u8, u64) = match self {
+            Scenario::PortScan => (10, 64),
+            Scenario::Flood => (80, 64),
+            Scenario::DenyBurst => (160, 64),
+            Scenario::HostSweep => (224, 32),
         };
-        IpAddr::V4(Ipv4Addr::new(203, 0, 113, base + (n % 64) as u8))
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, base + (n % spread) as u8))
     }
 }
 
@@ -131,11 +138,16 @@ struct Host {
 
 struct Burst {
     scenario: Scenario,
+    /// Which burst this is (of all scenarios).
+    index: u64,
     attacker: Host,
     target: IpAddr,
     minute_end: DateTime<Utc>,
     next: usize,
 }
+
+/// Destinations each host talks to.
+const PEERS: usize = 8;
 
 const TCP_SERVICES: [(u16, u32); 16] = [
     (443, 400),
@@ -287,7 +299,8 @@ impl Generator {
                 style: self.config.timestamp_style,
             },
             source_ip: self.hosts[host].ip,
-            destination_ip: self.destinations[rng.random_range(0..self.destinations.len())],
+            destination_ip: self.destinations
+                [(host * PEERS + rng.random_range(0..PEERS)) % self.destinations.len()],
             port,
             protocol,
             bytes_sent: sent,
@@ -307,11 +320,13 @@ impl Generator {
             }
             let scenario = self.config.scenarios[i];
             let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-            let ip = scenario.attacker(self.burst_count);
+            let index = self.burst_count;
+            let ip = scenario.attacker(index);
             self.burst_count += 1;
             let target = self.destinations[self.rng.random_range(0..self.destinations.len())];
             self.bursts.push(Burst {
                 scenario,
+                index,
                 attacker: Host {
                     ip,
                     key: ip.to_string(),
@@ -353,8 +368,20 @@ impl Generator {
             Scenario::Flood => (443, Action::Allow, b.target, 300, 120),
             Scenario::DenyBurst => {
                 let port = [22, 3389, 445][n % 3];
-                let destination = self.destinations[n % self.destinations.len()];
+                let destination = self.destinations[n % PEERS];
                 (port, Action::Deny, destination, 80, 0)
+            }
+            Scenario::HostSweep => {
+                // Every address of one /24 once; most meet no listener, fewer than the
+                // deny-burst threshold are blocked, so a sweep raises exactly host_sweep.
+                let subnet = (b.index % 256) as u8;
+                let destination = IpAddr::V4(Ipv4Addr::new(10, 77, subnet, (n % 254) as u8 + 1));
+                let action = if rng.random_bool(0.25) {
+                    Action::Reject
+                } else {
+                    Action::Allow
+                };
+                (445, action, destination, 60, 0)
             }
         };
         let log = RawLog {

@@ -127,6 +127,19 @@ pub struct ReaderArgs {
     #[arg(long, env = "READER_ALERT_DENY_BURST_DENIED", default_value_t = 100)]
     pub alert_deny_burst_denied: i64,
 
+    /// host_sweep alert: distinct destination addresses of one source in a window.
+    #[arg(
+        long,
+        env = "READER_ALERT_HOST_SWEEP_DESTINATIONS",
+        default_value_t = 100
+    )]
+    pub alert_host_sweep_destinations: i64,
+
+    /// Addresses and CIDR blocks the rules skip (your own scanners, monitoring, NAT
+    /// gateways), comma-separated: their windows are computed and stored, but raise no alert.
+    #[arg(long, env = "READER_ALERT_ALLOWLIST", default_value = "", value_parser = crate::allowlist::Allowlist::parse)]
+    pub alert_allowlist: crate::allowlist::Allowlist,
+
     /// Delivery guarantee of every output (validated, dead letters, window stats, alerts):
     /// `at-least-once`, or `exactly-once` with Kafka transactions (outputs and input offsets
     /// committed together; consumers of the outputs must read with
@@ -167,6 +180,20 @@ pub struct ReaderArgs {
     /// How often the GeoIP files are checked for a change (then reloaded), in ms.
     #[arg(long, env = "READER_GEOIP_RELOAD_INTERVAL_MS", default_value_t = 2_000)]
     pub geoip_reload_interval_ms: u64,
+
+    /// Threat lists (one address or CIDR block a line, `#`/`;` comments: FireHOL, Spamhaus
+    /// DROP, most feeds), comma-separated `name=path` or `path` (named by the file's stem):
+    /// validated records name the lists each address is on. Empty: none.
+    #[arg(long, env = "READER_THREAT_LISTS", default_value = "", value_parser = crate::threats::ListSpecs::parse)]
+    pub threat_lists: crate::threats::ListSpecs,
+
+    /// How often the threat-list files are checked for a change (then reloaded), in ms.
+    #[arg(
+        long,
+        env = "READER_THREAT_RELOAD_INTERVAL_MS",
+        default_value_t = 2_000
+    )]
+    pub threat_reload_interval_ms: u64,
 }
 
 impl ReaderArgs {

@@ -19,7 +19,7 @@ use std::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use log_schema::Geo;
@@ -27,6 +27,8 @@ use maxminddb::Reader;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::watched::{Change, WatchedFile};
 
 /// The fields read from a City or Country database.
 #[derive(Deserialize)]
@@ -67,22 +69,19 @@ pub const CACHE_ENTRIES: usize = 65_536;
 #[derive(Debug)]
 struct Database {
     name: &'static str,
-    path: Option<PathBuf>,
+    file: Option<WatchedFile>,
     /// Bumped at every load, to invalidate cached lookups.
     generation: AtomicU64,
     loaded: RwLock<Option<Arc<Reader<Vec<u8>>>>>,
-    /// (modification time, size, inode) of the file as last seen, to notice a change.
-    seen: Mutex<Option<(SystemTime, u64, u64)>>,
 }
 
 impl Database {
     fn new(name: &'static str, path: Option<PathBuf>) -> Self {
         let db = Self {
             name,
-            path,
+            file: path.map(WatchedFile::new),
             generation: AtomicU64::new(0),
             loaded: RwLock::new(None),
-            seen: Mutex::new(None),
         };
         db.reload_if_changed();
         db
@@ -97,28 +96,15 @@ impl Database {
 
     /// Loads the file again if its modification time, size or inode changed since the last look.
     fn reload_if_changed(&self) {
-        let Some(path) = &self.path else { return };
-        let stamp = std::fs::metadata(path).ok().map(|m| {
-            // The inode too: a file renamed over the old one with the same size and time
-            // (`cp -p`) is still a change.
-            #[cfg(unix)]
-            let inode = std::os::unix::fs::MetadataExt::ino(&m);
-            #[cfg(not(unix))]
-            let inode = 0;
-            (
-                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                m.len(),
-                inode,
-            )
-        });
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if stamp == *seen {
-            return;
-        }
-        *seen = stamp;
-        if stamp.is_none() {
-            warn!(db = self.name, path = %path.display(), "GeoIP database absent: no enrichment from it until it appears");
-            return;
+        let Some(file) = &self.file else { return };
+        let path = file.path();
+        match file.check() {
+            Change::Same => return,
+            Change::Gone => {
+                warn!(db = self.name, path = %path.display(), "GeoIP database absent: no enrichment from it until it appears");
+                return;
+            }
+            Change::Changed => {}
         }
         match Reader::open_readfile(path) {
             Ok(reader) => {
@@ -161,7 +147,7 @@ impl GeoIp {
 
     /// True when a database is configured.
     pub fn configured(&self) -> bool {
-        self.city.path.is_some() || self.asn.path.is_some()
+        self.city.file.is_some() || self.asn.file.is_some()
     }
 
     /// What the databases say about `ip`; `None` when they say nothing (cached).
@@ -213,20 +199,9 @@ impl GeoIp {
             return;
         }
         let geo = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let geo = geo.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    geo.city.reload_if_changed();
-                    geo.asn.reload_if_changed();
-                })
-                .await;
-            }
+        crate::watched::every(interval, stop, move || {
+            geo.city.reload_if_changed();
+            geo.asn.reload_if_changed();
         });
     }
 }

@@ -64,6 +64,7 @@ use pipeline_runtime::{observe, shutdown};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub mod allowlist;
 pub mod analytics;
 mod batch;
 mod config;
@@ -71,7 +72,9 @@ pub mod geoip;
 mod metrics;
 mod outputs;
 pub mod reference;
+pub mod threats;
 mod validation;
+mod watched;
 pub mod windows;
 
 pub use config::ReaderArgs;
@@ -199,6 +202,11 @@ pub async fn run_until(
         Duration::from_millis(args.geoip_reload_interval_ms),
         stop.clone(),
     );
+    let threats = pipeline_runtime::run_blocking(|| threats::ThreatLists::open(&args.threat_lists));
+    threats.watch(
+        Duration::from_millis(args.threat_reload_interval_ms),
+        stop.clone(),
+    );
     let analytics = args.analytics.then(|| {
         let (args, stop, stats, readiness) =
             (args.clone(), stop.clone(), stats.clone(), readiness.clone());
@@ -208,7 +216,8 @@ pub async fn run_until(
             result
         })
     });
-    let validated = validation::validate_until(args, stop.clone(), stats, readiness, geo).await;
+    let validated =
+        validation::validate_until(args, stop.clone(), stats, readiness, geo, threats).await;
     stop.cancel();
     let analysed = match analytics {
         Some(task) => task.await.context("analytics stage panicked")?,

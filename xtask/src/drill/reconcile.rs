@@ -209,6 +209,10 @@ pub(super) async fn reconcile_analytics(
             log_schema::AlertRule::DenyBurst,
             defaults.alert_deny_burst_denied,
         ),
+        (
+            log_schema::AlertRule::HostSweep,
+            defaults.alert_host_sweep_destinations,
+        ),
     ];
     let want: BTreeSet<Uuid> = emitted
         .values()

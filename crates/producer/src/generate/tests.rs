@@ -38,7 +38,8 @@ fn default_traffic_is_valid_skewed_and_below_alert_thresholds() {
         partition: 0,
         offset: 0,
     };
-    let mut per_host: HashMap<String, (usize, HashSet<u16>, usize)> = HashMap::new();
+    let mut per_host: HashMap<String, (usize, HashSet<u16>, usize, HashSet<std::net::IpAddr>)> =
+        HashMap::new();
     let (mut icmp, mut v6, mut udp) = (0, 0, 0);
     // One minute at the default 1,000 logs/s.
     for i in 0..60_000 {
@@ -58,7 +59,13 @@ fn default_traffic_is_valid_skewed_and_below_alert_thresholds() {
         e.0 += 1;
         e.1.insert(r.port);
         e.2 += usize::from(r.action.is_denied());
+        e.3.insert(r.destination_ip);
     }
+    let max_destinations = per_host.values().map(|h| h.3.len()).max().expect("hosts");
+    assert!(
+        max_destinations <= 8,
+        "most destinations {max_destinations}"
+    );
     let max_events = per_host.values().map(|h| h.0).max().expect("hosts");
     let max_ports = per_host.values().map(|h| h.1.len()).max().expect("hosts");
     let max_denied = per_host.values().map(|h| h.2).max().expect("hosts");
@@ -76,7 +83,12 @@ fn default_traffic_is_valid_skewed_and_below_alert_thresholds() {
 #[test]
 fn scenarios_produce_their_pattern_within_one_minute() {
     let mut g = Generator::new(GeneratorConfig {
-        scenarios: vec![Scenario::PortScan, Scenario::Flood, Scenario::DenyBurst],
+        scenarios: vec![
+            Scenario::PortScan,
+            Scenario::Flood,
+            Scenario::DenyBurst,
+            Scenario::HostSweep,
+        ],
         ..Default::default()
     });
     let mut buf = Vec::new();
@@ -95,7 +107,7 @@ fn scenarios_produce_their_pattern_within_one_minute() {
             attacks.entry((s, key)).or_default().push(r);
         }
     }
-    assert_eq!(attacks.len(), 3);
+    assert_eq!(attacks.len(), 4);
     for ((s, _), events) in &attacks {
         let minutes: HashSet<i64> = events
             .iter()
@@ -110,6 +122,12 @@ fn scenarios_produce_their_pattern_within_one_minute() {
             Scenario::Flood => assert!(events.len() >= 5_000),
             Scenario::DenyBurst => {
                 assert!(events.iter().filter(|r| r.action.is_denied()).count() >= 100)
+            }
+            Scenario::HostSweep => {
+                let hosts: HashSet<_> = events.iter().map(|r| r.destination_ip).collect();
+                assert!(hosts.len() >= 100, "{}", hosts.len());
+                assert!(events.iter().all(|r| r.port == 445));
+                assert!(events.iter().filter(|r| r.action.is_denied()).count() < 100);
             }
         }
     }

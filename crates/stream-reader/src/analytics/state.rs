@@ -95,10 +95,12 @@ impl Analytics {
                 port_scan: args.alert_port_scan_ports,
                 flood: args.alert_flood_events,
                 deny_burst: args.alert_deny_burst_denied,
+                host_sweep: args.alert_host_sweep_destinations,
             },
             max_windows_per_minute: args.max_windows_per_minute,
             max_distinct_per_minute: args.max_distinct_per_minute,
-        });
+        })
+        .with_allowlist(args.alert_allowlist.clone());
         let (changes, checkpoints, lags) = (
             context
                 .changes

@@ -31,6 +31,7 @@ use crate::{
     geoip,
     metrics::log_status,
     outputs::{Event, Outputs},
+    threats::ThreatLists,
 };
 
 /// The input record an output belongs to; its single output finishes it.
@@ -70,6 +71,8 @@ struct Reader {
     uncommitted: Vec<Option<ErrorKind>>,
     /// GeoIP / ASN enrichment.
     geo: Arc<geoip::GeoIp>,
+    /// Threat-list enrichment.
+    threats: Arc<ThreatLists>,
     /// When the status line was last logged, and the records finished then.
     last_status: (Instant, u64),
 }
@@ -82,6 +85,7 @@ impl Reader {
         readiness: observe::Readiness,
         stats: Arc<ReaderStats>,
         geo: Arc<geoip::GeoIp>,
+        threats: Arc<ThreatLists>,
     ) -> anyhow::Result<Self> {
         let limits = Limits {
             max_record_bytes: args.max_record_bytes,
@@ -121,6 +125,7 @@ impl Reader {
             batch,
             uncommitted: Vec::new(),
             geo,
+            threats,
             last_status: (Instant::now(), 0),
         })
     }
@@ -133,9 +138,10 @@ pub(crate) async fn validate_until(
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
     geo: Arc<geoip::GeoIp>,
+    threats: Arc<ThreatLists>,
 ) -> anyhow::Result<()> {
     let context = PipelineContext::new(readiness.clone(), stats.assigned_partitions.clone());
-    let mut reader = Reader::new(args, context, readiness, stats, geo)?;
+    let mut reader = Reader::new(args, context, readiness, stats, geo, threats)?;
     reader
         .consumer
         .subscribe(&[&reader.args.input_topic])

@@ -57,6 +57,11 @@ impl Reader {
                 }
                 record.source_geo = self.geo.lookup(record.source_ip);
                 record.destination_geo = self.geo.lookup(record.destination_ip);
+                if self.threats.configured() {
+                    let lists = self.threats.current();
+                    record.source_threats = lists.names(lists.lookup(record.source_ip));
+                    record.destination_threats = lists.names(lists.lookup(record.destination_ip));
+                }
                 let out = Out {
                     topic: self.topics.validated.clone(),
                     key: Some(record.source_ip.to_string().into_bytes()),

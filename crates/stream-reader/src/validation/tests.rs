@@ -28,6 +28,7 @@ fn offline_reader() -> (Reader, Arc<ReaderStats>) {
         readiness,
         stats.clone(),
         geoip::GeoIp::open(None, None),
+        crate::threats::ThreatLists::open(&Default::default()),
     )
     .expect("reader");
     (reader, stats)

@@ -51,6 +51,8 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use log_schema::{Alert, AlertRule, ValidatedRecord, WindowStats};
 
+pub use crate::allowlist::Allowlist;
+
 const WINDOW_MICROS: i64 = 60_000_000;
 
 /// Version of the checkpoint format in the committed offset metadata. Version 1 also held the
@@ -67,6 +69,8 @@ pub struct Thresholds {
     pub flood: i64,
     /// `deny_burst`: denied events.
     pub deny_burst: i64,
+    /// `host_sweep`: distinct destination addresses.
+    pub host_sweep: i64,
 }
 
 impl Default for Thresholds {
@@ -75,6 +79,7 @@ impl Default for Thresholds {
             port_scan: 100,
             flood: 5_000,
             deny_burst: 100,
+            host_sweep: 100,
         }
     }
 }
@@ -84,7 +89,8 @@ impl Thresholds {
         match rule {
             AlertRule::PortScan => self.port_scan,
             AlertRule::Flood => self.flood,
-            _ => self.deny_burst,
+            AlertRule::DenyBurst => self.deny_burst,
+            _ => self.host_sweep,
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct Emission {
 #[derive(Debug)]
 pub struct Windows {
     config: WindowConfig,
+    /// Sources whose windows raise no alert.
+    allowlist: Allowlist,
     partitions: HashMap<i32, PartitionWindows>,
     next_epoch: u64,
     /// Partitions of the validated topic, as last read from the broker.
@@ -207,10 +215,17 @@ impl Windows {
     pub fn new(config: WindowConfig) -> Self {
         Self {
             config,
+            allowlist: Allowlist::default(),
             partitions: HashMap::new(),
             next_epoch: 0,
             topic_partitions: None,
         }
+    }
+
+    /// The same state whose windows of `allowlist`'s sources raise no alert.
+    pub fn with_allowlist(mut self, allowlist: Allowlist) -> Self {
+        self.allowlist = allowlist;
+        self
     }
 
     fn epoch(&mut self) -> u64 {
@@ -392,6 +407,7 @@ impl Windows {
     /// Moves the horizon of `partition` to `horizon` and closes the minutes below it.
     fn advance(&mut self, partition: i32, horizon: i64) -> Vec<Closed> {
         let thresholds = self.config.thresholds;
+        let allowlist = self.allowlist.clone();
         let Some(pw) = self.partitions.get_mut(&partition) else {
             return Vec::new();
         };
@@ -430,10 +446,14 @@ impl Windows {
                         sources_capped: minute.sources_capped,
                         source_geo: acc.geo,
                     };
-                    let alerts = AlertRule::ALL
-                        .into_iter()
-                        .filter_map(|rule| Alert::evaluate(rule, &stats, thresholds.of(rule)))
-                        .collect();
+                    let alerts = if allowlist.contains(ip) {
+                        Vec::new()
+                    } else {
+                        AlertRule::ALL
+                            .into_iter()
+                            .filter_map(|rule| Alert::evaluate(rule, &stats, thresholds.of(rule)))
+                            .collect()
+                    };
                     Closed {
                         partition,
                         emission: Emission { epoch, minute: m },

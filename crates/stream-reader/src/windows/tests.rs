@@ -33,9 +33,66 @@ fn config() -> WindowConfig {
             port_scan: 3,
             flood: 4,
             deny_burst: 2,
+            host_sweep: 1_000,
         },
         max_windows_per_minute: 1_000,
         max_distinct_per_minute: 10_000,
+    }
+}
+
+/// The windows of `events` (time, source, port, action; destination `10.0.0.<port % 7>`),
+/// closed by a record two minutes later.
+fn close_all(mut w: Windows, events: &[(&str, &str, u16, &str)]) -> BTreeMap<String, Closed> {
+    let mut closed = Vec::new();
+    for (i, (t, ip, port, action)) in events.iter().enumerate() {
+        let r = record(at(t), ip, *port, action, i as i64);
+        closed.extend(w.observe(0, i as i64, &r).1);
+    }
+    let last = record(at("2025-12-28T10:03:00Z"), "10.9.9.9", 1, "ALLOW", 999);
+    closed.extend(w.observe(0, events.len() as i64, &last).1);
+    closed
+        .into_iter()
+        .map(|c| (c.stats.source_ip.to_string(), c))
+        .collect()
+}
+
+#[test]
+fn host_sweep_counts_destinations_and_the_allowlist_silences_every_rule() {
+    let config = WindowConfig {
+        thresholds: Thresholds {
+            host_sweep: 5,
+            ..config().thresholds
+        },
+        ..config()
+    };
+    // 10.0.0.1 reaches 7 destinations (ports 1..=7 → 10.0.0.1..6 and .0) and 7 ports;
+    // 10.0.0.2 only 4 destinations.
+    let mut events = Vec::new();
+    for port in 1..=7 {
+        events.push(("2025-12-28T10:00:10Z", "10.0.0.1", port, "ALLOW"));
+    }
+    for port in [7, 14, 1, 2, 3] {
+        events.push(("2025-12-28T10:00:20Z", "10.0.0.2", port, "ALLOW"));
+    }
+    let got = close_all(Windows::new(config), &events);
+    let rules = |ip: &str| got[ip].alerts.iter().map(|a| a.rule).collect::<Vec<_>>();
+    assert_eq!(got["10.0.0.1"].stats.distinct_destinations, 7);
+    assert_eq!(
+        rules("10.0.0.1"),
+        vec![AlertRule::PortScan, AlertRule::Flood, AlertRule::HostSweep]
+    );
+    assert_eq!(got["10.0.0.2"].stats.distinct_destinations, 4);
+    assert_eq!(
+        rules("10.0.0.2"),
+        vec![AlertRule::PortScan, AlertRule::Flood]
+    );
+
+    // Listed (one address, one block): the same windows, no alert.
+    let allow = Allowlist::parse("10.0.0.1, 10.0.0.2/31").expect("allowlist");
+    let quiet = close_all(Windows::new(config).with_allowlist(allow), &events);
+    for ip in ["10.0.0.1", "10.0.0.2"] {
+        assert_eq!(quiet[ip].stats, got[ip].stats);
+        assert!(quiet[ip].alerts.is_empty(), "{ip} is listed");
     }
 }
 
