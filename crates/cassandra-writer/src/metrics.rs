@@ -183,6 +183,7 @@ pub(crate) fn describe_metrics() {
     for outcome in ["delivered", "dead_lettered", "skipped"] {
         metrics::counter!(WEBHOOK_ALERTS.name, "outcome" => outcome).absolute(0);
     }
+    metrics::gauge!(WEBHOOK_IN_FLIGHT.name).set(0.0);
 }
 
 /// Running totals, shared by the write tasks and the status line.
