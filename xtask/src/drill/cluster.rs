@@ -183,7 +183,17 @@ pub(super) async fn inject(
         server: Server::Cassandra,
         index,
     };
-    tokio::time::sleep(production / 3).await;
+    // A steady-state fault: a third into the production, and never before the stream-reader
+    // committed its first progress. A kill during the services' first group join and first
+    // transaction is another failure (RELIABILITY.md, "Failures found").
+    let start = Instant::now();
+    wait_for(
+        "the stream-reader's first commit",
+        Duration::from_secs(120),
+        || Ok(progress(kafka, &reader_group, &names.raw)?.1 > 0),
+    )
+    .await?;
+    tokio::time::sleep((production / 3).saturating_sub(start.elapsed())).await;
     let mut notes = Vec::new();
     let (faults, recover) = match drill {
         Drill::LeaderKill | Drill::CoordinatorKill => {
