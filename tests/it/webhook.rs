@@ -211,6 +211,14 @@ impl Setup {
     }
 }
 
+/// Waits until the hand-off's group committed all `n` alerts of `topic`.
+async fn offsets_at_the_end(group: &str, topic: &str, n: usize) {
+    support::wait_until(DEADLINE, "the hand-off's offsets at the end", || {
+        support::committed(group, topic).values().sum::<i64>() == n as i64
+    })
+    .await;
+}
+
 /// Every call's body is the alert its key names, byte for byte.
 fn assert_bodies_match(calls: &[Call], alerts: &[Alert]) {
     let by_id: BTreeMap<String, &Alert> =
@@ -311,13 +319,7 @@ async fn every_alert_reaches_a_failing_then_down_webhook_through_kills() {
         receiver.accepted_keys() == want
     })
     .await;
-    support::wait_until(DEADLINE, "the hand-off's offsets at the end", || {
-        support::committed(&hook_group, &s.alerts)
-            .values()
-            .sum::<i64>()
-            == all.len() as i64
-    })
-    .await;
+    offsets_at_the_end(&hook_group, &s.alerts, all.len()).await;
     assert!(support::terminate(&mut writer).success());
     stop.cancel();
 
@@ -371,13 +373,7 @@ async fn an_alert_the_webhook_refuses_or_keeps_failing_is_dead_lettered_and_redr
         support::topic_size(&s.dlq) >= 2
     })
     .await;
-    support::wait_until(DEADLINE, "the hand-off's offsets at the end", || {
-        support::committed(&hook_group, &s.alerts)
-            .values()
-            .sum::<i64>()
-            == all.len() as i64
-    })
-    .await;
+    offsets_at_the_end(&hook_group, &s.alerts, all.len()).await;
     let calls = receiver.calls();
     assert_bodies_match(&calls, &all);
     let count = |key: &str| {

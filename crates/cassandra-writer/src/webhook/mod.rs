@@ -79,7 +79,8 @@ pub(crate) async fn run_until(
     stats: Arc<WriterStats>,
     readiness: Readiness,
 ) -> anyhow::Result<()> {
-    let webhook = Webhook::new(&args.webhook)?;
+    // Reads the CA and token files: off the runtime's workers.
+    let webhook = pipeline_runtime::run_blocking(|| Webhook::new(&args.webhook))?;
     readiness.set(READINESS, Ok(()));
     let context =
         PipelineContext::new(readiness.clone(), Arc::default()).with_group_check("webhook_group");
