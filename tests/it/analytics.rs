@@ -56,6 +56,7 @@ pub(crate) fn writer_args(t: &Topics, keyspace: &str) -> WriterArgs {
         group_id: format!("{}_writer", t.group),
         input_topic: t.validated.clone(),
         stats_topic: t.stats.clone(),
+        target_stats_topic: t.target_stats.clone(),
         alerts_topic: t.alerts.clone(),
         dlq_topic: t.dlq.clone(),
         retry_min_delay_ms: 50,
@@ -84,10 +85,11 @@ fn alerts_of(topic: &str) -> Vec<Alert> {
 /// Event time of the closing records: now, so their event time closes every window of the
 /// tests' data (at least 20 minutes old); their own windows stay open.
 pub(crate) fn closers() -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
-    // 64 sources: every partition of the validated topic gets at least one (with 3 partitions
-    // the chance that one gets none is 3 · (2/3)^64 ≈ 2e-11).
-    (0..64)
-        .map(|i| raw(Utc::now(), &format!("198.51.100.{i}"), 9, 1, "ALLOW"))
+    // 64 sources and 64 destinations: every partition of the validated topic and of the
+    // by-destination topic gets at least one (with 3 partitions the chance that one gets none
+    // is 3 · (2/3)^64 ≈ 2e-11).
+    (0..64u8)
+        .map(|i| raw(Utc::now(), &format!("198.51.100.{i}"), 9, i + 1, "ALLOW"))
         .collect()
 }
 
@@ -326,7 +328,7 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
     let alerts = alerts_of(&t.alerts);
     let got: BTreeSet<(AlertRule, IpAddr, DateTime<Utc>)> = alerts
         .iter()
-        .map(|a| (a.rule, a.source_ip, a.window_start))
+        .filter_map(|a| Some((a.rule, a.source_ip?, a.window_start)))
         .collect();
     let want: BTreeSet<(AlertRule, IpAddr, DateTime<Utc>)> = [
         (AlertRule::PortScan, Scenario::PortScan.attacker(0), start),
@@ -341,7 +343,10 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
     );
     assert_eq!(alerts.len(), 4);
     for a in &alerts {
-        assert_eq!(a.alert_id, Alert::id(a.rule, a.source_ip, a.window_start));
+        assert_eq!(
+            a.alert_id,
+            Alert::id(a.rule, a.address().expect("an address"), a.window_start)
+        );
         assert!(a.value >= a.threshold && !a.summary.is_empty());
     }
 
@@ -377,6 +382,213 @@ async fn each_scenario_raises_exactly_its_alert_and_baseline_traffic_none() {
     .await;
     assert_eq!(by_ip.len(), 1);
     assert_eq!(by_ip[0].1, "port_scan");
+    stop.cancel();
+    writer.await.expect("join").expect("writer stopped cleanly");
+}
+
+/// What the rules see in one minute of raw records, counted from the input alone: per source
+/// (events, distinct ports, distinct destinations, denied) and per destination (events,
+/// distinct sources).
+struct Counted {
+    sources: BTreeMap<IpAddr, (i64, BTreeSet<u64>, BTreeSet<IpAddr>, i64)>,
+    targets: BTreeMap<IpAddr, (i64, BTreeSet<IpAddr>)>,
+}
+
+fn count_raw(records: &[(Option<Vec<u8>>, Vec<u8>)]) -> Counted {
+    let mut c = Counted {
+        sources: BTreeMap::new(),
+        targets: BTreeMap::new(),
+    };
+    for (_, payload) in records {
+        let v: serde_json::Value = serde_json::from_slice(payload).expect("json");
+        let ip = |field: &str| -> IpAddr { v[field].as_str().expect(field).parse().expect(field) };
+        let (source, destination) = (ip("source_ip"), ip("destination_ip"));
+        let denied = ["DENY", "DROP", "REJECT"].contains(
+            &v["action"]
+                .as_str()
+                .expect("action")
+                .to_uppercase()
+                .as_str(),
+        );
+        let s = c.sources.entry(source).or_default();
+        s.0 += 1;
+        s.1.insert(v["port"].as_u64().expect("port"));
+        s.2.insert(destination);
+        s.3 += i64::from(denied);
+        let t = c.targets.entry(destination).or_default();
+        t.0 += 1;
+        t.1.insert(source);
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_distributed_flood_and_a_sweep_raise_exactly_their_alerts_with_destination_windows() {
+    let t = reader::topics("targets").await;
+    let keyspace = support::fresh_keyspace().await;
+    let start = minute(40);
+    // 59 s of ordinary traffic from 2,000 hosts to 300 servers, a botnet of 600 sources
+    // against one web server, and a /24 sweep on port 445.
+    let records = traffic(
+        start,
+        59_000,
+        vec![Scenario::TargetFlood, Scenario::HostSweep],
+    );
+    let counted = count_raw(&records);
+    let victim = Scenario::TargetFlood.victim(0).expect("a victim");
+    assert_eq!(counted.targets[&victim].1.len(), 600);
+    support::produce(&t.input, &records).await;
+    // The defaults users get, with the destination windows on.
+    let mut args = reader::defaults(&t, pipeline_runtime::transaction::Delivery::AtLeastOnce);
+    args.destination_windows = true;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(stream_reader::run_until(
+        args,
+        stop.clone(),
+        Arc::new(ReaderStats::default()),
+    ));
+    // The closers once the minute is validated: the validation stage interleaves the raw
+    // partitions of a backlog, so a closer validated before the last of the minute's records
+    // would make those late.
+    support::wait_until(DEADLINE * 2, "the minute validated", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == records.len() as i64
+    })
+    .await;
+    support::produce(&t.input, &closers()).await;
+    let cutoff = minute(20);
+    let targets_of = || -> BTreeMap<IpAddr, log_schema::TargetStats> {
+        crate::exact::final_targets(&t.target_stats, cutoff)
+            .into_iter()
+            .map(|((ip, _), s)| (ip, s))
+            .collect()
+    };
+    support::wait_until(DEADLINE * 2, "every destination window emitted", || {
+        targets_of().len() == counted.targets.len()
+            && before(stats_of(&t.stats), cutoff).len() == counted.sources.len()
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("reader stopped cleanly");
+
+    // Every destination's window carries what the input holds for it.
+    let targets = targets_of();
+    for (ip, (events, sources)) in &counted.targets {
+        let s = &targets[ip];
+        assert_eq!(
+            (s.window_start, s.events, s.distinct_sources),
+            (start, *events, sources.len() as i64),
+            "{ip}"
+        );
+        assert!(!s.distinct_capped && !s.targets_capped);
+    }
+    // Alerts: the rules applied to the input's own counts at the default thresholds.
+    let mut want: BTreeSet<(AlertRule, IpAddr)> = BTreeSet::new();
+    for (ip, (events, ports, destinations, denied)) in &counted.sources {
+        for (rule, value, threshold) in [
+            (AlertRule::PortScan, ports.len() as i64, 100),
+            (AlertRule::Flood, *events, 5_000),
+            (AlertRule::DenyBurst, *denied, 100),
+            (AlertRule::HostSweep, destinations.len() as i64, 100),
+        ] {
+            if value >= threshold {
+                want.insert((rule, *ip));
+            }
+        }
+    }
+    for (ip, (events, sources)) in &counted.targets {
+        if sources.len() >= 500 || *events >= 20_000 {
+            want.insert((AlertRule::TargetFlood, *ip));
+        }
+    }
+    assert_eq!(
+        want,
+        [
+            (AlertRule::HostSweep, Scenario::HostSweep.attacker(1)),
+            (AlertRule::TargetFlood, victim),
+        ]
+        .into(),
+        "the input raises exactly the two scenarios' alerts"
+    );
+    let alerts: Vec<Alert> = alerts_of(&t.alerts)
+        .into_iter()
+        .filter(|a| a.window_start < cutoff)
+        .collect();
+    let got: BTreeSet<(AlertRule, IpAddr)> = alerts
+        .iter()
+        .map(|a| (a.rule, a.address().expect("an address")))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(alerts.len(), 2, "each once: {alerts:?}");
+    let flood = alerts
+        .iter()
+        .find(|a| a.rule == AlertRule::TargetFlood)
+        .expect("the target_flood alert");
+    assert_eq!(
+        (
+            flood.source_ip,
+            flood.destination_ip,
+            flood.value,
+            flood.threshold
+        ),
+        (None, Some(victim), 600, 500)
+    );
+    assert_eq!(
+        flood.alert_id,
+        Alert::id(AlertRule::TargetFlood, victim, start)
+    );
+
+    // Persisted: the minute's top targets (the victim first), its history, its alert.
+    let wstats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(cassandra_writer::writer::run_until(
+        writer_args(&t, &keyspace),
+        stop.clone(),
+        wstats.clone(),
+    ));
+    let mut top: Vec<(i64, String, i64)> = Vec::new();
+    for _ in 0..300 {
+        top = rows(
+            &keyspace,
+            "SELECT events, destination_ip, distinct_sources FROM {ks}.top_targets_by_minute WHERE window_start = ?",
+            (start,),
+        )
+        .await;
+        if top.len() >= counted.targets.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut want_top: Vec<(i64, String, i64)> = counted
+        .targets
+        .iter()
+        .map(|(ip, (events, sources))| (*events, ip.to_string(), sources.len() as i64))
+        .collect();
+    want_top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    assert_eq!(top, want_top, "busiest destination first");
+    let mut alert_rows: Vec<(Uuid, String, i64)> = Vec::new();
+    for _ in 0..300 {
+        alert_rows = rows(
+            &keyspace,
+            "SELECT alert_id, rule, value FROM {ks}.target_alerts WHERE day = ?",
+            (start.date_naive(),),
+        )
+        .await;
+        if !alert_rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        alert_rows,
+        vec![(flood.alert_id, "target_flood".to_owned(), 600)]
+    );
+    let history: Vec<(DateTime<Utc>, i64)> = rows(
+        &keyspace,
+        "SELECT window_start, distinct_sources FROM {ks}.target_stats_by_ip WHERE destination_ip = ? AND day = ?",
+        (victim.to_string(), start.date_naive()),
+    )
+    .await;
+    assert_eq!(history, vec![(start, 600)]);
     stop.cancel();
     writer.await.expect("join").expect("writer stopped cleanly");
 }

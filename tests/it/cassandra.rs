@@ -51,9 +51,12 @@ async fn migrate_sets_each_tables_retention_from_configuration() {
             ("access_logs", raw),
             ("alerts", alerts),
             ("ip_stats_by_ip", stats),
+            ("target_alerts", alerts),
+            ("target_stats_by_ip", stats),
             ("top_talkers_by_asn_minute", stats),
             ("top_talkers_by_country_minute", stats),
             ("top_talkers_by_minute", stats),
+            ("top_targets_by_minute", stats),
         ]
         .into_iter()
         .map(|(t, v)| (t.to_owned(), v))

@@ -458,7 +458,7 @@ async fn write_old_layout(
                     a.window_start,
                     a.alert_id,
                     a.rule.as_str(),
-                    a.source_ip.to_string(),
+                    a.source_ip.expect("a source's alert").to_string(),
                     a.window_end,
                     a.value,
                     a.threshold,
@@ -474,7 +474,7 @@ async fn write_old_layout(
                      window_end, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
-                    a.source_ip.to_string(),
+                    a.source_ip.expect("a source's alert").to_string(),
                     a.window_start,
                     a.alert_id,
                     a.rule.as_str(),

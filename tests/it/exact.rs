@@ -11,13 +11,13 @@ use std::{
 };
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use log_schema::{Alert, AlertRule, DeadLetter, ValidatedRecord, WindowStats};
+use log_schema::{Alert, AlertRule, DeadLetter, TargetStats, ValidatedRecord, WindowStats};
 use pipeline_runtime::{kafka::KafkaOption, transaction::Delivery};
 use producer::{Generator, GeneratorConfig, Scenario};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use stream_reader::{
     ReaderStats,
-    reference::{Reference, reference_with_idle_steps},
+    reference::{By, Figures, Reference, reference_by},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -65,21 +65,23 @@ pub(crate) fn traffic(seed: u64, start: DateTime<Utc>, n: usize, minutes: i64) -
         .collect()
 }
 
-/// Every emission of a window is identical; returns the last one per window older than
-/// `cutoff`.
-pub(crate) fn final_stats(
+/// Every emission of a window on `topic` is identical; returns the last one per window
+/// (`key`: its address and start) older than `cutoff`.
+fn final_windows<S: Clone + PartialEq + std::fmt::Debug>(
     topic: &str,
     cutoff: DateTime<Utc>,
-) -> BTreeMap<(IpAddr, DateTime<Utc>), WindowStats> {
+    decode: fn(&[u8]) -> S,
+    key: fn(&S) -> (IpAddr, DateTime<Utc>),
+) -> BTreeMap<(IpAddr, DateTime<Utc>), S> {
     let mut out = BTreeMap::new();
     // read_committed to the end: in exactly-once mode the topic holds transaction markers and
     // aborted records, which a count of its offsets would wait for in vain.
-    let committed = support::read_to_end(topic, DEADLINE)
-        .iter()
-        .map(|r| WindowStats::from_json(&r.payload).expect("window stats"))
-        .collect::<Vec<_>>();
-    for s in committed.into_iter().filter(|s| s.window_start < cutoff) {
-        if let Some(previous) = out.insert((s.source_ip, s.window_start), s.clone()) {
+    for r in support::read_to_end(topic, DEADLINE) {
+        let s = decode(&r.payload);
+        let (ip, start) = key(&s);
+        if start < cutoff
+            && let Some(previous) = out.insert((ip, start), s.clone())
+        {
             assert_eq!(
                 previous, s,
                 "a window emitted twice carries the same statistics"
@@ -89,9 +91,96 @@ pub(crate) fn final_stats(
     out
 }
 
+/// The source windows on `topic` ([`final_windows`]).
+pub(crate) fn final_stats(
+    topic: &str,
+    cutoff: DateTime<Utc>,
+) -> BTreeMap<(IpAddr, DateTime<Utc>), WindowStats> {
+    final_windows(
+        topic,
+        cutoff,
+        |p| WindowStats::from_json(p).expect("window stats"),
+        |s| (s.source_ip, s.window_start),
+    )
+}
+
+/// The destination windows on `topic` ([`final_windows`]).
+pub(crate) fn final_targets(
+    topic: &str,
+    cutoff: DateTime<Utc>,
+) -> BTreeMap<(IpAddr, DateTime<Utc>), TargetStats> {
+    final_windows(
+        topic,
+        cutoff,
+        |p| TargetStats::from_json(p).expect("target stats"),
+        |s| (s.destination_ip, s.window_start),
+    )
+}
+
+/// The reference of `by`'s windows over what the validation stage committed to `topic`, with
+/// the idle steps committed for it by the stream-readers logging to `logs`; only the windows
+/// before `cutoff`.
+fn reference_over(
+    by: By,
+    topic: &str,
+    lateness: TimeDelta,
+    logs: &[&str],
+    cutoff: DateTime<Utc>,
+) -> Reference {
+    let records = support::read_to_end(topic, DEADLINE);
+    let mut r = reference_by(
+        by,
+        records.iter().map(|r| {
+            let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+            (r.partition, r.offset, v)
+        }),
+        lateness,
+        &support::idle_steps(logs, topic),
+    );
+    r.windows.retain(|(_, m), _| *m < cutoff);
+    r
+}
+
+/// The destination windows' reference over the by-destination topic ([`reference_over`]).
+pub(crate) fn target_reference_of(
+    t: &Topics,
+    lateness: TimeDelta,
+    logs: &[&str],
+    cutoff: DateTime<Utc>,
+) -> Reference {
+    reference_over(By::Destination, &t.by_destination, lateness, logs, cutoff)
+}
+
+/// The by-destination topic holds every validated record once, keyed by its destination, as
+/// the validated topic holds it keyed by its source (duplicates aside: compared by event id,
+/// which the input coordinates determine).
+pub(crate) fn assert_copies_match(t: &Topics) {
+    let coordinates = |topic: &str, key: fn(&ValidatedRecord) -> IpAddr| {
+        support::read_to_end(topic, DEADLINE)
+            .iter()
+            .map(|r| {
+                let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+                assert_eq!(
+                    r.key.as_deref(),
+                    Some(key(&v).to_string().as_bytes()),
+                    "keyed by its address"
+                );
+                v.event_id
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    let validated = coordinates(&t.validated, |v| v.source_ip);
+    let copies = coordinates(&t.by_destination, |v| v.destination_ip);
+    assert!(!validated.is_empty());
+    assert_eq!(
+        validated, copies,
+        "one copy keyed by destination per validated record"
+    );
+}
+
 /// Compares the emitted windows with the reference, field by field.
-pub(crate) fn assert_matches(
-    got_stats: &BTreeMap<(IpAddr, DateTime<Utc>), WindowStats>,
+pub(crate) fn assert_matches<F: Figures>(
+    got_stats: &BTreeMap<(IpAddr, DateTime<Utc>), F>,
     r: &Reference,
 ) {
     let differing = r.differences(got_stats);
@@ -102,25 +191,14 @@ pub(crate) fn assert_matches(
     );
 }
 
-/// The reference over what the validation stage committed, with the idle steps committed by
-/// the stream-readers logging to `logs`; only the windows before `cutoff`.
+/// The source windows' reference over the validated topic ([`reference_over`]).
 pub(crate) fn reference_of(
     t: &Topics,
     lateness: TimeDelta,
     logs: &[&str],
     cutoff: DateTime<Utc>,
 ) -> Reference {
-    let validated = support::read_to_end(&t.validated, DEADLINE);
-    let mut r = reference_with_idle_steps(
-        validated.iter().map(|r| {
-            let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
-            (r.partition, r.offset, v)
-        }),
-        lateness,
-        &support::idle_steps(logs, &t.validated),
-    );
-    r.windows.retain(|(_, m), _| *m < cutoff);
-    r
+    reference_over(By::Source, &t.validated, lateness, logs, cutoff)
 }
 
 /// Waits until the validation stage committed all `n` input records and the analytics stage
@@ -143,6 +221,14 @@ pub(crate) async fn settle(
         r.windows.keys().all(|k| emitted.contains_key(k))
     })
     .await;
+    if support::topic_size(&t.by_destination) > 0 {
+        let r = target_reference_of(t, lateness, logs, cutoff);
+        support::wait_until(DEADLINE * 3, "every destination window emitted", || {
+            let emitted = final_targets(&t.target_stats, cutoff);
+            r.windows.keys().all(|k| emitted.contains_key(k))
+        })
+        .await;
+    }
 }
 
 /// Every input offset ended on the validated topic or the DLQ (counted by source offset).
@@ -179,6 +265,7 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
     let env = t.env(&[
         ("READER_ALLOWED_LATENESS_SECS", "300".to_owned()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
+        ("READER_DESTINATION_WINDOWS", "true".to_owned()),
     ]);
     let mut service = support::spawn_service("stream-reader", &t.group, &env);
     let n = records.len() as i64;
@@ -226,6 +313,19 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
     );
     let emitted = final_stats(&t.stats, minute(30));
     assert_matches(&emitted, &r);
+    assert_copies_match(&t);
+    let targets_reference = target_reference_of(&t, lateness, &[&t.group], minute(30));
+    assert!(
+        targets_reference.windows.len() > 100,
+        "many destination windows: {}",
+        targets_reference.windows.len()
+    );
+    assert!(
+        targets_reference.duplicates > 0,
+        "the copies have duplicates too"
+    );
+    let targets = final_targets(&t.target_stats, minute(30));
+    assert_matches(&targets, &targets_reference);
 
     // Alerts: exactly those the reference windows trigger, each emission identical.
     let thresholds = [
@@ -241,6 +341,17 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
                 want_alerts.insert(a.alert_id);
             }
         }
+        want_alerts.extend(Alert::threat_matches(s, 1).iter().map(|a| a.alert_id));
+    }
+    for s in targets.values() {
+        if let Some(a) = Alert::evaluate_target(s, 500, 20_000) {
+            want_alerts.insert(a.alert_id);
+        }
+        want_alerts.extend(
+            Alert::target_threat_matches(s, 1)
+                .iter()
+                .map(|a| a.alert_id),
+        );
     }
     let n_alerts = support::topic_size(&t.alerts) as usize;
     let mut alerts: BTreeMap<uuid::Uuid, Alert> = BTreeMap::new();
@@ -288,8 +399,44 @@ async fn twelve_sigkills_emit_exactly_the_reference_windows_once_each_in_cassand
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let want_targets: BTreeMap<(String, DateTime<Utc>), Vec<i64>> = targets_reference
+        .windows
+        .iter()
+        .map(|((ip, m), w)| ((ip.to_string(), *m), vec![w.events]))
+        .collect();
+    let mut top_targets: BTreeMap<(String, DateTime<Utc>), Vec<i64>> = BTreeMap::new();
+    for _ in 0..600 {
+        let rows = session
+            .query_unpaged(
+                format!(
+                    "SELECT window_start, events, destination_ip FROM {keyspace}.top_targets_by_minute"
+                ),
+                (),
+            )
+            .await
+            .expect("select")
+            .into_rows_result()
+            .expect("rows")
+            .rows::<(DateTime<Utc>, i64, String)>()
+            .expect("typed")
+            .map(|r| r.expect("row"))
+            .filter(|r| r.0 < minute(30))
+            .collect::<Vec<_>>();
+        top_targets.clear();
+        for (m, events, ip) in rows {
+            top_targets.entry((ip, m)).or_default().push(events);
+        }
+        if top_targets.len() >= want_targets.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.cancel();
     writer.await.expect("join").expect("writer stopped cleanly");
+    assert_eq!(
+        top_targets, want_targets,
+        "top_targets_by_minute: one row per destination window, the reference's count"
+    );
     let mut rows_per_window: BTreeMap<(String, DateTime<Utc>), Vec<i64>> = BTreeMap::new();
     for (m, events, ip) in talkers {
         rows_per_window.entry((ip, m)).or_default().push(events);
@@ -339,6 +486,8 @@ async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Del
     // the protocol, and the idle flush.
     let mut args = reader::defaults(&t, delivery);
     args.allowed_lateness_secs = 60;
+    // The destination windows are under the same guarantee, in the same runs.
+    args.destination_windows = true;
     if let Idle::Off = idle {
         args.idle_flush_ms = 0;
     }
@@ -440,6 +589,20 @@ async fn revocation_is_per_partition(name: &str, options: &[&str], delivery: Del
     }
     assert!(r.windows.len() > 500, "many windows: {}", r.windows.len());
     assert_matches(&final_stats(&t.stats, minute(30)), &r);
+    assert_copies_match(&t);
+    let targets = target_reference_of(&t, lateness, &logs, minute(30));
+    assert!(
+        targets.windows.len() > 100,
+        "many destination windows: {}",
+        targets.windows.len()
+    );
+    if let Idle::Default = idle {
+        assert!(
+            !support::idle_steps(&logs, &t.by_destination).is_empty(),
+            "the destination windows took idle steps too"
+        );
+    }
+    assert_matches(&final_targets(&t.target_stats, minute(30)), &targets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

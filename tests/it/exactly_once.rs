@@ -13,7 +13,7 @@ use std::{
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt as _;
-use log_schema::{Alert, AlertRule, DeadLetter, ValidatedRecord, WindowStats};
+use log_schema::{Alert, AlertRule, DeadLetter, TargetStats, ValidatedRecord, WindowStats};
 use stream_reader::reference::Reference;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,9 @@ struct Seen {
     per_input: BTreeMap<(i32, i64), u32>,
     stats: Vec<WindowStats>,
     alerts: Vec<Alert>,
+    /// Outputs per input (partition, offset) on the by-destination topic.
+    copies_per_input: BTreeMap<(i32, i64), u32>,
+    targets: Vec<TargetStats>,
 }
 
 fn read_outputs(t: &Topics) -> Seen {
@@ -64,7 +67,18 @@ fn read_outputs(t: &Topics) -> Seen {
             .or_insert(0) += 1;
     }
     validated.sort_by_key(|(p, o, _)| (*p, *o));
+    let mut copies_per_input = BTreeMap::new();
+    for r in support::read_to_end(&t.by_destination, DEADLINE) {
+        let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+        let s = v.source.expect("source coordinates");
+        *copies_per_input.entry((s.partition, s.offset)).or_insert(0) += 1;
+    }
     Seen {
+        copies_per_input,
+        targets: support::read_to_end(&t.target_stats, DEADLINE)
+            .iter()
+            .map(|r| TargetStats::from_json(&r.payload).expect("target stats"))
+            .collect(),
         validated: validated.into_iter().map(|(_, _, v)| v).collect(),
         per_input,
         stats: support::read_to_end(&t.stats, DEADLINE)
@@ -170,14 +184,51 @@ fn assert_exactly_once(
         (AlertRule::DenyBurst, 100),
         (AlertRule::HostSweep, 100),
     ];
-    let want: BTreeSet<uuid::Uuid> = emitted
+    let mut want: BTreeSet<uuid::Uuid> = emitted
         .values()
         .flat_map(|s| {
             thresholds
                 .iter()
                 .filter_map(|(rule, th)| Alert::evaluate(*rule, s, *th).map(|a| a.alert_id))
+                .chain(Alert::threat_matches(s, 1).into_iter().map(|a| a.alert_id))
         })
         .collect();
+
+    // With destination windows: one copy per validated record, each destination window
+    // exactly once and equal to the reference keyed by destination, and its alerts.
+    if !seen.copies_per_input.is_empty() {
+        let validated: BTreeMap<(i32, i64), u32> = seen
+            .validated
+            .iter()
+            .map(|v| {
+                let s = v.source.expect("source coordinates");
+                ((s.partition, s.offset), 1)
+            })
+            .collect();
+        assert_eq!(
+            seen.copies_per_input, validated,
+            "one committed copy keyed by destination per validated record"
+        );
+        let targets_reference = crate::exact::target_reference_of(t, LATENESS, logs, cutoff);
+        assert_eq!(targets_reference.duplicates, 0);
+        let mut targets: BTreeMap<(IpAddr, DateTime<Utc>), TargetStats> = BTreeMap::new();
+        for s in &seen.targets {
+            let previous = targets.insert((s.destination_ip, s.window_start), s.clone());
+            assert!(
+                previous.is_none(),
+                "a destination window emitted twice: {s:?}"
+            );
+        }
+        targets.retain(|(_, m), _| *m < cutoff);
+        assert!(targets_reference.windows.len() > 100);
+        assert_matches(&targets, &targets_reference);
+        want.extend(targets.values().flat_map(|s| {
+            Alert::evaluate_target(s, 500, 20_000)
+                .into_iter()
+                .chain(Alert::target_threat_matches(s, 1))
+                .map(|a| a.alert_id)
+        }));
+    }
     let got: BTreeSet<uuid::Uuid> = seen
         .alerts
         .iter()
@@ -201,17 +252,23 @@ async fn twelve_sigkills_in_exactly_once_mode_leave_every_output_exactly_once() 
     // The records arrive in 12 chunks, one before each kill, so that every restarted instance
     // has work and a kill can always follow an output; the closing records come last.
     let chunks: Vec<&[Raw]> = records.chunks(records.len().div_ceil(12)).collect();
-    let env = eos_env(&t, "a", &[]);
+    // The destination windows are under the same guarantee, in the same run.
+    let env = eos_env(
+        &t,
+        "a",
+        &[("READER_DESTINATION_WINDOWS", "true".to_owned())],
+    );
     let mut service = support::spawn_service("stream-reader", &t.group, &env);
     let n = records.len() as i64;
     let mut mid_output = 0;
     let mut assigned = 0;
     for (k, chunk) in chunks.iter().enumerate() {
         // The instance has initialised its transactions (which writes abort markers for what
-        // the killed one left open) and joined both groups before the outputs are counted:
-        // what the watermarks gain from here on starts with an output, not with a marker.
-        support::wait_until(DEADLINE, "the instance joined both groups", || {
-            support::assignments(&t.group).len() >= assigned + 2
+        // the killed one left open) and joined its three groups (validation, sources,
+        // destinations) before the outputs are counted: what the watermarks gain from here on
+        // starts with an output, not with a marker.
+        support::wait_until(DEADLINE, "the instance joined its three groups", || {
+            support::assignments(&t.group).len() >= assigned + 3
         })
         .await;
         assigned = support::assignments(&t.group).len();
@@ -256,7 +313,8 @@ async fn twelve_sigkills_in_exactly_once_mode_leave_every_output_exactly_once() 
 
     // The writer reads only committed records: it consumes exactly what a read_committed
     // consumer sees, not the aborted outputs also stored in the topics.
-    let committed = (seen.validated.len() + seen.stats.len() + seen.alerts.len()) as u64;
+    let committed =
+        (seen.validated.len() + seen.stats.len() + seen.targets.len() + seen.alerts.len()) as u64;
     let wstats = Arc::new(cassandra_writer::writer::WriterStats::default());
     let stop = CancellationToken::new();
     let writer = tokio::spawn(cassandra_writer::writer::run_until(

@@ -98,6 +98,7 @@ pub(crate) fn writer_env(t: &Topics, keyspace: &str) -> Vec<(&'static str, Strin
         ("WRITER_INPUT_TOPIC", t.validated.clone()),
         ("WRITER_DLQ_TOPIC", t.dlq.clone()),
         ("WRITER_STATS_TOPIC", t.stats.clone()),
+        ("WRITER_TARGET_STATS_TOPIC", t.target_stats.clone()),
         ("WRITER_ALERTS_TOPIC", t.alerts.clone()),
     ]
 }

@@ -21,6 +21,9 @@ pub(crate) struct Topics {
     pub(crate) dlq: String,
     pub(crate) stats: String,
     pub(crate) alerts: String,
+    /// Validated records keyed by destination, and the destination windows' statistics.
+    pub(crate) by_destination: String,
+    pub(crate) target_stats: String,
     pub(crate) group: String,
 }
 
@@ -28,6 +31,11 @@ impl Topics {
     /// The analytics stage's consumer group.
     pub(crate) fn analytics_group(&self) -> String {
         format!("{}_analytics", self.group)
+    }
+
+    /// The destination windows' consumer group.
+    pub(crate) fn targets_group(&self) -> String {
+        format!("{}_targets", self.group)
     }
 
     /// The stream-reader's environment for these topics and group, plus `extra`.
@@ -40,6 +48,9 @@ impl Topics {
             ("READER_STATS_TOPIC", self.stats.clone()),
             ("READER_ALERTS_TOPIC", self.alerts.clone()),
             ("READER_ANALYTICS_GROUP_ID", self.analytics_group()),
+            ("READER_DESTINATION_TOPIC", self.by_destination.clone()),
+            ("READER_TARGET_STATS_TOPIC", self.target_stats.clone()),
+            ("READER_TARGETS_GROUP_ID", self.targets_group()),
         ];
         env.extend_from_slice(extra);
         env
@@ -53,9 +64,20 @@ pub(crate) async fn topics(name: &str) -> Topics {
         dlq: support::unique(&format!("it_{name}_dlq")),
         stats: support::unique(&format!("it_{name}_stats")),
         alerts: support::unique(&format!("it_{name}_alerts")),
+        by_destination: support::unique(&format!("it_{name}_bydest")),
+        target_stats: support::unique(&format!("it_{name}_targets")),
         group: support::unique(&format!("it_{name}_group")),
     };
-    support::fresh_topics(&[&t.input, &t.validated, &t.dlq, &t.stats, &t.alerts]).await;
+    support::fresh_topics(&[
+        &t.input,
+        &t.validated,
+        &t.dlq,
+        &t.stats,
+        &t.alerts,
+        &t.by_destination,
+        &t.target_stats,
+    ])
+    .await;
     t
 }
 
@@ -71,6 +93,9 @@ pub(crate) fn defaults(t: &Topics, delivery: Delivery) -> ReaderArgs {
     args.stats_topic = named.stats_topic;
     args.alerts_topic = named.alerts_topic;
     args.analytics_group_id = named.analytics_group_id;
+    args.destination_topic = named.destination_topic;
+    args.target_stats_topic = named.target_stats_topic;
+    args.targets_group_id = named.targets_group_id;
     args.metrics_addr = named.metrics_addr;
     args.delivery = delivery;
     args
@@ -118,6 +143,14 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         geoip_reload_interval_ms: 2_000,
         threat_lists: Default::default(),
         threat_reload_interval_ms: 2_000,
+        destination_windows: false,
+        destination_topic: t.by_destination.clone(),
+        target_stats_topic: t.target_stats.clone(),
+        targets_group_id: t.targets_group(),
+        alert_target_flood_sources: 500,
+        alert_target_flood_events: 20_000,
+        alert_threat_match_events: 1,
+        alert_target_allowlist: Default::default(),
     }
 }
 

@@ -259,6 +259,8 @@ struct Names {
     dlq: String,
     stats: String,
     alerts: String,
+    by_destination: String,
+    target_stats: String,
     reader_group: String,
     writer_group: String,
 }
@@ -272,13 +274,23 @@ impl Names {
             dlq: format!("sec_dlq_{u}"),
             stats: format!("sec_stats_{u}"),
             alerts: format!("sec_alerts_{u}"),
+            by_destination: format!("sec_bydest_{u}"),
+            target_stats: format!("sec_targets_{u}"),
             reader_group: format!("sec_reader_{u}"),
             writer_group: format!("sec_writer_{u}"),
         }
     }
 
-    fn all(&self) -> [&str; 5] {
-        [&self.raw, &self.valid, &self.dlq, &self.stats, &self.alerts]
+    fn all(&self) -> [&str; 7] {
+        [
+            &self.raw,
+            &self.valid,
+            &self.dlq,
+            &self.stats,
+            &self.alerts,
+            &self.by_destination,
+            &self.target_stats,
+        ]
     }
 
     fn reader_env(&self) -> Vec<(&'static str, String)> {
@@ -293,6 +305,14 @@ impl Names {
                 "READER_ANALYTICS_GROUP_ID",
                 format!("{}_analytics", self.reader_group),
             ),
+            // The destination windows' topics and group are part of the least privilege.
+            ("READER_DESTINATION_WINDOWS", "true".to_owned()),
+            ("READER_DESTINATION_TOPIC", self.by_destination.clone()),
+            ("READER_TARGET_STATS_TOPIC", self.target_stats.clone()),
+            (
+                "READER_TARGETS_GROUP_ID",
+                format!("{}_targets", self.reader_group),
+            ),
         ]
     }
 
@@ -301,6 +321,7 @@ impl Names {
             ("WRITER_INPUT_TOPIC", self.valid.clone()),
             ("WRITER_STATS_TOPIC", self.stats.clone()),
             ("WRITER_ALERTS_TOPIC", self.alerts.clone()),
+            ("WRITER_TARGET_STATS_TOPIC", self.target_stats.clone()),
             ("WRITER_DLQ_TOPIC", self.dlq.clone()),
             ("WRITER_GROUP_ID", self.writer_group.clone()),
             ("CASSANDRA_KEYSPACE", keyspace.to_owned()),

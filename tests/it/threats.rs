@@ -1,13 +1,16 @@
 //! Threat-list enrichment against the real pipeline: two lists in the feeds' formats mark the
 //! addresses of validated records and of their `access_logs` rows, and a list swapped on disk
 //! (written aside, renamed over) marks the records that follow, without a restart. The expected
-//! marks come from the lists' text read by this test with `ipnet` (no trie).
+//! marks come from the lists' text read by this test with `ipnet` (no trie). The `threat_match`
+//! alerts are once per list, address, direction and minute, as the reference windows of both
+//! sides (the destination windows are on) give them.
 
 use std::{collections::BTreeSet, net::IpAddr, path::Path, time::Duration};
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use ipnet::IpNet;
-use log_schema::ValidatedRecord;
+use log_schema::{Alert, AlertRule, ValidatedRecord};
+use stream_reader::reference::{By, reference_by};
 
 use crate::{
     analytics::rows,
@@ -94,10 +97,13 @@ async fn listed_addresses_are_marked_everywhere_and_a_swapped_list_takes_over() 
     let _reader = support::spawn_service(
         "stream-reader",
         &t.group,
-        &t.env(&[(
-            "READER_THREAT_LISTS",
-            format!("drop={},{}", drop.display(), level1.display()),
-        )]),
+        &t.env(&[
+            (
+                "READER_THREAT_LISTS",
+                format!("drop={},{}", drop.display(), level1.display()),
+            ),
+            ("READER_DESTINATION_WINDOWS", "true".to_owned()),
+        ]),
     );
     let _writer = support::spawn_service(
         "cassandra-writer",
@@ -188,4 +194,106 @@ async fn listed_addresses_are_marked_everywhere_and_a_swapped_list_takes_over() 
         &after,
         &[("drop", DROP_AFTER), ("firehol_level1", LEVEL1)],
     );
+
+    // The minute closes: one threat_match per (list, address, direction), its events counted
+    // as the reference windows of each side count them (marks as validation gave them).
+    let validated_so_far = validated(&t.validated).len();
+    support::produce(&t.input, &crate::analytics::closers()).await;
+    let cutoff = minute + TimeDelta::minutes(1);
+    let logs = [t.group.as_str()];
+    let want = || -> BTreeSet<(String, IpAddr, bool, i64)> {
+        let mut want = BTreeSet::new();
+        for (by, topic, source) in [
+            (By::Source, &t.validated, true),
+            (By::Destination, &t.by_destination, false),
+        ] {
+            let r = reference_by(
+                by,
+                support::read_to_end(topic, DEADLINE).iter().map(|r| {
+                    let v = ValidatedRecord::from_json(&r.payload).expect("validated record");
+                    (r.partition, r.offset, v)
+                }),
+                TimeDelta::seconds(30),
+                &support::idle_steps(&logs, topic),
+            );
+            for ((ip, m), w) in r.windows.iter().filter(|((_, m), _)| *m < cutoff) {
+                assert_eq!(*m, minute);
+                for list in &w.threats {
+                    want.insert((list.clone(), *ip, source, w.events));
+                }
+            }
+        }
+        want
+    };
+    let got = || -> BTreeSet<(String, IpAddr, bool, i64)> {
+        support::read_to_end(&t.alerts, DEADLINE)
+            .iter()
+            .map(|r| Alert::from_json(&r.payload).expect("alert"))
+            .filter(|a| a.rule == AlertRule::ThreatMatch && a.window_start < cutoff)
+            .map(|a| {
+                let ip = a.address().expect("an address");
+                (a.list.expect("a list"), ip, a.source_ip.is_some(), a.value)
+            })
+            .collect()
+    };
+    support::wait_until(DEADLINE * 2, "the minute's threat_match alerts", || {
+        validated(&t.validated).len() > validated_so_far && !got().is_empty() && got() == want()
+    })
+    .await;
+    let want = want();
+    // Sources on a list sent, and listed destinations received, in that minute.
+    let addresses: BTreeSet<(IpAddr, bool)> = want.iter().map(|w| (w.1, w.2)).collect();
+    for (ip, source) in [
+        ("198.51.100.5", true),
+        ("198.51.100.200", true),
+        ("2001:db8:bad::1", true),
+        ("192.0.2.9", false),
+        ("192.0.2.200", false),
+        ("203.0.113.9", true),
+    ] {
+        assert!(
+            addresses.contains(&(ip.parse().expect("ip"), source)),
+            "{ip} ({}) raises threat_match: {want:?}",
+            if source { "source" } else { "destination" }
+        );
+    }
+    let alerts: Vec<Alert> = support::read_to_end(&t.alerts, DEADLINE)
+        .iter()
+        .map(|r| Alert::from_json(&r.payload).expect("alert"))
+        .filter(|a| a.rule == AlertRule::ThreatMatch)
+        .collect();
+    assert_eq!(alerts.len(), want.len(), "each alert once");
+    let ids: BTreeSet<uuid::Uuid> = alerts.iter().map(|a| a.alert_id).collect();
+    assert_eq!(
+        ids.len(),
+        alerts.len(),
+        "one id per (list, address, direction, minute)"
+    );
+    // Persisted with its list: a listed source's in `alerts`, a listed destination's in
+    // `target_alerts`.
+    support::wait_until_async(DEADLINE, "the threat_match rows", || async {
+        let sources: Vec<(String, String)> = rows(
+            &keyspace,
+            "SELECT source_ip, list FROM {ks}.alerts WHERE day = ?",
+            (minute.date_naive(),),
+        )
+        .await;
+        let targets: Vec<(String, String)> = rows(
+            &keyspace,
+            "SELECT destination_ip, list FROM {ks}.target_alerts WHERE day = ?",
+            (minute.date_naive(),),
+        )
+        .await;
+        let stored: BTreeSet<(String, String, bool)> = sources
+            .into_iter()
+            .map(|(ip, l)| (l, ip, true))
+            .chain(targets.into_iter().map(|(ip, l)| (l, ip, false)))
+            .collect();
+        stored
+            == want
+                .iter()
+                .map(|(l, ip, s, _)| (l.clone(), ip.to_string(), *s))
+                .collect()
+    })
+    .await;
 }

@@ -72,7 +72,7 @@ async fn scan_alerts(
         || {
             read_committed(&t.alerts, |p| Alert::from_json(p).ok())
                 .iter()
-                .any(|a| a.source_ip == scanner_ip)
+                .any(|a| a.source_ip == Some(scanner_ip))
         },
     )
     .await;
@@ -84,7 +84,7 @@ async fn scan_alerts(
         .collect();
     let alerts = read_committed(&t.alerts, |p| Alert::from_json(p).ok())
         .into_iter()
-        .filter(|a| a.source_ip == scanner_ip)
+        .filter(|a| a.source_ip == Some(scanner_ip))
         .collect();
     (stats, alerts)
 }

@@ -135,7 +135,7 @@ fn alerts(n: usize) -> (Vec<Keyed>, Vec<Alert>) {
     let alerts: Vec<Alert> = (0..n)
         .map(|i| {
             let source = IpAddr::V4(Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250) as u8 + 1));
-            let rule = AlertRule::ALL[i % AlertRule::ALL.len()];
+            let rule = AlertRule::SOURCE[i % AlertRule::SOURCE.len()];
             let stats_like = log_schema::WindowStats {
                 source_ip: source,
                 window_start: minute,
@@ -151,13 +151,17 @@ fn alerts(n: usize) -> (Vec<Keyed>, Vec<Alert>) {
                 distinct_capped: false,
                 sources_capped: false,
                 source_geo: None,
+                source_threats: Vec::new(),
             };
             Alert::evaluate(rule, &stats_like, 1).expect("over the threshold")
         })
         .collect();
     let records = alerts
         .iter()
-        .map(|a| (Some(a.source_ip.to_string().into_bytes()), a.to_json()))
+        .map(|a| {
+            let key = a.address().map(|ip| ip.to_string().into_bytes());
+            (key, a.to_json())
+        })
         .collect();
     (records, alerts)
 }

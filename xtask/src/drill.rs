@@ -181,6 +181,8 @@ struct Names {
     dlq: String,
     stats: String,
     alerts: String,
+    by_destination: String,
+    target_stats: String,
     keyspace: String,
 }
 
@@ -194,9 +196,12 @@ impl Names {
             dlq: self.dlq.clone(),
             stats: self.stats.clone(),
             alerts: self.alerts.clone(),
+            by_destination: self.by_destination.clone(),
+            target_stats: self.target_stats.clone(),
             reader_groups: vec![
                 format!("{}_reader", self.tag),
                 format!("{}_analytics", self.tag),
+                format!("{}_targets", self.tag),
             ],
             writer_group: format!("{}_writer", self.tag),
             reader_transactional_id: format!("{}_reader", self.tag),
@@ -217,6 +222,8 @@ impl Names {
             dlq: format!("{tag}_dlq"),
             stats: format!("{tag}_stats"),
             alerts: format!("{tag}_alerts"),
+            by_destination: format!("{tag}_bydest"),
+            target_stats: format!("{tag}_targets"),
             keyspace: tag.clone(),
             tag,
         }
@@ -235,6 +242,9 @@ impl Names {
             ("WRITER_DLQ_TOPIC", &self.dlq),
             ("WRITER_STATS_TOPIC", &self.stats),
             ("WRITER_ALERTS_TOPIC", &self.alerts),
+            ("READER_DESTINATION_TOPIC", &self.by_destination),
+            ("READER_TARGET_STATS_TOPIC", &self.target_stats),
+            ("WRITER_TARGET_STATS_TOPIC", &self.target_stats),
             ("CASSANDRA_KEYSPACE", &self.keyspace),
         ] {
             env.push((k.to_owned(), v.clone()));
@@ -244,6 +254,12 @@ impl Names {
             "READER_ANALYTICS_GROUP_ID".into(),
             format!("{}_analytics", self.tag),
         ));
+        env.push((
+            "READER_TARGETS_GROUP_ID".into(),
+            format!("{}_targets", self.tag),
+        ));
+        // Every drill checks the destination windows too.
+        env.push(("READER_DESTINATION_WINDOWS".into(), "true".into()));
         env.push(("WRITER_GROUP_ID".into(), format!("{}_writer", self.tag)));
         // A restarted service keeps its transactional id, as a container restarting in place
         // does: its start fences the killed instance and aborts its open transaction at once.
@@ -295,6 +311,8 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
                 &names.dlq,
                 &names.stats,
                 &names.alerts,
+                &names.by_destination,
+                &names.target_stats,
             ],
             stack.partitions,
             i32::from(stack.nodes),
@@ -513,7 +531,10 @@ async fn run_one(stack: &Stack, drill: Drill, s: &Settings) -> anyhow::Result<Ou
     wait_for(
         "the writer to commit the statistics",
         Duration::from_secs(300),
-        || caught_up(&kafka, &writer_group, &names.stats),
+        || {
+            Ok(caught_up(&kafka, &writer_group, &names.stats)?
+                && caught_up(&kafka, &writer_group, &names.target_stats)?)
+        },
     )
     .await?;
     writer.sigterm()?;

@@ -365,6 +365,8 @@ async fn secured_cluster_tests(
             dlq: "sec_dlq_".into(),
             stats: "sec_stats_".into(),
             alerts: "sec_alerts_".into(),
+            by_destination: "sec_bydest_".into(),
+            target_stats: "sec_targets_".into(),
             reader_groups: vec!["sec_reader_".into()],
             writer_group: "sec_writer_".into(),
             reader_transactional_id: "sec_reader_".into(),

@@ -377,7 +377,10 @@ pub struct PipelineNames {
     pub dlq: String,
     pub stats: String,
     pub alerts: String,
-    /// The stream-reader's validation and analytics groups.
+    /// The validated records keyed by destination, and the per-destination statistics.
+    pub by_destination: String,
+    pub target_stats: String,
+    /// The stream-reader's validation, analytics and targets groups.
     pub reader_groups: Vec<String>,
     pub writer_group: String,
     /// Prefixes of the stream-reader's and the writer's transactional ids.
@@ -398,7 +401,13 @@ impl PipelineNames {
             dlq: topics::DLQ.into(),
             stats: topics::STATS.into(),
             alerts: topics::ALERTS.into(),
-            reader_groups: vec!["stream-reader".into(), "stream-reader-analytics".into()],
+            by_destination: topics::BY_DESTINATION.into(),
+            target_stats: topics::TARGET_STATS.into(),
+            reader_groups: vec![
+                "stream-reader".into(),
+                "stream-reader-analytics".into(),
+                "stream-reader-targets".into(),
+            ],
             writer_group: "cassandra-writer".into(),
             reader_transactional_id: "stream-reader".into(),
             writer_transactional_id: "cassandra-writer".into(),
@@ -409,10 +418,11 @@ impl PipelineNames {
 
 /// Least privilege per service:
 /// * `producer`: write the raw topic;
-/// * `stream-reader`: read the raw and validated topics and its groups, write the validated,
-///   DLQ, stats and alerts topics, its transactional ids;
-/// * `cassandra-writer`: read the validated, stats and alerts topics and its group, write the
-///   DLQ, its transactional ids;
+/// * `stream-reader`: read the raw, validated and by-destination topics and its groups, write
+///   the validated, DLQ, stats, alerts, by-destination and target stats topics, its
+///   transactional ids;
+/// * `cassandra-writer`: read the validated, stats, target stats and alerts topics and its
+///   group, write the DLQ, its transactional ids;
 /// * `operator` (`producer dlq …`, `producer replay`): read the DLQ and the raw topic, write
 ///   the raw and validated topics (re-submission), groups `producer-…`.
 ///
@@ -433,10 +443,20 @@ pub fn pipeline_acls(n: &PipelineNames) -> Vec<Acl> {
     };
     let groups: Vec<&str> = n.reader_groups.iter().map(String::as_str).collect();
     let mut acls = writers("producer", &[&n.raw]);
-    acls.extend(readers("stream-reader", &[&n.raw, &n.valid]));
+    acls.extend(readers(
+        "stream-reader",
+        &[&n.raw, &n.valid, &n.by_destination],
+    ));
     acls.extend(writers(
         "stream-reader",
-        &[&n.valid, &n.dlq, &n.stats, &n.alerts],
+        &[
+            &n.valid,
+            &n.dlq,
+            &n.stats,
+            &n.alerts,
+            &n.by_destination,
+            &n.target_stats,
+        ],
     ));
     acls.extend(Acl::allow("stream-reader", Group, p, &groups, &[Op::Read]));
     acls.extend(Acl::allow(
@@ -448,7 +468,7 @@ pub fn pipeline_acls(n: &PipelineNames) -> Vec<Acl> {
     ));
     acls.extend(readers(
         "cassandra-writer",
-        &[&n.valid, &n.stats, &n.alerts],
+        &[&n.valid, &n.stats, &n.target_stats, &n.alerts],
     ));
     acls.extend(writers("cassandra-writer", &[&n.dlq]));
     acls.extend(Acl::allow(

@@ -758,13 +758,7 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
 
 fn log_schema_topics() -> Vec<&'static str> {
     // The same names the services use by default (log-schema is the single source).
-    vec![
-        "ip_logs",
-        "ip_logs_validated",
-        "ip_logs_dlq",
-        "ip_stats",
-        "ip_alerts",
-    ]
+    log_schema::topics::ALL.to_vec()
 }
 
 /// Puts the child in its own process group, so a Ctrl-C at the terminal does not reach it and

@@ -35,7 +35,12 @@ pub struct WriterArgs {
     #[arg(long, env = "WRITER_STATS_TOPIC", default_value = log_schema::topics::STATS)]
     pub stats_topic: String,
 
-    /// Topic of alerts (persisted to alerts).
+    /// Topic of per-destination window statistics (persisted to target_stats_by_ip and
+    /// top_targets_by_minute).
+    #[arg(long, env = "WRITER_TARGET_STATS_TOPIC", default_value = log_schema::topics::TARGET_STATS)]
+    pub target_stats_topic: String,
+
+    /// Topic of alerts (persisted to alerts, and target_alerts for a target's rule).
     #[arg(long, env = "WRITER_ALERTS_TOPIC", default_value = log_schema::topics::ALERTS)]
     pub alerts_topic: String,
 

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_threat_lists.cql",
         cql: include_str!("../../../migrations/0006_threat_lists.cql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_target_windows.cql",
+        cql: include_str!("../../../migrations/0007_target_windows.cql"),
+    },
 ];
 
 impl Migration {
@@ -134,12 +139,12 @@ pub struct MigrateArgs {
     #[arg(long, env = "CASSANDRA_ACCESS_LOGS_TTL_DAYS", default_value_t = 30)]
     pub access_logs_ttl_days: u32,
 
-    /// Retention of window statistics (`ip_stats_by_ip` and the `top_talkers_*` tables), in
-    /// days (0 = forever).
+    /// Retention of window statistics (`ip_stats_by_ip`, `target_stats_by_ip` and the
+    /// `top_talkers_*` and `top_targets_by_minute` tables), in days (0 = forever).
     #[arg(long, env = "CASSANDRA_STATS_TTL_DAYS", default_value_t = 90)]
     pub stats_ttl_days: u32,
 
-    /// Retention of alerts (`alerts`), in days (0 = forever).
+    /// Retention of alerts (`alerts`, `target_alerts`), in days (0 = forever).
     #[arg(long, env = "CASSANDRA_ALERTS_TTL_DAYS", default_value_t = 365)]
     pub alerts_ttl_days: u32,
 }
@@ -159,7 +164,10 @@ impl MigrateArgs {
             ("top_talkers_by_minute", stats),
             ("top_talkers_by_country_minute", stats),
             ("top_talkers_by_asn_minute", stats),
+            ("target_stats_by_ip", stats),
+            ("top_targets_by_minute", stats),
             ("alerts", alerts),
+            ("target_alerts", alerts),
         ]
     }
 }

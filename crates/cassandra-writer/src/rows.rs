@@ -37,6 +37,9 @@ pub(crate) struct Statements {
     pub(crate) top_by_country: PreparedStatement,
     pub(crate) top_by_asn: PreparedStatement,
     pub(crate) alerts: PreparedStatement,
+    pub(crate) target_stats: PreparedStatement,
+    pub(crate) top_targets: PreparedStatement,
+    pub(crate) target_alerts: PreparedStatement,
 }
 
 impl Statements {
@@ -73,7 +76,24 @@ impl Statements {
             .await?,
             alerts: prepare(format!(
                 "INSERT INTO {ks}.alerts (source_ip, day, window_start, alert_id, rule, \
-                 window_end, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 window_end, value, threshold, summary, list) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            target_stats: prepare(format!(
+                "INSERT INTO {ks}.target_stats_by_ip (destination_ip, day, window_start, \
+                 window_end, events, bytes_sent, bytes_received, distinct_sources, distinct_ports, \
+                 denied, first_seen, last_seen, distinct_capped, targets_capped) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            top_targets: prepare(format!(
+                "INSERT INTO {ks}.top_targets_by_minute (window_start, events, destination_ip, \
+                 distinct_sources, total_bytes, denied, targets_capped) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            target_alerts: prepare(format!(
+                "INSERT INTO {ks}.target_alerts (destination_ip, day, window_start, alert_id, rule, \
+                 window_end, value, threshold, summary, list) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
         })

@@ -6,7 +6,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use log_schema::{Alert, DeadLetter, Origin, ValidatedRecord, ValidationError, WindowStats};
+use log_schema::{
+    Alert, DeadLetter, Origin, TargetStats, ValidatedRecord, ValidationError, WindowStats,
+};
 use pipeline_runtime::observe;
 use pipeline_runtime::transaction::Delivery;
 use scylla::statement::prepared::PreparedStatement;
@@ -26,12 +28,15 @@ use crate::{
 enum Input {
     Log(Box<ValidatedRecord>),
     Stats(Box<WindowStats>),
+    Target(Box<TargetStats>),
     Alert(Box<Alert>),
 }
 
 fn decode(args: &WriterArgs, topic: &str, payload: &[u8]) -> Result<Input, ValidationError> {
     if topic == args.stats_topic {
         WindowStats::from_json(payload).map(|s| Input::Stats(Box::new(s)))
+    } else if topic == args.target_stats_topic {
+        TargetStats::from_json(payload).map(|s| Input::Target(Box::new(s)))
     } else if topic == args.alerts_topic {
         Alert::from_json(payload).map(|a| Input::Alert(Box::new(a)))
     } else {
@@ -157,9 +162,59 @@ pub(crate) async fn handle(
             );
             a.and(b).and(c).and(d)
         }
+        Input::Target(t) => {
+            let by_ip = (
+                t.destination_ip.to_string(),
+                t.window_start.date_naive(),
+                t.window_start,
+                t.window_end,
+                t.events,
+                t.bytes_sent,
+                t.bytes_received,
+                t.distinct_sources,
+                t.distinct_ports,
+                t.denied,
+                t.first_seen,
+                t.last_seen,
+                t.distinct_capped,
+                t.targets_capped,
+            );
+            let top = (
+                t.window_start,
+                t.events,
+                t.destination_ip.to_string(),
+                t.distinct_sources,
+                t.bytes_sent.saturating_add(t.bytes_received),
+                t.denied,
+                t.targets_capped,
+            );
+            let (a, b) = tokio::join!(
+                execute(
+                    shared,
+                    &shared.statements.target_stats,
+                    &by_ip,
+                    ("target_stats_by_ip", source)
+                ),
+                execute(
+                    shared,
+                    &shared.statements.top_targets,
+                    &top,
+                    ("top_targets_by_minute", source)
+                ),
+            );
+            a.and(b)
+        }
         Input::Alert(a) => {
+            let (address, statement, table) = match (a.source_ip, a.destination_ip) {
+                (Some(ip), _) => (ip, &shared.statements.alerts, "alerts"),
+                (None, ip) => (
+                    ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                    &shared.statements.target_alerts,
+                    "target_alerts",
+                ),
+            };
             let row = (
-                a.source_ip.to_string(),
+                address.to_string(),
                 a.window_start.date_naive(),
                 a.window_start,
                 a.alert_id,
@@ -168,8 +223,9 @@ pub(crate) async fn handle(
                 a.value,
                 a.threshold,
                 a.summary.as_str(),
+                scylla::value::MaybeUnset::from_option(a.list.as_deref()),
             );
-            execute(shared, &shared.statements.alerts, &row, ("alerts", source)).await
+            execute(shared, statement, &row, (table, source)).await
         }
     };
     match result {

@@ -126,6 +126,7 @@ pub async fn run_until(
             &[
                 &args.input_topic,
                 &args.stats_topic,
+                &args.target_stats_topic,
                 &args.alerts_topic,
                 &args.dlq_topic,
             ],
@@ -176,11 +177,15 @@ pub async fn run_until(
     };
     let tracker = context.tracker.clone();
     let consumer = args.kafka.consumer(&args.group_id, context, extra)?;
-    consumer
-        .subscribe(&[&args.input_topic, &args.stats_topic, &args.alerts_topic])
-        .context("subscribe")?;
+    let subscribed = [
+        args.input_topic.as_str(),
+        &args.stats_topic,
+        &args.target_stats_topic,
+        &args.alerts_topic,
+    ];
+    consumer.subscribe(&subscribed).context("subscribe")?;
     info!(
-        topics = ?[&args.input_topic, &args.stats_topic, &args.alerts_topic],
+        topics = ?subscribed,
         group = %args.group_id,
         "cassandra-writer started"
     );
@@ -211,6 +216,7 @@ pub async fn run_until(
     let input_topics = [
         args.input_topic.clone(),
         args.stats_topic.clone(),
+        args.target_stats_topic.clone(),
         args.alerts_topic.clone(),
     ];
     let dlq_max_envelope = dlq_max_envelope(&args).await;
@@ -275,7 +281,7 @@ struct Writer {
     behind: bool,
     /// Interned topic names.
     topics: HashMap<String, Arc<str>>,
-    input_topics: [String; 3],
+    input_topics: [String; 4],
     fatal: Option<anyhow::Error>,
     /// When the status line was last logged, and the rows written then.
     last_status: (Instant, u64),

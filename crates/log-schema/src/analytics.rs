@@ -1,5 +1,5 @@
-//! Wire types of the analytics outputs: per-IP window statistics (`ip_stats`) and security
-//! alerts (`ip_alerts`).
+//! Wire types of the analytics outputs: per-source window statistics (`ip_stats`), per-target
+//! (destination) window statistics (`ip_target_stats`) and security alerts (`ip_alerts`).
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
@@ -57,6 +57,59 @@ pub struct WindowStats {
     /// closed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_geo: Option<crate::Geo>,
+    /// The threat lists the source was on in the window's counted records (as validation
+    /// marked them), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_threats: Vec<String>,
+}
+
+/// Traffic towards one destination IP in one tumbling event-time window: who is under attack.
+/// The payload of `ip_target_stats`, keyed by `destination_ip`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStats {
+    /// The destination address.
+    pub destination_ip: IpAddr,
+    /// Inclusive window start (UTC, aligned to the window length).
+    #[serde(with = "micros")]
+    pub window_start: DateTime<Utc>,
+    /// Exclusive window end.
+    #[serde(with = "micros")]
+    pub window_end: DateTime<Utc>,
+    /// Events in the window.
+    pub events: i64,
+    /// Sum of `bytes_sent` (by the sources).
+    pub bytes_sent: i64,
+    /// Sum of `bytes_received` (by the sources).
+    pub bytes_received: i64,
+    /// Distinct source addresses.
+    pub distinct_sources: i64,
+    /// Distinct destination ports of this address that were hit (the seed's records carry no
+    /// source port).
+    pub distinct_ports: i64,
+    /// DENY, DROP and REJECT events.
+    pub denied: i64,
+    /// Earliest event time.
+    #[serde(with = "micros")]
+    pub first_seen: DateTime<Utc>,
+    /// Latest event time.
+    #[serde(with = "micros")]
+    pub last_seen: DateTime<Utc>,
+    /// `distinct_sources` and `distinct_ports` are lower bounds: the window's minute reached
+    /// the stream-reader's budget of tracked distinct values on its partition.
+    #[serde(default)]
+    pub distinct_capped: bool,
+    /// The window's minute reached the cap of open windows on its partition: the minute's top
+    /// targets may miss destinations.
+    #[serde(default)]
+    pub targets_capped: bool,
+    /// Where the destination address is (the stream-reader's MaxMind databases, as validation
+    /// looked it up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_geo: Option<crate::Geo>,
+    /// The threat lists the destination was on in the window's counted records (as validation
+    /// marked them), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_threats: Vec<String>,
 }
 
 /// A security rule evaluated per closed window.
@@ -72,11 +125,25 @@ pub enum AlertRule {
     DenyBurst,
     /// Many distinct destination addresses from one source.
     HostSweep,
+    /// Many distinct sources, or many events, against one destination (a distributed flood).
+    TargetFlood,
+    /// An address on a threat list sent (or, with destination windows, received) traffic.
+    ThreatMatch,
 }
 
 impl AlertRule {
     /// Every rule.
-    pub const ALL: [AlertRule; 4] = [
+    pub const ALL: [AlertRule; 6] = [
+        AlertRule::PortScan,
+        AlertRule::Flood,
+        AlertRule::DenyBurst,
+        AlertRule::HostSweep,
+        AlertRule::TargetFlood,
+        AlertRule::ThreatMatch,
+    ];
+
+    /// The threshold rules of a source's window ([`WindowStats`], [`Alert::evaluate`]).
+    pub const SOURCE: [AlertRule; 4] = [
         AlertRule::PortScan,
         AlertRule::Flood,
         AlertRule::DenyBurst,
@@ -90,16 +157,20 @@ impl AlertRule {
             AlertRule::Flood => "flood",
             AlertRule::DenyBurst => "deny_burst",
             AlertRule::HostSweep => "host_sweep",
+            AlertRule::TargetFlood => "target_flood",
+            AlertRule::ThreatMatch => "threat_match",
         }
     }
 
-    /// The window figure the rule compares with its threshold.
+    /// The source window's figure the rule compares with its threshold (0 for a rule that is
+    /// not a source's threshold rule).
     pub fn value(self, stats: &WindowStats) -> i64 {
         match self {
             AlertRule::PortScan => stats.distinct_ports,
             AlertRule::Flood => stats.events,
             AlertRule::DenyBurst => stats.denied,
             AlertRule::HostSweep => stats.distinct_destinations,
+            AlertRule::TargetFlood | AlertRule::ThreatMatch => 0,
         }
     }
 }
@@ -121,16 +192,24 @@ impl FromStr for AlertRule {
     }
 }
 
-/// A triggered rule. The payload of `ip_alerts`, keyed by `source_ip`.
+/// A triggered rule. The payload of `ip_alerts`, keyed by the address it is about: `source_ip`
+/// for a source's rule, `destination_ip` for a target's rule (`target_flood`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Deterministic: UUIDv5 of `rule/source_ip/window_start`, so re-evaluation after a
+    /// Deterministic: UUIDv5 of `rule/address/window_start`, so re-evaluation after a
     /// restart yields the same id, never a second alert.
     pub alert_id: Uuid,
     /// The rule.
     pub rule: AlertRule,
-    /// The offending source.
-    pub source_ip: IpAddr,
+    /// The offending source (a source's rule); absent for a target's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
+    /// The destination under attack (a target's rule); absent for a source's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_ip: Option<IpAddr>,
+    /// The threat list of a `threat_match` alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
     /// Window start.
     #[serde(with = "micros")]
     pub window_start: DateTime<Utc>,
@@ -146,37 +225,138 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// The alert of `rule` for `stats` if the figure reaches `threshold`.
+    /// The alert of a source's `rule` for `stats` if the figure reaches `threshold`.
     pub fn evaluate(rule: AlertRule, stats: &WindowStats, threshold: i64) -> Option<Alert> {
         let value = rule.value(stats);
-        (value >= threshold).then(|| {
-            let what = match rule {
-                AlertRule::PortScan => "distinct destination ports",
-                AlertRule::Flood => "events",
-                AlertRule::DenyBurst => "denied connections",
-                AlertRule::HostSweep => "distinct destination addresses",
-            };
-            Alert {
-                alert_id: Self::id(rule, stats.source_ip, stats.window_start),
-                rule,
-                source_ip: stats.source_ip,
-                window_start: stats.window_start,
-                window_end: stats.window_end,
-                value,
-                threshold,
-                summary: format!(
-                    "{rule}: {} had {value} {what} in the minute from {} (threshold {threshold})",
-                    stats.source_ip,
-                    stats.window_start.format("%Y-%m-%d %H:%M UTC")
-                ),
-            }
+        let what = match rule {
+            AlertRule::PortScan => "distinct destination ports",
+            AlertRule::Flood => "events",
+            AlertRule::DenyBurst => "denied connections",
+            AlertRule::HostSweep => "distinct destination addresses",
+            AlertRule::TargetFlood | AlertRule::ThreatMatch => return None,
+        };
+        (value >= threshold).then(|| Alert {
+            alert_id: Self::id(rule, stats.source_ip, stats.window_start),
+            rule,
+            source_ip: Some(stats.source_ip),
+            destination_ip: None,
+            list: None,
+            window_start: stats.window_start,
+            window_end: stats.window_end,
+            value,
+            threshold,
+            summary: format!(
+                "{rule}: {} had {value} {what} in the minute from {} (threshold {threshold})",
+                stats.source_ip,
+                stats.window_start.format("%Y-%m-%d %H:%M UTC")
+            ),
         })
     }
 
-    /// UUIDv5 of `rule/source_ip/window_start` (RFC 3339, microseconds).
-    pub fn id(rule: AlertRule, source_ip: IpAddr, window_start: DateTime<Utc>) -> Uuid {
+    /// The `target_flood` alert of a target's window: its distinct sources reach `sources`, or
+    /// else its events reach `events`. The figure named is the first of the two that reached
+    /// its threshold.
+    pub fn evaluate_target(stats: &TargetStats, sources: i64, events: i64) -> Option<Alert> {
+        let rule = AlertRule::TargetFlood;
+        let (value, threshold, what) = if stats.distinct_sources >= sources {
+            (stats.distinct_sources, sources, "distinct sources")
+        } else if stats.events >= events {
+            (stats.events, events, "events")
+        } else {
+            return None;
+        };
+        Some(Alert {
+            alert_id: Self::id(rule, stats.destination_ip, stats.window_start),
+            rule,
+            source_ip: None,
+            destination_ip: Some(stats.destination_ip),
+            list: None,
+            window_start: stats.window_start,
+            window_end: stats.window_end,
+            value,
+            threshold,
+            summary: format!(
+                "{rule}: {} received {value} {what} in the minute from {} (threshold {threshold})",
+                stats.destination_ip,
+                stats.window_start.format("%Y-%m-%d %H:%M UTC")
+            ),
+        })
+    }
+
+    /// The `threat_match` alerts of a source's window: one per list the source was on, when
+    /// its events reach `events`.
+    pub fn threat_matches(stats: &WindowStats, events: i64) -> Vec<Alert> {
+        let w = (stats.window_start, stats.window_end, stats.events);
+        (stats.events >= events)
+            .then_some(&stats.source_threats)
+            .into_iter()
+            .flatten()
+            .map(|list| Self::threat_match(list, Some(stats.source_ip), None, w, events))
+            .collect()
+    }
+
+    /// The `threat_match` alerts of a destination's window: one per list the destination was
+    /// on, when its events reach `events`.
+    pub fn target_threat_matches(stats: &TargetStats, events: i64) -> Vec<Alert> {
+        let w = (stats.window_start, stats.window_end, stats.events);
+        (stats.events >= events)
+            .then_some(&stats.destination_threats)
+            .into_iter()
+            .flatten()
+            .map(|list| Self::threat_match(list, None, Some(stats.destination_ip), w, events))
+            .collect()
+    }
+
+    /// A `threat_match` alert: `list`, one of the two addresses, the window (start, end,
+    /// events) and the threshold. Its id is the UUIDv5 of
+    /// `threat_match/<list>/<source|destination>/<address>/<window_start>`.
+    fn threat_match(
+        list: &str,
+        source_ip: Option<IpAddr>,
+        destination_ip: Option<IpAddr>,
+        (window_start, window_end, value): (DateTime<Utc>, DateTime<Utc>, i64),
+        threshold: i64,
+    ) -> Alert {
+        let rule = AlertRule::ThreatMatch;
+        let (direction, address, did) = match (source_ip, destination_ip) {
+            (Some(ip), _) => ("source", ip, "sent"),
+            (None, ip) => (
+                "destination",
+                ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                "received",
+            ),
+        };
         let name = format!(
-            "{rule}/{source_ip}/{}",
+            "{rule}/{list}/{direction}/{address}/{}",
+            window_start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        Alert {
+            alert_id: Uuid::new_v5(&ALERT_ID_NAMESPACE, name.as_bytes()),
+            rule,
+            source_ip,
+            destination_ip,
+            list: Some(list.to_owned()),
+            window_start,
+            window_end,
+            value,
+            threshold,
+            summary: format!(
+                "{rule}: {address}, on the list {list}, {did} {value} events in the minute from {} (threshold {threshold})",
+                window_start.format("%Y-%m-%d %H:%M UTC")
+            ),
+        }
+    }
+
+    /// The address the alert is about: its source, or the target of a target's rule.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.source_ip.or(self.destination_ip)
+    }
+
+    /// UUIDv5 of `rule/address/window_start` (RFC 3339, microseconds); the address is the
+    /// source of a source's rule, the destination of a target's rule.
+    pub fn id(rule: AlertRule, address: IpAddr, window_start: DateTime<Utc>) -> Uuid {
+        let name = format!(
+            "{rule}/{address}/{}",
             window_start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         );
         Uuid::new_v5(&ALERT_ID_NAMESPACE, name.as_bytes())
@@ -185,6 +365,9 @@ impl Alert {
 
 macro_rules! json_codec {
     ($t:ty, $what:literal) => {
+        json_codec!($t, $what, |_: &$t| Ok::<(), &str>(()));
+    };
+    ($t:ty, $what:literal, $check:expr) => {
         impl $t {
             /// Serialises to the topic payload.
             pub fn to_json(&self) -> Vec<u8> {
@@ -193,18 +376,35 @@ macro_rules! json_codec {
 
             /// Decodes a topic payload; never panics.
             pub fn from_json(payload: &[u8]) -> Result<Self, ValidationError> {
-                serde_json::from_slice(payload).map_err(|e| {
+                let decoded: Self = serde_json::from_slice(payload).map_err(|e| {
                     let kind = if e.is_data() {
                         ErrorKind::InvalidType
                     } else {
                         ErrorKind::MalformedJson
                     };
                     ValidationError::new(kind, None, format!(concat!("not ", $what, ": {}"), e))
-                })
+                })?;
+                ($check)(&decoded).map_err(|reason| {
+                    ValidationError::new(
+                        ErrorKind::InvalidType,
+                        None,
+                        format!(concat!("not ", $what, ": {}"), reason),
+                    )
+                })?;
+                Ok(decoded)
             }
         }
     };
 }
 
 json_codec!(WindowStats, "window statistics");
-json_codec!(Alert, "an alert");
+json_codec!(TargetStats, "target window statistics");
+json_codec!(Alert, "an alert", |alert: &Alert| {
+    if alert.source_ip.is_some() == alert.destination_ip.is_some() {
+        Err("an alert names exactly one of source_ip and destination_ip")
+    } else if alert.list.is_some() != (alert.rule == AlertRule::ThreatMatch) {
+        Err("a threat_match alert, and only one, names its list")
+    } else {
+        Ok(())
+    }
+});

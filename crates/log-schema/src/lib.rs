@@ -10,7 +10,8 @@
 //! * [`DeadLetter`]: the payload of `ip_logs_dlq`;
 //! * [`headers`]: the headers that give a re-submitted record its original identity;
 //! * [`file_line`]: the identity of a line read from a file (fingerprint and byte offset);
-//! * [`WindowStats`] and [`Alert`]: the payloads of `ip_stats` and `ip_alerts`.
+//! * [`WindowStats`], [`TargetStats`] and [`Alert`]: the payloads of `ip_stats`,
+//!   `ip_target_stats` and `ip_alerts`.
 //!
 //! Nothing here panics on input, whatever the bytes (property-tested).
 
@@ -23,7 +24,7 @@ pub mod headers;
 mod record;
 mod validate;
 
-pub use analytics::{ALERT_ID_NAMESPACE, Alert, AlertRule, WindowStats};
+pub use analytics::{ALERT_ID_NAMESPACE, Alert, AlertRule, TargetStats, WindowStats};
 pub use dlq::{
     DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, Redrive, SourceRef,
 };
@@ -48,8 +49,20 @@ pub mod topics {
     pub const STATS: &str = "ip_stats";
     /// Security alerts.
     pub const ALERTS: &str = "ip_alerts";
+    /// Validated records again, keyed by destination IP (for the destination windows).
+    pub const BY_DESTINATION: &str = "ip_logs_by_destination";
+    /// Per-destination window statistics.
+    pub const TARGET_STATS: &str = "ip_target_stats";
     /// All of them, for stack setup.
-    pub const ALL: [&str; 5] = [RAW, VALIDATED, DLQ, STATS, ALERTS];
+    pub const ALL: [&str; 7] = [
+        RAW,
+        VALIDATED,
+        DLQ,
+        STATS,
+        ALERTS,
+        BY_DESTINATION,
+        TARGET_STATS,
+    ];
 }
 
 #[cfg(test)]

@@ -663,6 +663,7 @@ fn the_alert_contract_is_the_readme_example() {
         distinct_capped: false,
         sources_capped: false,
         source_geo: None,
+        source_threats: Vec::new(),
     };
     let alert = Alert::evaluate(AlertRule::HostSweep, &stats, 100).expect("fires");
     let readme = include_str!("../../../README.md");
@@ -678,4 +679,74 @@ fn the_alert_contract_is_the_readme_example() {
         alert
     );
     assert!(Alert::evaluate(AlertRule::HostSweep, &stats, 255).is_none());
+}
+
+#[test]
+fn a_target_alert_names_its_destination_and_an_alert_names_exactly_one_address() {
+    let start = Utc
+        .with_ymd_and_hms(2026, 12, 8, 9, 30, 0)
+        .single()
+        .expect("valid date");
+    let victim: std::net::IpAddr = "10.88.0.80".parse().expect("ip");
+    let stats = crate::TargetStats {
+        destination_ip: victim,
+        window_start: start,
+        window_end: start + chrono::TimeDelta::minutes(1),
+        events: 600,
+        bytes_sent: 44_400,
+        bytes_received: 0,
+        distinct_sources: 600,
+        distinct_ports: 1,
+        denied: 0,
+        first_seen: start,
+        last_seen: start,
+        distinct_capped: false,
+        targets_capped: false,
+        destination_geo: None,
+        destination_threats: Vec::new(),
+    };
+    assert!(Alert::evaluate_target(&stats, 601, 601).is_none());
+    let by_sources = Alert::evaluate_target(&stats, 500, 20_000).expect("fires");
+    assert_eq!(
+        (by_sources.value, by_sources.threshold, by_sources.source_ip),
+        (600, 500, None)
+    );
+    assert_eq!(
+        by_sources.alert_id,
+        Alert::id(AlertRule::TargetFlood, victim, start)
+    );
+    // Only the events reached theirs: the events are the figure.
+    let by_events = Alert::evaluate_target(&stats, 601, 600).expect("fires");
+    assert_eq!((by_events.value, by_events.threshold), (600, 600));
+    assert_eq!(
+        by_events.alert_id, by_sources.alert_id,
+        "one alert per window"
+    );
+    let json = String::from_utf8(by_sources.to_json()).expect("utf8");
+    assert!(json.contains(r#""destination_ip":"10.88.0.80""#), "{json}");
+    assert!(!json.contains("source_ip"), "{json}");
+    assert_eq!(
+        Alert::from_json(json.as_bytes()).expect("decodes"),
+        by_sources
+    );
+    // Neither address, or both: not an alert.
+    let neither = json.replace(r#""destination_ip":"10.88.0.80","#, "");
+    let both = json.replace(
+        r#""destination_ip""#,
+        r#""source_ip":"192.0.2.1","destination_ip""#,
+    );
+    for bad in [neither, both] {
+        let error = Alert::from_json(bad.as_bytes()).expect_err("not an alert");
+        assert_eq!(error.kind, ErrorKind::InvalidType, "{bad}");
+    }
+    // A source's rule is never a target's, and a target's never a source's.
+    assert!(
+        AlertRule::SOURCE
+            .iter()
+            .all(|r| *r != AlertRule::TargetFlood)
+    );
+    assert_eq!(
+        "target_flood".parse::<AlertRule>(),
+        Ok(AlertRule::TargetFlood)
+    );
 }

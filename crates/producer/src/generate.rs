@@ -24,7 +24,10 @@
 //! * `deny-burst`: one source is denied 150 times (SSH/RDP/SMB attempts on 8 hosts) —
 //!   ≥ 100 DENYs within a minute;
 //! * `host-sweep`: one source probes SMB (TCP/445) on every address of a /24 (10.77.n.1–254),
-//!   1 event each, ~70 % REJECTed — ≥ 100 distinct destinations within a minute.
+//!   1 event each, ~70 % REJECTed — ≥ 100 distinct destinations within a minute;
+//! * `target-flood`: 600 sources of a botnet (198.18.0.0/15, the benchmarking range) each open
+//!   one TCP/80 connection to one web server (10.88.n.80) — ≥ 500 distinct sources against one
+//!   destination within a minute, and no source rule.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -47,6 +50,8 @@ pub enum Scenario {
     DenyBurst,
     /// One source touches 254 hosts of a /24 on port 445 within a minute.
     HostSweep,
+    /// 600 sources connect once each to one destination within a minute.
+    TargetFlood,
 }
 
 impl Scenario {
@@ -57,7 +62,20 @@ impl Scenario {
             Scenario::Flood => 6_000,
             Scenario::DenyBurst => 150,
             Scenario::HostSweep => 254,
+            Scenario::TargetFlood => 600,
         }
+    }
+
+    /// The destination burst number `n` of a target's scenario attacks (10.88.n.80); `None`
+    /// for a source's scenario.
+    pub fn victim(self, n: u64) -> Option<IpAddr> {
+        (self == Scenario::TargetFlood)
+            .then(|| IpAddr::V4(Ipv4Addr::new(10, 88, (n % 256) as u8, 80)))
+    }
+
+    /// Source number `k` of a botnet burst (198.18.0.1 onwards).
+    fn bot(k: usize) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, (k / 250) as u8, (k % 250) as u8 + 1))
     }
 
     /// Attacker address of burst number `n` of this scenario (203.0.113.0/24, TEST-NET-3).
@@ -67,6 +85,8 @@ impl Scenario {
             Scenario::Flood => (80, 64),
             Scenario::DenyBurst => (160, 64),
             Scenario::HostSweep => (224, 32),
+            // The first bot: a target flood has hundreds of sources.
+            Scenario::TargetFlood => return Scenario::bot(0),
         };
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, base + (n % spread) as u8))
     }
@@ -323,7 +343,9 @@ impl Generator {
             let index = self.burst_count;
             let ip = scenario.attacker(index);
             self.burst_count += 1;
-            let target = self.destinations[self.rng.random_range(0..self.destinations.len())];
+            let target = scenario.victim(index).unwrap_or_else(|| {
+                self.destinations[self.rng.random_range(0..self.destinations.len())]
+            });
             self.bursts.push(Burst {
                 scenario,
                 index,
@@ -382,6 +404,14 @@ impl Generator {
                     Action::Allow
                 };
                 (445, action, destination, 60, 0)
+            }
+            Scenario::TargetFlood => {
+                let ip = Scenario::bot(n);
+                b.attacker = Host {
+                    ip,
+                    key: ip.to_string(),
+                };
+                (80, Action::Allow, b.target, 74, 0)
             }
         };
         let log = RawLog {

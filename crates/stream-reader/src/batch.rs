@@ -69,7 +69,8 @@ pub(crate) struct Batch {
     /// Input records whose output Kafka refused for good in an aborted transaction, with the
     /// reason and how many outputs of the record were refused: on replay the record's output
     /// is dead-lettered that many times (as the at-least-once mode does in one go).
-    pub refused: HashMap<(i32, i64), (String, u32)>,
+    /// Keyed by partition, offset and whether it was the destination copy.
+    pub refused: HashMap<(i32, i64, bool), (String, u32)>,
 }
 
 impl Batch {

@@ -140,6 +140,53 @@ pub struct ReaderArgs {
     #[arg(long, env = "READER_ALERT_ALLOWLIST", default_value = "", value_parser = crate::allowlist::Allowlist::parse)]
     pub alert_allowlist: crate::allowlist::Allowlist,
 
+    /// Also compute one-minute windows per destination IP ("who is under attack") and the
+    /// target_flood rule: the validation stage sends every validated record a second time, to
+    /// READER_DESTINATION_TOPIC keyed by destination, and a third stage reads it.
+    #[arg(long, env = "READER_DESTINATION_WINDOWS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub destination_windows: bool,
+
+    /// Topic of validated records keyed by destination IP (the destination windows' input).
+    #[arg(long, env = "READER_DESTINATION_TOPIC", default_value = log_schema::topics::BY_DESTINATION)]
+    pub destination_topic: String,
+
+    /// Topic of per-destination window statistics.
+    #[arg(long, env = "READER_TARGET_STATS_TOPIC", default_value = log_schema::topics::TARGET_STATS)]
+    pub target_stats_topic: String,
+
+    /// Consumer group of the destination windows' stage (reads READER_DESTINATION_TOPIC).
+    #[arg(
+        long,
+        env = "READER_TARGETS_GROUP_ID",
+        default_value = "stream-reader-targets"
+    )]
+    pub targets_group_id: String,
+
+    /// target_flood alert: distinct sources against one destination in a window.
+    #[arg(long, env = "READER_ALERT_TARGET_FLOOD_SOURCES", default_value_t = 500)]
+    pub alert_target_flood_sources: i64,
+
+    /// target_flood alert: events against one destination in a window (when its distinct
+    /// sources stay below READER_ALERT_TARGET_FLOOD_SOURCES).
+    #[arg(
+        long,
+        env = "READER_ALERT_TARGET_FLOOD_EVENTS",
+        default_value_t = 20_000
+    )]
+    pub alert_target_flood_events: i64,
+
+    /// threat_match alert: events of an address on a threat list (READER_THREAT_LISTS) in a
+    /// window, as a source (and, with READER_DESTINATION_WINDOWS, as a destination); one
+    /// alert per list, address, direction and minute.
+    #[arg(long, env = "READER_ALERT_THREAT_MATCH_EVENTS", default_value_t = 1)]
+    pub alert_threat_match_events: i64,
+
+    /// Destination addresses and CIDR blocks the target rules skip (your own load balancers,
+    /// DNS resolvers), comma-separated: their windows are computed and stored, but raise no
+    /// alert.
+    #[arg(long, env = "READER_ALERT_TARGET_ALLOWLIST", default_value = "", value_parser = crate::allowlist::Allowlist::parse)]
+    pub alert_target_allowlist: crate::allowlist::Allowlist,
+
     /// Delivery guarantee of every output (validated, dead letters, window stats, alerts):
     /// `at-least-once`, or `exactly-once` with Kafka transactions (outputs and input offsets
     /// committed together; consumers of the outputs must read with
@@ -197,6 +244,11 @@ pub struct ReaderArgs {
 }
 
 impl ReaderArgs {
+    /// Whether the destination windows run (they need the analytics).
+    pub fn destination_windows(&self) -> bool {
+        self.analytics && self.destination_windows
+    }
+
     /// The transactional id of one stage (`validation`, `analytics`).
     pub fn transactional_id_of(&self, stage: &str) -> String {
         pipeline_runtime::transaction::transactional_id(

@@ -13,6 +13,11 @@
 //!   `ip_logs_validated`, which the validation stage keys by source IP whatever the producers
 //!   of `ip_logs` did, and emits each closed one-minute window to `ip_stats` and its alerts to
 //!   `ip_alerts`, exactly as an uninterrupted run would ([`windows`]).
+//! * **Targets** (with `READER_DESTINATION_WINDOWS`; the same stage, group
+//!   `READER_TARGETS_GROUP_ID`): the validation stage also sends every validated record to
+//!   `ip_logs_by_destination`, keyed by destination IP, and acknowledges its input only once
+//!   both copies landed; the targets stage computes per-destination windows from it into
+//!   `ip_target_stats` and `target_flood` alerts into `ip_alerts`, under the same rule.
 //!
 //! **Delivery guarantee: `READER_DELIVERY`.** With `exactly-once` each stage produces its
 //! outputs (validated records and dead letters; window stats and alerts) with a transactional
@@ -95,6 +100,8 @@ pub struct ReaderStats {
     pub assigned_partitions: Arc<AtomicUsize>,
     /// Partitions of the validated topic currently assigned to the analytics stage.
     pub analytics_partitions: Arc<AtomicUsize>,
+    /// Partitions of the by-destination topic currently assigned to the targets stage.
+    pub target_partitions: Arc<AtomicUsize>,
     /// Windows closed and emitted (acknowledged).
     pub windows_closed: AtomicU64,
     /// Alerts emitted (acknowledged).
@@ -178,6 +185,16 @@ fn check_kafka_access(args: &ReaderArgs) -> anyhow::Result<()> {
             setting: "READER_ANALYTICS_GROUP_ID",
         });
     }
+    if args.destination_windows() {
+        topics.extend([
+            args.destination_topic.as_str(),
+            args.target_stats_topic.as_str(),
+        ]);
+        groups.push(Group {
+            id: &args.targets_group_id,
+            setting: "READER_TARGETS_GROUP_ID",
+        });
+    }
     pipeline_runtime::run_blocking(|| check(&args.kafka, &topics, &groups))
 }
 
@@ -191,7 +208,7 @@ pub async fn run_until(
     let readiness = observe::Readiness::default();
     let server_stop = shutdown.child_token();
     let server = observe::serve(args.metrics_addr, readiness.clone(), server_stop.clone()).await?;
-    metrics::describe_metrics();
+    metrics::describe_metrics(args.destination_windows());
     check_kafka_access(&args)?;
     let stop = shutdown.child_token();
     // Reading the databases (tens of MB) is file I/O: off the runtime's workers.
@@ -207,22 +224,34 @@ pub async fn run_until(
         Duration::from_millis(args.threat_reload_interval_ms),
         stop.clone(),
     );
-    let analytics = args.analytics.then(|| {
-        let (args, stop, stats, readiness) =
-            (args.clone(), stop.clone(), stats.clone(), readiness.clone());
-        tokio::spawn(async move {
-            let result = analytics::run_until(args, stop.clone(), stats, readiness).await;
-            stop.cancel();
-            result
+    let mut sides = Vec::new();
+    if args.analytics {
+        sides.push(analytics::Keyed::sources(&args));
+    }
+    if args.destination_windows() {
+        sides.push(analytics::Keyed::destinations(&args));
+    }
+    let analytics: Vec<_> = sides
+        .into_iter()
+        .map(|keyed| {
+            let (args, stop, stats, readiness) =
+                (args.clone(), stop.clone(), stats.clone(), readiness.clone());
+            tokio::spawn(async move {
+                let result =
+                    analytics::run_until(args, keyed, stop.clone(), stats, readiness).await;
+                stop.cancel();
+                result
+            })
         })
-    });
+        .collect();
     let validated =
         validation::validate_until(args, stop.clone(), stats, readiness, geo, threats).await;
     stop.cancel();
-    let analysed = match analytics {
-        Some(task) => task.await.context("analytics stage panicked")?,
-        None => Ok(()),
-    };
+    let mut analysed = Ok(());
+    for task in analytics {
+        let result = task.await.context("analytics stage panicked")?;
+        analysed = analysed.and(result);
+    }
     server_stop.cancel();
     let _ = server.await;
     info!("stream-reader stopped");

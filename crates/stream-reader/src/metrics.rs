@@ -78,7 +78,7 @@ pub const METRICS: &[&[Metric]] = &[
     pipeline_runtime::failure::METRICS,
 ];
 
-pub(crate) fn describe_metrics() {
+pub(crate) fn describe_metrics(destination_windows: bool) {
     for defined in METRICS {
         telemetry::describe(defined);
     }
@@ -90,7 +90,11 @@ pub(crate) fn describe_metrics() {
             metrics::counter!(INVALID_RECORDS.name, "kind" => kind.as_str()).absolute(0);
         }
     }
-    crate::analytics::describe_metrics();
+    crate::analytics::describe_metrics(if destination_windows {
+        &["source", "destination"]
+    } else {
+        &["source"]
+    });
 }
 
 pub(crate) fn log_status(stats: &ReaderStats, in_flight: usize, last: &mut (Instant, u64)) {

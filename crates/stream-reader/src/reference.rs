@@ -11,6 +11,10 @@
 //!
 //! Idle steps depend on wall-clock quiet, so the reference cannot compute them: it takes the
 //! ones the stream-reader committed, as it logged them ([`idle_steps_in_log`]).
+//!
+//! The destination windows follow the same rule over the by-destination topic, with windows
+//! keyed by destination and distinct sources where a source's window has distinct
+//! destinations ([`By`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -18,7 +22,66 @@ use std::{
 };
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
-use log_schema::{ValidatedRecord, WindowStats};
+use log_schema::{TargetStats, ValidatedRecord, WindowStats};
+
+/// Which address keys the windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// Per source (`ip_stats`).
+    Source,
+    /// Per destination (`ip_target_stats`).
+    Destination,
+}
+
+/// Events, bytes sent and received, distinct ports, distinct peers (destinations of a source,
+/// sources of a target), denied, first and last seen.
+pub type Counts = (i64, i64, i64, i64, i64, i64, DateTime<Utc>, DateTime<Utc>);
+
+/// What the reference compares of an emitted window.
+pub trait Figures {
+    /// Its counts.
+    fn figures(&self) -> Counts;
+    /// The threat lists its address was on.
+    fn threats(&self) -> &[String];
+}
+
+impl Figures for WindowStats {
+    fn threats(&self) -> &[String] {
+        &self.source_threats
+    }
+
+    fn figures(&self) -> Counts {
+        (
+            self.events,
+            self.bytes_sent,
+            self.bytes_received,
+            self.distinct_ports,
+            self.distinct_destinations,
+            self.denied,
+            self.first_seen,
+            self.last_seen,
+        )
+    }
+}
+
+impl Figures for TargetStats {
+    fn threats(&self) -> &[String] {
+        &self.destination_threats
+    }
+
+    fn figures(&self) -> Counts {
+        (
+            self.events,
+            self.bytes_sent,
+            self.bytes_received,
+            self.distinct_ports,
+            self.distinct_sources,
+            self.denied,
+            self.first_seen,
+            self.last_seen,
+        )
+    }
+}
 
 /// The statistics of one window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +94,7 @@ pub struct Window {
     pub bytes_received: i64,
     /// Destination ports.
     pub ports: BTreeSet<u16>,
-    /// Destination addresses.
+    /// The other addresses: destinations of a source, sources of a destination.
     pub destinations: BTreeSet<IpAddr>,
     /// Denied events.
     pub denied: i64,
@@ -39,30 +102,25 @@ pub struct Window {
     pub first_seen: DateTime<Utc>,
     /// Latest event time.
     pub last_seen: DateTime<Utc>,
+    /// The threat lists the address was on in the counted records.
+    pub threats: BTreeSet<String>,
 }
 
 impl Window {
     /// Whether `stats` carries exactly these statistics (cap flags aside).
-    pub fn matches(&self, stats: &WindowStats) -> bool {
-        (
-            stats.events,
-            stats.bytes_sent,
-            stats.bytes_received,
-            stats.distinct_ports,
-            stats.distinct_destinations,
-            stats.denied,
-            stats.first_seen,
-            stats.last_seen,
-        ) == (
-            self.events,
-            self.bytes_sent,
-            self.bytes_received,
-            self.ports.len() as i64,
-            self.destinations.len() as i64,
-            self.denied,
-            self.first_seen,
-            self.last_seen,
-        )
+    pub fn matches(&self, stats: &impl Figures) -> bool {
+        stats.threats().iter().eq(self.threats.iter())
+            && stats.figures()
+                == (
+                    self.events,
+                    self.bytes_sent,
+                    self.bytes_received,
+                    self.ports.len() as i64,
+                    self.destinations.len() as i64,
+                    self.denied,
+                    self.first_seen,
+                    self.last_seen,
+                )
     }
 }
 
@@ -84,19 +142,19 @@ impl Reference {
     /// Where `emitted` (the last emission per window) differs from the reference: a reference
     /// window missing or with other statistics, or an emitted window the reference does not
     /// close; each as (window, reference events, emitted events).
-    pub fn differences(
+    pub fn differences<F: Figures>(
         &self,
-        emitted: &BTreeMap<(IpAddr, DateTime<Utc>), WindowStats>,
+        emitted: &BTreeMap<(IpAddr, DateTime<Utc>), F>,
     ) -> Vec<Difference> {
         let wrong = self
             .windows
             .iter()
             .filter(|(k, w)| !emitted.get(*k).is_some_and(|s| w.matches(s)))
-            .map(|(k, w)| (*k, Some(w.events), emitted.get(k).map(|s| s.events)));
+            .map(|(k, w)| (*k, Some(w.events), emitted.get(k).map(|s| s.figures().0)));
         let extra = emitted
             .iter()
             .filter(|(k, _)| !self.windows.contains_key(*k))
-            .map(|(k, s)| (*k, None, Some(s.events)));
+            .map(|(k, s)| (*k, None, Some(s.figures().0)));
         wrong.chain(extra).collect()
     }
 }
@@ -156,6 +214,17 @@ pub fn reference_with_idle_steps(
     lateness: TimeDelta,
     steps: &[IdleStep],
 ) -> Reference {
+    reference_by(By::Source, records, lateness, steps)
+}
+
+/// The reference run of `by`'s windows over `records` (of the validated topic for sources, of
+/// the by-destination topic for destinations) with the idle steps committed for that topic.
+pub fn reference_by(
+    by: By,
+    records: impl IntoIterator<Item = (i32, i64, ValidatedRecord)>,
+    lateness: TimeDelta,
+    steps: &[IdleStep],
+) -> Reference {
     let mut by_partition: BTreeMap<i32, BTreeMap<i64, ValidatedRecord>> = BTreeMap::new();
     for (p, o, r) in records {
         by_partition.entry(p).or_default().insert(o, r);
@@ -184,7 +253,11 @@ pub fn reference_with_idle_steps(
             if horizon.is_some_and(|h| m < h) {
                 out.late += 1;
             } else {
-                let w = open.entry((v.source_ip, m)).or_insert_with(|| Window {
+                let (key, other, lists) = match by {
+                    By::Source => (v.source_ip, v.destination_ip, &v.source_threats),
+                    By::Destination => (v.destination_ip, v.source_ip, &v.destination_threats),
+                };
+                let w = open.entry((key, m)).or_insert_with(|| Window {
                     events: 0,
                     bytes_sent: 0,
                     bytes_received: 0,
@@ -193,12 +266,14 @@ pub fn reference_with_idle_steps(
                     denied: 0,
                     first_seen: v.timestamp,
                     last_seen: v.timestamp,
+                    threats: BTreeSet::new(),
                 });
                 w.events += 1;
                 w.bytes_sent += v.bytes_sent;
                 w.bytes_received += v.bytes_received;
                 w.ports.insert(v.port);
-                w.destinations.insert(v.destination_ip);
+                w.destinations.insert(other);
+                w.threats.extend(lists.iter().cloned());
                 w.denied += i64::from(v.action.is_denied());
                 w.first_seen = w.first_seen.min(v.timestamp);
                 w.last_seen = w.last_seen.max(v.timestamp);

@@ -31,6 +31,12 @@ pub struct Outcome {
     /// Windows whose rows in `ip_stats_by_ip` / `top_talkers_by_minute` are not exactly one
     /// with the reference's count.
     pub window_rows_wrong: usize,
+    /// Destination windows the reference model closes.
+    pub target_windows: usize,
+    /// Destination windows not emitted with exactly the reference's statistics (or emitted
+    /// twice with different ones, or not the reference's), and their `top_targets_by_minute`
+    /// rows that are not exactly one with the reference's count.
+    pub target_windows_wrong: usize,
     /// Alerts on the alerts topic that the emitted windows do not trigger, plus alerts they
     /// trigger that are missing (default thresholds).
     pub alerts_wrong: usize,
@@ -56,11 +62,12 @@ pub struct TopicDuplicates {
     pub dlq: usize,
     pub stats: usize,
     pub alerts: usize,
+    pub targets: usize,
 }
 
 impl TopicDuplicates {
     fn total(self) -> usize {
-        self.validated + self.dlq + self.stats + self.alerts
+        self.validated + self.dlq + self.stats + self.alerts + self.targets
     }
 }
 
@@ -83,6 +90,8 @@ impl Outcome {
             && self.windows > 0
             && self.windows_wrong == 0
             && self.window_rows_wrong == 0
+            && self.target_windows > 0
+            && self.target_windows_wrong == 0
             && self.alerts_wrong == 0
             && self.scan_alerts.is_none_or(|n| n == 1)
             && self.valid + self.invalid == self.records as usize
@@ -91,7 +100,7 @@ impl Outcome {
 
     pub fn line(&self) -> String {
         format!(
-            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} alerts_wrong={}{} reader_failures={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{} recover_max={:.1}s elapsed={:.0}s{}",
+            "drill {:<15} {} delivery={} records={} valid={} invalid={} faults={} producer_failed={} input_duplicates={} lost={} duplicated={} dlq_exact={} windows={} windows_wrong={} window_rows_wrong={} target_windows={} target_windows_wrong={} alerts_wrong={}{} reader_failures={} topic_duplicates=validated:{},dlq:{},stats:{},alerts:{},targets:{} recover_max={:.1}s elapsed={:.0}s{}",
             format!("{:?}", self.drill).to_lowercase(),
             if self.ok() { "PASS" } else { "FAIL" },
             self.delivery
@@ -109,6 +118,8 @@ impl Outcome {
             self.windows,
             self.windows_wrong,
             self.window_rows_wrong,
+            self.target_windows,
+            self.target_windows_wrong,
             self.alerts_wrong,
             self.scan_alerts
                 .map_or_else(String::new, |n| format!(" scan_alerts={n}")),
@@ -117,6 +128,7 @@ impl Outcome {
             self.topic_duplicates.dlq,
             self.topic_duplicates.stats,
             self.topic_duplicates.alerts,
+            self.topic_duplicates.targets,
             self.recover_max.as_secs_f64(),
             self.elapsed.as_secs_f64(),
             self.notes

@@ -1,6 +1,9 @@
 //! The reconciliation after a drill: records, dead letters, rows and analytics against what was
 //! produced and the reference model.
 
+use log_schema::TargetStats;
+use stream_reader::reference::{By, Reference};
+
 use super::outcome::repeats;
 use super::*;
 
@@ -109,6 +112,8 @@ pub(super) async fn reconcile(
         windows: 0,
         windows_wrong: 0,
         window_rows_wrong: 0,
+        target_windows: 0,
+        target_windows_wrong: 0,
         alerts_wrong: 0,
         scan_alerts: None,
         reader_failures: 0,
@@ -120,22 +125,38 @@ pub(super) async fn reconcile(
     })
 }
 
-/// The reference model over the (complete) validated topic, with the idle steps the
-/// stream-readers committed as they logged them to `log`.
+/// The reference models of both sides' windows.
+pub(super) struct References {
+    /// Per source, over the validated topic.
+    pub(super) sources: Reference,
+    /// Per destination, over the by-destination topic.
+    pub(super) targets: Reference,
+}
+
+/// The reference models over the (complete) validated and by-destination topics, with the idle
+/// steps the stream-readers committed as they logged them to `log`.
 pub(super) fn reference_now(
     kafka: &KafkaArgs,
     names: &Names,
     log: &Path,
-) -> anyhow::Result<stream_reader::reference::Reference> {
-    let validated = read_all(kafka, &names.valid)?;
+) -> anyhow::Result<References> {
     let text = fs::read_to_string(log).with_context(|| format!("read {}", log.display()))?;
-    Ok(stream_reader::reference::reference_with_idle_steps(
-        validated
-            .into_iter()
-            .filter_map(|(p, o, payload)| Some((p, o, ValidatedRecord::from_json(&payload).ok()?))),
-        LATENESS,
-        &stream_reader::reference::idle_steps_in_log(&text, &names.valid),
-    ))
+    let of = |topic: &str, by: By| -> anyhow::Result<Reference> {
+        Ok(stream_reader::reference::reference_by(
+            by,
+            read_all(kafka, topic)?
+                .into_iter()
+                .filter_map(|(p, o, payload)| {
+                    Some((p, o, ValidatedRecord::from_json(&payload).ok()?))
+                }),
+            LATENESS,
+            &stream_reader::reference::idle_steps_in_log(&text, topic),
+        ))
+    };
+    Ok(References {
+        sources: of(&names.valid, By::Source)?,
+        targets: of(&names.by_destination, By::Destination)?,
+    })
 }
 
 /// Waits until the analytics stage emitted every window the reference model closes so far
@@ -147,7 +168,7 @@ pub(super) async fn wait_for_analytics(
 ) -> anyhow::Result<()> {
     let reference = reference_now(kafka, names, log)?;
     wait_for(
-        "the analytics stage to emit every window",
+        "the analytics stages to emit every window",
         Duration::from_secs(300),
         || {
             let emitted: BTreeSet<_> = read_all(kafka, &names.stats)?
@@ -155,19 +176,34 @@ pub(super) async fn wait_for_analytics(
                 .filter_map(|(_, _, p)| WindowStats::from_json(p).ok())
                 .map(|s| (s.source_ip, s.window_start))
                 .collect();
-            Ok(reference.windows.keys().all(|k| emitted.contains(k)))
+            let targets: BTreeSet<_> = read_all(kafka, &names.target_stats)?
+                .iter()
+                .filter_map(|(_, _, p)| TargetStats::from_json(p).ok())
+                .map(|s| (s.destination_ip, s.window_start))
+                .collect();
+            Ok(reference
+                .sources
+                .windows
+                .keys()
+                .all(|k| emitted.contains(k))
+                && reference
+                    .targets
+                    .windows
+                    .keys()
+                    .all(|k| targets.contains(k)))
         },
     )
     .await
 }
 
-/// Compares the stats topic and the two statistics tables with the reference.
+/// Compares the stats topics and the statistics tables with the references.
 pub(super) async fn reconcile_analytics(
     stack: &Stack,
     names: &Names,
-    reference: &stream_reader::reference::Reference,
+    references: &References,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
+    let reference = &references.sources;
     let kafka = stack.kafka_admin();
     let horizon = reference.windows.keys().map(|k| k.1).max();
     let mut emitted: BTreeMap<(std::net::IpAddr, chrono::DateTime<Utc>), WindowStats> =
@@ -220,12 +256,38 @@ pub(super) async fn reconcile_analytics(
             thresholds
                 .iter()
                 .filter_map(|(rule, t)| log_schema::Alert::evaluate(*rule, s, *t))
+                .chain(log_schema::Alert::threat_matches(
+                    s,
+                    defaults.alert_threat_match_events,
+                ))
                 .map(|a| a.alert_id)
         })
         .collect();
+    let (targets, target_horizon) = reconcile_targets(&kafka, names, references, outcome)?;
+    let want_targets = targets.values().flat_map(|s| {
+        log_schema::Alert::evaluate_target(
+            s,
+            defaults.alert_target_flood_sources,
+            defaults.alert_target_flood_events,
+        )
+        .into_iter()
+        .chain(log_schema::Alert::target_threat_matches(
+            s,
+            defaults.alert_threat_match_events,
+        ))
+        .map(|a| a.alert_id)
+    });
+    let want: BTreeSet<Uuid> = want.into_iter().chain(want_targets).collect();
     let got: BTreeSet<Uuid> = alerts
         .iter()
-        .filter(|a| Some(a.window_start) <= horizon)
+        .filter(|a| {
+            let horizon = if a.destination_ip.is_some() {
+                target_horizon
+            } else {
+                horizon
+            };
+            Some(a.window_start) <= horizon
+        })
         .map(|a| a.alert_id)
         .collect();
     outcome.alerts_wrong = want.symmetric_difference(&got).count();
@@ -234,7 +296,7 @@ pub(super) async fn reconcile_analytics(
             alerts
                 .iter()
                 .filter(|a| a.rule == log_schema::AlertRule::PortScan)
-                .filter(|a| a.source_ip.to_string() == SCANNER)
+                .filter(|a| a.source_ip.is_some_and(|ip| ip.to_string() == SCANNER))
                 .count(),
         );
     }
@@ -291,5 +353,74 @@ pub(super) async fn reconcile_analytics(
     outcome.windows = reference.windows.len();
     outcome.windows_wrong = wrong;
     outcome.window_rows_wrong = differs(&stored) + differs(&top);
+
+    // The destination windows' rows: one per window in the minute's top targets.
+    let targets_of_minute = session
+        .prepare(format!(
+            "SELECT destination_ip, events FROM {ks}.top_targets_by_minute WHERE window_start = ?"
+        ))
+        .await?;
+    let minutes: BTreeSet<chrono::DateTime<Utc>> =
+        references.targets.windows.keys().map(|k| k.1).collect();
+    let mut top_targets: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = BTreeMap::new();
+    for m in minutes {
+        let mut pages = session
+            .execute_iter(targets_of_minute.clone(), (m,))
+            .await?
+            .rows_stream::<(String, i64)>()?;
+        while let Some(row) = pages.next().await {
+            let (ip, events) = row?;
+            top_targets.entry((ip, m)).or_default().push(events);
+        }
+    }
+    let want_targets: BTreeMap<(String, chrono::DateTime<Utc>), Vec<i64>> = references
+        .targets
+        .windows
+        .iter()
+        .map(|((ip, m), w)| ((ip.to_string(), *m), vec![w.events]))
+        .collect();
+    outcome.target_windows_wrong += want_targets
+        .iter()
+        .filter(|(k, v)| top_targets.get(*k) != Some(*v))
+        .count()
+        + top_targets
+            .keys()
+            .filter(|k| !want_targets.contains_key(*k))
+            .count();
     Ok(())
+}
+
+/// Emitted destination windows by (destination, window start).
+type TargetWindows = BTreeMap<(std::net::IpAddr, chrono::DateTime<Utc>), TargetStats>;
+
+/// The destination windows on the target stats topic against their reference: counts the
+/// wrong ones into `outcome` and returns the emitted windows (up to the reference's last
+/// minute) and that minute.
+fn reconcile_targets(
+    kafka: &KafkaArgs,
+    names: &Names,
+    references: &References,
+    outcome: &mut Outcome,
+) -> anyhow::Result<(TargetWindows, Option<chrono::DateTime<Utc>>)> {
+    let horizon = references.targets.windows.keys().map(|k| k.1).max();
+    let mut emitted = BTreeMap::new();
+    let mut wrong = 0;
+    let mut windows = Vec::new();
+    for (_, _, payload) in read_all(kafka, &names.target_stats)? {
+        let s = TargetStats::from_json(&payload)?;
+        windows.push((s.destination_ip, s.window_start));
+        if Some(s.window_start) > horizon {
+            continue; // the closing records' own minute
+        }
+        if let Some(previous) = emitted.insert((s.destination_ip, s.window_start), s.clone())
+            && previous != s
+        {
+            wrong += 1;
+        }
+    }
+    wrong += references.targets.differences(&emitted).len();
+    outcome.topic_duplicates.targets = repeats(windows);
+    outcome.target_windows = references.targets.windows.len();
+    outcome.target_windows_wrong = wrong;
+    Ok((emitted, horizon))
 }

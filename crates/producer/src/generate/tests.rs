@@ -88,6 +88,7 @@ fn scenarios_produce_their_pattern_within_one_minute() {
             Scenario::Flood,
             Scenario::DenyBurst,
             Scenario::HostSweep,
+            Scenario::TargetFlood,
         ],
         ..Default::default()
     });
@@ -102,12 +103,16 @@ fn scenarios_produce_their_pattern_within_one_minute() {
         let at = t0() + TimeDelta::milliseconds(i);
         let (key, kind) = g.next_into(at, &mut buf);
         if let Kind::Attack(s) = kind {
-            let key = key.to_owned();
             let r = validate(&buf, &origin, at, &Limits::default()).expect("valid");
+            assert_eq!(key, r.source_ip.to_string(), "keyed by its source");
+            // A target's scenario is grouped by its victim, a source's by its attacker.
+            let key = s
+                .victim(0)
+                .map_or(key.to_owned(), |_| r.destination_ip.to_string());
             attacks.entry((s, key)).or_default().push(r);
         }
     }
-    assert_eq!(attacks.len(), 4);
+    assert_eq!(attacks.len(), 5);
     for ((s, _), events) in &attacks {
         let minutes: HashSet<i64> = events
             .iter()
@@ -128,6 +133,16 @@ fn scenarios_produce_their_pattern_within_one_minute() {
                 assert!(hosts.len() >= 100, "{}", hosts.len());
                 assert!(events.iter().all(|r| r.port == 445));
                 assert!(events.iter().filter(|r| r.action.is_denied()).count() < 100);
+            }
+            Scenario::TargetFlood => {
+                let sources: HashSet<_> = events.iter().map(|r| r.source_ip).collect();
+                assert!(sources.len() >= 500, "{}", sources.len());
+                assert_eq!(events.len(), sources.len(), "one event per source");
+                assert_eq!(
+                    events[0].destination_ip,
+                    Scenario::TargetFlood.victim(4).expect("a victim"),
+                    "the fifth burst's victim"
+                );
             }
         }
     }

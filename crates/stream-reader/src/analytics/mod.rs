@@ -1,5 +1,8 @@
-//! The analytics stage: `ip_logs_validated` → per-IP one-minute windows → `ip_stats` and
-//! `ip_alerts`.
+//! The analytics stage: `ip_logs_validated` → per-source one-minute windows → `ip_stats` and
+//! `ip_alerts`; and, with `READER_DESTINATION_WINDOWS`, a second instance of it over
+//! `ip_logs_by_destination` → per-destination windows → `ip_target_stats` and `ip_alerts`
+//! (`target_flood`), in its own group (`READER_TARGETS_GROUP_ID`). Everything below holds for
+//! both ([`Keyed`]).
 //!
 //! It reads the validated topic in its own consumer group, so its windows see a stream keyed
 //! by canonical source IP that the validation stage guarantees, whatever keys (or none) the
@@ -47,6 +50,7 @@ use tracing::{info, warn};
 
 use crate::{ReaderArgs, ReaderStats, batch::Batch, outputs::Event};
 use state::Analytics;
+pub(crate) use state::Keyed;
 
 mod commit;
 mod state;
@@ -55,8 +59,8 @@ mod state;
 pub const WINDOWS_CLOSED: Metric = Metric {
     name: "reader_windows_closed_total",
     kind: MetricKind::Counter,
-    labels: &[],
-    help: "Per-IP windows closed and emitted to ip_stats",
+    labels: &["side"],
+    help: "Per-IP windows closed and emitted (ip_stats, ip_target_stats), by side",
 };
 /// Alerts emitted and acknowledged, by rule.
 pub const ALERTS: Metric = Metric {
@@ -69,49 +73,49 @@ pub const ALERTS: Metric = Metric {
 pub const WINDOWS_OPEN: Metric = Metric {
     name: "reader_windows_open",
     kind: MetricKind::Gauge,
-    labels: &[],
-    help: "Per-IP windows currently open",
+    labels: &["side"],
+    help: "Per-IP windows currently open, by side",
 };
 /// Valid events not counted because their window had closed.
 pub const LATE_EVENTS: Metric = Metric {
     name: "late_events_total",
     kind: MetricKind::Counter,
-    labels: &[],
+    labels: &["side"],
     help: "Valid events whose window had already closed (not counted)",
 };
 /// Validated records the validation stage emitted more than once, counted once.
 pub const DUPLICATES: Metric = Metric {
     name: "reader_window_duplicates_total",
     kind: MetricKind::Counter,
-    labels: &[],
+    labels: &["side"],
     help: "Validated records seen again after a validation-stage restart (counted once)",
 };
 /// Events no longer counted because their window was evicted from a full minute.
 pub const UNCOUNTED: Metric = Metric {
     name: "reader_window_uncounted_events_total",
     kind: MetricKind::Counter,
-    labels: &[],
+    labels: &["side"],
     help: "Events not counted: their window was evicted from a minute at the per-partition window cap",
 };
 /// Windows emitted with a cap flag, by cap (`sources`, `distinct`).
 pub const CAPPED: Metric = Metric {
     name: "reader_windows_capped_total",
     kind: MetricKind::Counter,
-    labels: &["cap"],
+    labels: &["cap", "side"],
     help: "Windows emitted with a cap flag, by cap",
 };
 /// Records of the validated topic that are not validated records (not counted).
 pub const SKIPPED: Metric = Metric {
     name: "reader_analytics_skipped_total",
     kind: MetricKind::Counter,
-    labels: &[],
+    labels: &["side"],
     help: "Records of the validated topic that are not validated records",
 };
 /// Committed offset metadata that was not a window checkpoint (the partition started empty).
 pub const CHECKPOINT_ERRORS: Metric = Metric {
     name: "reader_checkpoint_errors_total",
     kind: MetricKind::Counter,
-    labels: &[],
+    labels: &["side"],
     help: "Committed offset metadata that was not a window checkpoint",
 };
 
@@ -129,33 +133,52 @@ pub const METRICS: &[Metric] = &[
     CHECKPOINT_ERRORS,
 ];
 
-/// Zero values of the labelled series (help texts: [`crate::metrics::describe_metrics`]).
-pub(crate) fn describe_metrics() {
-    for cap in ["sources", "distinct"] {
-        metrics::counter!(CAPPED.name, "cap" => cap).absolute(0);
-    }
+/// Zero values of the labelled series (help texts: [`crate::metrics::describe_metrics`]) of
+/// the sides that run (`source`, and `destination` with `READER_DESTINATION_WINDOWS`).
+pub(crate) fn describe_metrics(sides: &[&'static str]) {
     for rule in log_schema::AlertRule::ALL {
         metrics::counter!(ALERTS.name, "rule" => rule.as_str()).absolute(0);
     }
-    metrics::gauge!(WINDOWS_OPEN.name).set(0.0);
+    for side in sides {
+        for cap in ["sources", "distinct"] {
+            metrics::counter!(CAPPED.name, "cap" => cap, "side" => *side).absolute(0);
+        }
+        for counter in [
+            WINDOWS_CLOSED,
+            LATE_EVENTS,
+            DUPLICATES,
+            UNCOUNTED,
+            SKIPPED,
+            CHECKPOINT_ERRORS,
+        ] {
+            metrics::counter!(counter.name, "side" => *side).absolute(0);
+        }
+        metrics::gauge!(WINDOWS_OPEN.name, "side" => *side).set(0.0);
+    }
 }
 
-/// Runs the analytics stage until `shutdown` is cancelled.
+/// Runs the analytics stage of `keyed`'s side until `shutdown` is cancelled.
 pub(crate) async fn run_until(
     args: ReaderArgs,
+    keyed: Keyed,
     shutdown: CancellationToken,
     stats: Arc<ReaderStats>,
     readiness: observe::Readiness,
 ) -> anyhow::Result<()> {
-    let context = PipelineContext::new(readiness, stats.analytics_partitions.clone())
-        .with_group_check("analytics-group")
+    let (partitions, check) = match keyed.side {
+        crate::windows::Side::Source => (stats.analytics_partitions.clone(), "analytics-group"),
+        crate::windows::Side::Destination => (stats.target_partitions.clone(), "targets-group"),
+    };
+    let context = PipelineContext::new(readiness, partitions)
+        .with_group_check(check)
         .with_partition_changes();
-    let mut stage = Analytics::new(&args, context, stats)?;
+    let (input, group, side) = (keyed.input.clone(), keyed.group.clone(), keyed.label);
+    let mut stage = Analytics::new(&args, keyed, context, stats)?;
     stage
         .consumer
-        .subscribe(&[&args.validated_topic])
-        .context("subscribe to the validated topic")?;
-    info!(topic = %args.validated_topic, group = %args.analytics_group_id, "analytics stage started");
+        .subscribe(&[&input])
+        .with_context(|| format!("subscribe to `{input}`"))?;
+    info!(topic = %input, group = %group, side, "analytics stage started");
     let timers = Loop {
         tick: if stage.batch.is_some() {
             Batch::check_period(args.transaction_interval_ms).min(WINDOW_TICK)

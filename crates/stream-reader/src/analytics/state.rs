@@ -37,7 +37,7 @@ use crate::{
     batch::Batch,
     outputs::{Landed, Out, Outputs},
     windows::{
-        Closed, Emission, IdleStep, Observed, RestoreError, Thresholds, WindowConfig, Windows,
+        Closed, Emission, IdleStep, Observed, RestoreError, Side, Thresholds, WindowConfig, Windows,
     },
 };
 /// A closed window whose outputs are in flight.
@@ -48,7 +48,57 @@ pub(super) struct Waiting {
     alerts: Vec<&'static str>,
 }
 
+/// What tells the two analytics stages apart: the side their windows are keyed by, and its
+/// topics, group and settings.
+pub(crate) struct Keyed {
+    pub(crate) side: Side,
+    /// The side's name in logs and metric labels (`source`, `destination`).
+    pub(crate) label: &'static str,
+    pub(crate) input: String,
+    pub(crate) group: String,
+    pub(crate) stats_topic: String,
+    /// The setting of `stats_topic`, for error messages.
+    pub(crate) stats_setting: &'static str,
+    /// Appended to the transactional id in exactly-once mode.
+    pub(crate) stage: &'static str,
+    pub(crate) allowlist: crate::allowlist::Allowlist,
+}
+
+impl Keyed {
+    /// Per source, over the validated topic.
+    pub(crate) fn sources(args: &ReaderArgs) -> Self {
+        Self {
+            side: Side::Source,
+            label: "source",
+            input: args.validated_topic.clone(),
+            group: args.analytics_group_id.clone(),
+            stats_topic: args.stats_topic.clone(),
+            stats_setting: "READER_STATS_TOPIC",
+            stage: "analytics",
+            allowlist: args.alert_allowlist.clone(),
+        }
+    }
+
+    /// Per destination, over the topic the validation stage keys by destination.
+    pub(crate) fn destinations(args: &ReaderArgs) -> Self {
+        Self {
+            side: Side::Destination,
+            label: "destination",
+            input: args.destination_topic.clone(),
+            group: args.targets_group_id.clone(),
+            stats_topic: args.target_stats_topic.clone(),
+            stats_setting: "READER_TARGET_STATS_TOPIC",
+            stage: "targets",
+            allowlist: args.alert_target_allowlist.clone(),
+        }
+    }
+}
+
 pub(super) struct Analytics {
+    /// Which address the windows are keyed by (`source`, `destination`).
+    pub(super) side: Side,
+    pub(super) label: &'static str,
+    pub(super) stats_setting: &'static str,
     pub(super) input: Arc<str>,
     pub(super) stats_topic: Arc<str>,
     pub(super) alerts_topic: Arc<str>,
@@ -82,6 +132,7 @@ pub(super) struct Analytics {
 impl Analytics {
     pub(super) fn new(
         args: &ReaderArgs,
+        keyed: Keyed,
         context: PipelineContext,
         stats: Arc<ReaderStats>,
     ) -> anyhow::Result<Self> {
@@ -96,11 +147,15 @@ impl Analytics {
                 flood: args.alert_flood_events,
                 deny_burst: args.alert_deny_burst_denied,
                 host_sweep: args.alert_host_sweep_destinations,
+                target_flood_sources: args.alert_target_flood_sources,
+                target_flood_events: args.alert_target_flood_events,
+                threat_match_events: args.alert_threat_match_events,
             },
             max_windows_per_minute: args.max_windows_per_minute,
             max_distinct_per_minute: args.max_distinct_per_minute,
+            side: keyed.side,
         })
-        .with_allowlist(args.alert_allowlist.clone());
+        .with_allowlist(keyed.allowlist);
         let (changes, checkpoints, lags) = (
             context
                 .changes
@@ -109,18 +164,21 @@ impl Analytics {
             context.checkpoints.clone(),
             context.lags.clone(),
         );
-        let (producer, batch, context) = crate::batch::producer_for(args, "analytics", context)?;
+        let (producer, batch, context) = crate::batch::producer_for(args, keyed.stage, context)?;
         // Offsets are committed explicitly (with their checkpoints, or by the transaction);
         // read_committed so that a transactional validation stage's aborted records are never
         // counted.
         let consumer = Arc::new(args.kafka.consumer(
-            &args.analytics_group_id,
+            &keyed.group,
             context,
             TRANSACTIONAL_CONSUMER,
         )?);
         Ok(Self {
-            input: Arc::from(args.validated_topic.as_str()),
-            stats_topic: Arc::from(args.stats_topic.as_str()),
+            side: keyed.side,
+            label: keyed.label,
+            stats_setting: keyed.stats_setting,
+            input: Arc::from(keyed.input.as_str()),
+            stats_topic: Arc::from(keyed.stats_topic.as_str()),
             alerts_topic: Arc::from(args.alerts_topic.as_str()),
             windows,
             consumer,
@@ -237,7 +295,7 @@ impl Analytics {
             match self.windows.assign(p, offset, &metadata) {
                 Ok(closed) => self.queue(closed),
                 Err(error @ RestoreError::PartitionsChanged { .. }) => {
-                    metrics::counter!(CHECKPOINT_ERRORS.name).increment(1);
+                    metrics::counter!(CHECKPOINT_ERRORS.name, "side" => self.label).increment(1);
                     self.fatal = Some(anyhow::anyhow!(
                         "cannot restore partition {p} of `{}`: {error}",
                         self.input
@@ -245,7 +303,7 @@ impl Analytics {
                     return;
                 }
                 Err(RestoreError::NotACheckpoint(reason)) => {
-                    metrics::counter!(CHECKPOINT_ERRORS.name).increment(1);
+                    metrics::counter!(CHECKPOINT_ERRORS.name, "side" => self.label).increment(1);
                     warn!(
                         partition = p,
                         reason, "partition starts without window state"
@@ -255,7 +313,12 @@ impl Analytics {
             if let Some(offset) = offset {
                 self.committed.insert(p, (offset, metadata));
             }
-            info!(partition = p, offset, "analytics partition restored");
+            info!(
+                side = self.label,
+                partition = p,
+                offset,
+                "analytics partition restored"
+            );
         }
     }
 
@@ -287,7 +350,8 @@ impl Analytics {
                     warn!(
                         error = format!("{error:#}"),
                         retry_in_ms = delay.as_millis() as u64,
-                        "cannot read the partitions of the validated topic yet"
+                        topic = %self.input,
+                        "cannot read the partitions of the analytics input yet"
                     );
                 })
                 .call()
@@ -306,18 +370,25 @@ impl Analytics {
             Ok(record) => {
                 let (observed, closed) = self.windows.observe(partition, offset, &record);
                 match observed {
-                    Observed::Late => metrics::counter!(LATE_EVENTS.name).increment(1),
-                    Observed::Duplicate => metrics::counter!(DUPLICATES.name).increment(1),
-                    Observed::Uncounted => metrics::counter!(UNCOUNTED.name).increment(1),
+                    Observed::Late => {
+                        metrics::counter!(LATE_EVENTS.name, "side" => self.label).increment(1)
+                    }
+                    Observed::Duplicate => {
+                        metrics::counter!(DUPLICATES.name, "side" => self.label).increment(1)
+                    }
+                    Observed::Uncounted => {
+                        metrics::counter!(UNCOUNTED.name, "side" => self.label).increment(1)
+                    }
                     Observed::Evicted { events } => {
-                        metrics::counter!(UNCOUNTED.name).increment(events.unsigned_abs());
+                        metrics::counter!(UNCOUNTED.name, "side" => self.label)
+                            .increment(events.unsigned_abs());
                     }
                     Observed::Counted | Observed::Final => {}
                 }
                 closed
             }
             Err(error) => {
-                metrics::counter!(SKIPPED.name).increment(1);
+                metrics::counter!(SKIPPED.name, "side" => self.label).increment(1);
                 if let Some(suppressed) = self.log.allow() {
                     warn!(%error, partition, offset, suppressed, "not a validated record; not counted");
                 }
@@ -335,7 +406,8 @@ impl Analytics {
             }
             self.outbox.push_back(c);
         }
-        metrics::gauge!(WINDOWS_OPEN.name).set(self.windows.open_windows() as f64);
+        metrics::gauge!(WINDOWS_OPEN.name, "side" => self.label)
+            .set(self.windows.open_windows() as f64);
     }
 
     /// Sends queued windows while fewer than `max_in_flight` outputs are in flight; in
@@ -357,10 +429,14 @@ impl Analytics {
             && let Some(c) = self.outbox.pop_front()
         {
             let key = c.stats.source_ip.to_string().into_bytes();
+            let payload = match self.side {
+                Side::Source => c.stats.to_json(),
+                Side::Destination => c.target().to_json(),
+            };
             let mut outs = vec![Out {
                 topic: self.stats_topic.clone(),
                 key: Some(key.clone()),
-                payload: c.stats.to_json(),
+                payload,
             }];
             outs.extend(c.alerts.iter().map(|a| Out {
                 topic: self.alerts_topic.clone(),
@@ -368,10 +444,12 @@ impl Analytics {
                 payload: a.to_json(),
             }));
             if c.stats.sources_capped {
-                metrics::counter!(CAPPED.name, "cap" => "sources").increment(1);
+                metrics::counter!(CAPPED.name, "cap" => "sources", "side" => self.label)
+                    .increment(1);
             }
             if c.stats.distinct_capped {
-                metrics::counter!(CAPPED.name, "cap" => "distinct").increment(1);
+                metrics::counter!(CAPPED.name, "cap" => "distinct", "side" => self.label)
+                    .increment(1);
             }
             let id = self.next_id;
             self.next_id += 1;
@@ -423,7 +501,7 @@ impl Analytics {
             ProduceFailure::Record(reason) | ProduceFailure::Environment(reason) => {
                 if self.fatal.is_none() {
                     let setting = if *out.topic == *self.stats_topic {
-                        "READER_STATS_TOPIC"
+                        self.stats_setting
                     } else {
                         "READER_ALERTS_TOPIC"
                     };
@@ -446,7 +524,7 @@ impl Analytics {
                 });
                 if done && let Some(w) = self.waiting.remove(&landed.owner) {
                     self.windows.emitted(w.partition, w.emission);
-                    metrics::counter!(WINDOWS_CLOSED.name).increment(1);
+                    metrics::counter!(WINDOWS_CLOSED.name, "side" => self.label).increment(1);
                     self.stats.windows_closed.fetch_add(1, Relaxed);
                     for rule in w.alerts {
                         metrics::counter!(ALERTS.name, "rule" => rule).increment(1);

@@ -66,6 +66,7 @@ impl Reader {
         self.outputs.clear();
         self.flow.reset(&self.consumer);
         self.uncommitted.clear();
+        self.halves.clear();
         if let Err(error) =
             Rollback::rewind(&*self.consumer, &self.topics.input, Duration::from_secs(30))
         {

@@ -34,13 +34,19 @@ use crate::{
     threats::ThreatLists,
 };
 
-/// The input record an output belongs to; its single output finishes it.
+/// The input record an output belongs to. Its single output finishes it, or, for a validated
+/// record with destination windows on, its two outputs (validated, and the copy keyed by
+/// destination) together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owner {
     partition: i32,
     offset: i64,
     /// The dead letter's kind, `None` for a validated record.
     kind: Option<ErrorKind>,
+    /// One of two outputs of its record.
+    paired: bool,
+    /// The copy keyed by destination (or what replaced it).
+    copy: bool,
 }
 
 /// Topic names, shared by the outputs without copying.
@@ -48,6 +54,8 @@ struct TopicNames {
     input: Arc<str>,
     validated: Arc<str>,
     dlq: Arc<str>,
+    /// The copies keyed by destination, when destination windows are on.
+    by_destination: Option<Arc<str>>,
 }
 
 /// The validation stage's state.
@@ -69,6 +77,8 @@ struct Reader {
     batch: Option<Batch>,
     /// Outputs acknowledged in the open transaction (their kinds), counted once it commits.
     uncommitted: Vec<Option<ErrorKind>>,
+    /// Paired outputs acknowledged while the other one of their record is not yet.
+    halves: std::collections::HashMap<(i32, i64), Owner>,
     /// GeoIP / ASN enrichment.
     geo: Arc<geoip::GeoIp>,
     /// Threat-list enrichment.
@@ -104,6 +114,9 @@ impl Reader {
             input: Arc::from(args.input_topic.as_str()),
             validated: Arc::from(args.validated_topic.as_str()),
             dlq: Arc::from(args.dlq_topic.as_str()),
+            by_destination: args
+                .destination_windows()
+                .then(|| Arc::from(args.destination_topic.as_str())),
         };
         let outputs = Outputs::new(
             producer,
@@ -124,6 +137,7 @@ impl Reader {
             fatal: None,
             batch,
             uncommitted: Vec::new(),
+            halves: std::collections::HashMap::new(),
             geo,
             threats,
             last_status: (Instant::now(), 0),

@@ -44,7 +44,7 @@ impl Reader {
         });
         // The record's own Kafka timestamp, not the wall clock, bounds its future skew and is
         // its `ingested_at`: a reprocessed record is judged exactly as the first time.
-        let (out, kind) = match validate(payload, &original, arrived, &self.limits) {
+        let (outs, kind) = match validate(payload, &original, arrived, &self.limits) {
             Ok(mut record) => {
                 if original.topic != origin.topic && record.source.is_none_or(|s| s.file.is_none())
                 {
@@ -62,12 +62,25 @@ impl Reader {
                     record.source_threats = lists.names(lists.lookup(record.source_ip));
                     record.destination_threats = lists.names(lists.lookup(record.destination_ip));
                 }
-                let out = Out {
-                    topic: self.topics.validated.clone(),
-                    key: Some(record.source_ip.to_string().into_bytes()),
-                    payload: record.to_json(),
-                };
-                (out, None)
+                let payload = record.to_json();
+                let mut outs = Vec::with_capacity(2);
+                if let Some(topic) = &self.topics.by_destination {
+                    // The same bytes keyed by destination, for the destination windows.
+                    outs.push(Out {
+                        topic: topic.clone(),
+                        key: Some(record.destination_ip.to_string().into_bytes()),
+                        payload: payload.clone(),
+                    });
+                }
+                outs.insert(
+                    0,
+                    Out {
+                        topic: self.topics.validated.clone(),
+                        key: Some(record.source_ip.to_string().into_bytes()),
+                        payload,
+                    },
+                );
+                (outs, None)
             }
             Err(error) => {
                 let dl = DeadLetter::new(
@@ -83,43 +96,52 @@ impl Reader {
                     key: key.map(<[u8]>::to_vec),
                     payload: dl.to_json(),
                 };
-                (out, Some(error.kind))
+                (vec![out], Some(error.kind))
             }
         };
         self.stats.consumed.fetch_add(1, Relaxed);
         metrics::counter!(RECORDS_CONSUMED.name).increment(1);
-        let owner = Owner {
-            partition,
-            offset,
-            kind,
-        };
-        let mut refused = None;
+        let paired = outs.len() == 2;
         match &mut self.batch {
             Some(batch) => {
                 if let Err(error) = batch.begin() {
                     return self.transaction_failed(error);
                 }
                 batch.record(partition, offset);
-                refused = batch.refused.remove(&(partition, offset));
             }
             None => self.tracker.lock().begin(&topic, partition, offset),
         }
-        self.flow.started(&self.consumer);
-        metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
-        match refused {
-            // Kafka refused this record's output for good in an aborted transaction: send
-            // what the at-least-once mode would have sent after the refusals.
-            Some((reason, times)) => {
-                let mut next = Ok((out, owner));
-                for _ in 0..times {
-                    next = next.and_then(|(out, owner)| self.rejection(out, owner, reason.clone()));
+        for (i, out) in outs.into_iter().enumerate() {
+            let owner = Owner {
+                partition,
+                offset,
+                kind,
+                paired,
+                copy: i == 1,
+            };
+            let refused = self
+                .batch
+                .as_mut()
+                .and_then(|b| b.refused.remove(&(partition, offset, owner.copy)));
+            // Backpressure counts outputs: each finishes once.
+            self.flow.started(&self.consumer);
+            metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
+            match refused {
+                // Kafka refused this output for good in an aborted transaction: send what the
+                // at-least-once mode would have sent after the refusals.
+                Some((reason, times)) => {
+                    let mut next = Ok((out, owner));
+                    for _ in 0..times {
+                        next = next
+                            .and_then(|(out, owner)| self.rejection(out, owner, reason.clone()));
+                    }
+                    match next {
+                        Ok((out, owner)) => self.send(out, owner, 0),
+                        Err(topic) => self.fail(&topic, &reason),
+                    }
                 }
-                match next {
-                    Ok((out, owner)) => self.send(out, owner, 0),
-                    Err(topic) => self.fail(&topic, &reason),
-                }
+                None => self.send(out, owner, 0),
             }
-            None => self.send(out, owner, 0),
         }
     }
 
@@ -127,11 +149,12 @@ impl Reader {
     pub(super) fn setting_of(&self, topic: &str) -> &'static str {
         let t = &self.topics;
         [
-            (&t.validated, "READER_VALIDATED_TOPIC"),
-            (&t.dlq, "READER_DLQ_TOPIC"),
+            (Some(&t.validated), "READER_VALIDATED_TOPIC"),
+            (Some(&t.dlq), "READER_DLQ_TOPIC"),
+            (t.by_destination.as_ref(), "READER_DESTINATION_TOPIC"),
         ]
         .into_iter()
-        .find_map(|(name, setting)| (**name == *topic).then_some(setting))
+        .find_map(|(name, setting)| name.is_some_and(|n| **n == *topic).then_some(setting))
         .unwrap_or("the topic settings")
     }
 
@@ -152,7 +175,7 @@ impl Reader {
                 ProduceFailure::Record(reason) => {
                     let refused = batch
                         .refused
-                        .entry((owner.partition, owner.offset))
+                        .entry((owner.partition, owner.offset, owner.copy))
                         .or_insert((reason.clone(), 0));
                     refused.1 += 1;
                     batch.doom(format!("output refused for good: {reason}"));
@@ -305,11 +328,24 @@ impl Reader {
         }
     }
 
-    /// Bookkeeping once a record's output is acknowledged; stores the partition's new commit
-    /// offset when its contiguous acknowledged progress advanced.
+    /// Bookkeeping once a record's output is acknowledged (both, for a paired record); stores
+    /// the partition's new commit offset when its contiguous acknowledged progress advanced.
     pub(super) fn on_done(&mut self, owner: Owner) {
         self.flow.finished(&self.consumer);
         metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
+        let owner = if owner.paired {
+            match self.halves.remove(&(owner.partition, owner.offset)) {
+                None => {
+                    self.halves.insert((owner.partition, owner.offset), owner);
+                    return;
+                }
+                // The record counts as what became of its validated output.
+                Some(first) if owner.copy => first,
+                Some(_) => owner,
+            }
+        } else {
+            owner
+        };
         if self.batch.is_some() {
             self.uncommitted.push(owner.kind);
             return;

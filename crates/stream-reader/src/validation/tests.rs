@@ -46,7 +46,40 @@ const RECORD: Owner = Owner {
     partition: 2,
     offset: 7,
     kind: None,
+    paired: false,
+    copy: false,
 };
+
+#[tokio::test]
+async fn a_paired_record_finishes_when_both_outputs_landed_in_either_order() {
+    let (mut reader, stats) = offline_reader();
+    for (first, second) in [(false, true), (true, false)] {
+        let valid = stats.valid.load(Relaxed);
+        let (a, b) = [first, second]
+            .map(|copy| Owner {
+                paired: true,
+                copy,
+                // What replaced a refused copy does not change what the record counts as.
+                kind: copy.then_some(ErrorKind::OutputRejected),
+                ..RECORD
+            })
+            .into();
+        reader.flow.started(&reader.consumer);
+        reader.flow.started(&reader.consumer);
+        reader.on_done(a);
+        assert_eq!(
+            stats.valid.load(Relaxed),
+            valid,
+            "one half is not the record"
+        );
+        assert_eq!(reader.halves.len(), 1);
+        reader.on_done(b);
+        assert_eq!(stats.valid.load(Relaxed), valid + 1);
+        assert_eq!(stats.invalid.load(Relaxed), 0);
+        assert!(reader.halves.is_empty());
+        assert_eq!(reader.flow.in_flight(), 0);
+    }
+}
 
 #[tokio::test]
 async fn a_lost_delivery_report_is_a_failed_delivery_sent_again() {

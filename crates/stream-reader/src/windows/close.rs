@@ -65,9 +65,8 @@ pub(super) fn take(
 pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRecord) -> Observed {
     let mut observed = Observed::Counted;
     let mut floor = 0;
-    if !minute.windows.contains_key(&r.source_ip)
-        && minute.windows.len() >= config.max_windows_per_minute
-    {
+    let (key, peer) = (config.side.key(r), config.side.peer(r));
+    if !minute.windows.contains_key(&key) && minute.windows.len() >= config.max_windows_per_minute {
         minute.sources_capped = true;
         match evict(minute) {
             Some(victim) => {
@@ -81,32 +80,38 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
         }
     }
     let seq = minute.next_seq;
-    let acc = minute.windows.entry(r.source_ip).or_insert_with(|| Acc {
+    let acc = minute.windows.entry(key).or_insert_with(|| Acc {
         events: 0,
         bytes_sent: 0,
         bytes_received: 0,
         ports: HashSet::new(),
-        destinations: HashSet::new(),
+        peers: HashSet::new(),
         denied: 0,
         first_seen: r.timestamp,
         last_seen: r.timestamp,
         distinct_capped: false,
         rank: floor,
         seq,
-        geo: r.source_geo.clone(),
+        geo: config.side.geo(r),
+        threats: BTreeSet::new(),
     });
     if acc.seq == seq {
         minute.next_seq += 1;
     }
     if let Some(ranking) = &mut minute.ranking {
-        ranking.remove(&(acc.rank, acc.seq, r.source_ip));
-        ranking.insert((acc.rank + 1, acc.seq, r.source_ip));
+        ranking.remove(&(acc.rank, acc.seq, key));
+        ranking.insert((acc.rank + 1, acc.seq, key));
     }
     acc.rank += 1;
     acc.events += 1;
     acc.bytes_sent = acc.bytes_sent.saturating_add(r.bytes_sent);
     acc.bytes_received = acc.bytes_received.saturating_add(r.bytes_received);
     acc.denied += i64::from(r.action.is_denied());
+    for list in config.side.threats(r) {
+        if !acc.threats.contains(list) {
+            acc.threats.insert(list.clone());
+        }
+    }
     acc.first_seen = acc.first_seen.min(r.timestamp);
     acc.last_seen = acc.last_seen.max(r.timestamp);
     let budget = config.max_distinct_per_minute;
@@ -118,9 +123,9 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
             acc.distinct_capped = true;
         }
     }
-    if !acc.destinations.contains(&r.destination_ip) {
+    if !acc.peers.contains(&peer) {
         if minute.tracked_distinct < budget {
-            acc.destinations.insert(r.destination_ip);
+            acc.peers.insert(peer);
             minute.tracked_distinct += 1;
         } else {
             acc.distinct_capped = true;
@@ -144,6 +149,6 @@ fn evict(minute: &mut Minute) -> Option<Acc> {
     let victim = minute.windows.remove(&ip)?;
     minute.tracked_distinct = minute
         .tracked_distinct
-        .saturating_sub(victim.ports.len() + victim.destinations.len());
+        .saturating_sub(victim.ports.len() + victim.peers.len());
     Some(victim)
 }

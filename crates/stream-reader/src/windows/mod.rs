@@ -1,4 +1,10 @@
-//! Per-IP tumbling event-time windows of one minute, per partition of `ip_logs_validated`.
+//! Per-IP tumbling event-time windows of one minute, per partition of `ip_logs_validated`
+//! (per source) or of `ip_logs_by_destination` (per destination, [`Side`]).
+//!
+//! The machine is written for sources; the destination side runs the same machine over the
+//! stream the validation stage keys by destination, with the two addresses' roles swapped: a
+//! window is keyed by the destination and counts distinct sources where a source's window
+//! counts distinct destinations. Everything below holds for both sides.
 //!
 //! The validation stage keys `ip_logs_validated` by the canonical text of the source address,
 //! so one partition of it holds every event of its sources, whatever the producers of the raw
@@ -49,7 +55,8 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
-use log_schema::{Alert, AlertRule, ValidatedRecord, WindowStats};
+use log_schema::{Alert, AlertRule, Geo, TargetStats, ValidatedRecord, WindowStats};
+use std::net::IpAddr;
 
 pub use crate::allowlist::Allowlist;
 
@@ -71,6 +78,12 @@ pub struct Thresholds {
     pub deny_burst: i64,
     /// `host_sweep`: distinct destination addresses.
     pub host_sweep: i64,
+    /// `target_flood`: distinct sources against one destination.
+    pub target_flood_sources: i64,
+    /// `target_flood`: events against one destination.
+    pub target_flood_events: i64,
+    /// `threat_match`: events of a listed address.
+    pub threat_match_events: i64,
 }
 
 impl Default for Thresholds {
@@ -80,6 +93,9 @@ impl Default for Thresholds {
             flood: 5_000,
             deny_burst: 100,
             host_sweep: 100,
+            target_flood_sources: 500,
+            target_flood_events: 20_000,
+            threat_match_events: 1,
         }
     }
 }
@@ -90,7 +106,53 @@ impl Thresholds {
             AlertRule::PortScan => self.port_scan,
             AlertRule::Flood => self.flood,
             AlertRule::DenyBurst => self.deny_burst,
-            _ => self.host_sweep,
+            AlertRule::HostSweep => self.host_sweep,
+            // Not a source's rule: never evaluated on a source's window.
+            _ => i64::MAX,
+        }
+    }
+}
+
+/// Which address of a record keys the windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Side {
+    /// Per source IP, over `ip_logs_validated` (`ip_stats`): the peers are destinations.
+    #[default]
+    Source,
+    /// Per destination IP, over `ip_logs_by_destination` (`ip_target_stats`): the peers are
+    /// sources.
+    Destination,
+}
+
+impl Side {
+    /// The address a record's window is keyed by.
+    pub fn key(self, r: &ValidatedRecord) -> IpAddr {
+        match self {
+            Side::Source => r.source_ip,
+            Side::Destination => r.destination_ip,
+        }
+    }
+
+    /// The other address of a record, counted as distinct peers.
+    pub fn peer(self, r: &ValidatedRecord) -> IpAddr {
+        match self {
+            Side::Source => r.destination_ip,
+            Side::Destination => r.source_ip,
+        }
+    }
+
+    pub(crate) fn geo(self, r: &ValidatedRecord) -> Option<Geo> {
+        match self {
+            Side::Source => r.source_geo.clone(),
+            Side::Destination => r.destination_geo.clone(),
+        }
+    }
+
+    /// The threat lists the key address is on, as validation marked them.
+    pub(crate) fn threats(self, r: &ValidatedRecord) -> &[String] {
+        match self {
+            Side::Source => &r.source_threats,
+            Side::Destination => &r.destination_threats,
         }
     }
 }
@@ -106,8 +168,10 @@ pub struct WindowConfig {
     pub thresholds: Thresholds,
     /// Most windows (distinct sources) of one minute on one partition.
     pub max_windows_per_minute: usize,
-    /// Most distinct ports plus destinations tracked for one minute on one partition.
+    /// Most distinct ports plus peers tracked for one minute on one partition.
     pub max_distinct_per_minute: usize,
+    /// Which address keys the windows.
+    pub side: Side,
 }
 
 /// An idle step: `partition` closed the minutes before `horizon` at `position` (before its
@@ -150,10 +214,40 @@ pub struct Closed {
     pub partition: i32,
     /// Identifies the partition state and minute, to report back with [`Windows::emitted`].
     pub emission: Emission,
-    /// The statistics.
+    /// The statistics, keyed by the side's address: on the destination side `source_ip` holds
+    /// the destination, `distinct_destinations` the distinct sources and `sources_capped` the
+    /// window cap ([`Closed::target`] gives them as the target's payload).
     pub stats: WindowStats,
     /// Triggered alerts.
     pub alerts: Vec<Alert>,
+}
+
+impl Closed {
+    /// The statistics of a destination side's window as `ip_target_stats` carries them.
+    pub fn target(&self) -> TargetStats {
+        target_stats(&self.stats)
+    }
+}
+
+/// A destination side's keyed statistics as the target's payload.
+fn target_stats(s: &WindowStats) -> TargetStats {
+    TargetStats {
+        destination_ip: s.source_ip,
+        window_start: s.window_start,
+        window_end: s.window_end,
+        events: s.events,
+        bytes_sent: s.bytes_sent,
+        bytes_received: s.bytes_received,
+        distinct_sources: s.distinct_destinations,
+        distinct_ports: s.distinct_ports,
+        denied: s.denied,
+        first_seen: s.first_seen,
+        last_seen: s.last_seen,
+        distinct_capped: s.distinct_capped,
+        targets_capped: s.sources_capped,
+        destination_geo: s.source_geo.clone(),
+        destination_threats: s.source_threats.clone(),
+    }
 }
 
 /// Which partition state and minute a closed window belongs to.
@@ -167,7 +261,7 @@ pub struct Emission {
 #[derive(Debug)]
 pub struct Windows {
     config: WindowConfig,
-    /// Sources whose windows raise no alert.
+    /// Addresses (of the side) whose windows raise no alert.
     allowlist: Allowlist,
     partitions: HashMap<i32, PartitionWindows>,
     next_epoch: u64,
@@ -222,7 +316,8 @@ impl Windows {
         }
     }
 
-    /// The same state whose windows of `allowlist`'s sources raise no alert.
+    /// The same state whose windows of `allowlist`'s addresses (sources, or destinations on
+    /// the destination side) raise no alert.
     pub fn with_allowlist(mut self, allowlist: Allowlist) -> Self {
         self.allowlist = allowlist;
         self
@@ -407,6 +502,7 @@ impl Windows {
     /// Moves the horizon of `partition` to `horizon` and closes the minutes below it.
     fn advance(&mut self, partition: i32, horizon: i64) -> Vec<Closed> {
         let thresholds = self.config.thresholds;
+        let side = self.config.side;
         let allowlist = self.allowlist.clone();
         let Some(pw) = self.partitions.get_mut(&partition) else {
             return Vec::new();
@@ -438,20 +534,38 @@ impl Windows {
                         bytes_sent: acc.bytes_sent,
                         bytes_received: acc.bytes_received,
                         distinct_ports: acc.ports.len() as i64,
-                        distinct_destinations: acc.destinations.len() as i64,
+                        distinct_destinations: acc.peers.len() as i64,
                         denied: acc.denied,
                         first_seen: acc.first_seen,
                         last_seen: acc.last_seen,
                         distinct_capped: acc.distinct_capped,
                         sources_capped: minute.sources_capped,
                         source_geo: acc.geo,
+                        source_threats: acc.threats.into_iter().collect(),
                     };
                     let alerts = if allowlist.contains(ip) {
                         Vec::new()
+                    } else if side == Side::Destination {
+                        let target = target_stats(&stats);
+                        Alert::evaluate_target(
+                            &target,
+                            thresholds.target_flood_sources,
+                            thresholds.target_flood_events,
+                        )
+                        .into_iter()
+                        .chain(Alert::target_threat_matches(
+                            &target,
+                            thresholds.threat_match_events,
+                        ))
+                        .collect()
                     } else {
-                        AlertRule::ALL
+                        AlertRule::SOURCE
                             .into_iter()
                             .filter_map(|rule| Alert::evaluate(rule, &stats, thresholds.of(rule)))
+                            .chain(Alert::threat_matches(
+                                &stats,
+                                thresholds.threat_match_events,
+                            ))
                             .collect()
                     };
                     Closed {

@@ -50,7 +50,8 @@ pub(super) struct Acc {
     pub(super) bytes_sent: i64,
     pub(super) bytes_received: i64,
     pub(super) ports: HashSet<u16>,
-    pub(super) destinations: HashSet<IpAddr>,
+    /// Distinct peers: destinations, or sources on the destination side.
+    pub(super) peers: HashSet<IpAddr>,
     pub(super) denied: i64,
     pub(super) first_seen: DateTime<Utc>,
     pub(super) last_seen: DateTime<Utc>,
@@ -63,6 +64,9 @@ pub(super) struct Acc {
     /// The source's place as validation looked it up for the window's first record: a
     /// re-emission carries the same, whatever GeoIP database is loaded by then.
     pub(super) geo: Option<log_schema::Geo>,
+    /// The threat lists the key address was on in the counted records, as validation marked
+    /// them (a union: the same whatever order the records came in).
+    pub(super) threats: BTreeSet<String>,
 }
 
 /// One minute of one partition: its windows until it closes, then the count of windows whose

@@ -34,9 +34,13 @@ fn config() -> WindowConfig {
             flood: 4,
             deny_burst: 2,
             host_sweep: 1_000,
+            target_flood_sources: 1_000,
+            target_flood_events: 1_000,
+            threat_match_events: 1,
         },
         max_windows_per_minute: 1_000,
         max_distinct_per_minute: 10_000,
+        side: Side::Source,
     }
 }
 
@@ -668,4 +672,174 @@ fn a_checkpoint_of_another_partition_count_is_refused() {
         grown.assign(0, Some(offset), &metadata).err(),
         Some(RestoreError::PartitionsChanged { was: 3, now: 4 })
     );
+}
+
+#[test]
+fn the_destination_side_counts_sources_per_target_and_raises_target_flood() {
+    let config = WindowConfig {
+        thresholds: Thresholds {
+            target_flood_sources: 6,
+            target_flood_events: 100,
+            ..config().thresholds
+        },
+        side: Side::Destination,
+        ..config()
+    };
+    // Six sources against 10.0.0.1 (ports 1 and 8), one of them twice and denied; two sources
+    // against 10.0.0.2 (port 2).
+    let mut events = Vec::new();
+    for i in 1..=6 {
+        events.push(("2025-12-28T10:00:10Z", format!("192.0.2.{i}"), 1, "ALLOW"));
+    }
+    events.push(("2025-12-28T10:00:40Z", "192.0.2.6".to_string(), 8, "DENY"));
+    for i in 1..=2 {
+        events.push((
+            "2025-12-28T10:00:20Z",
+            format!("198.51.100.{i}"),
+            2,
+            "ALLOW",
+        ));
+    }
+    let run = |allowlist: &str| {
+        let mut w = Windows::new(config).with_allowlist(Allowlist::parse(allowlist).expect("list"));
+        let mut closed = Vec::new();
+        for (i, (t, ip, port, action)) in events.iter().enumerate() {
+            let r = record(at(t), ip, *port, action, i as i64);
+            closed.extend(w.observe(0, i as i64, &r).1);
+        }
+        let last = record(at("2025-12-28T10:03:00Z"), "10.9.9.9", 3, "ALLOW", 999);
+        closed.extend(w.observe(0, events.len() as i64, &last).1);
+        closed
+            .into_iter()
+            .map(|c| (c.target().destination_ip.to_string(), c))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let closed = run("");
+    let target = closed["10.0.0.1"].target();
+    assert_eq!(
+        (
+            target.events,
+            target.distinct_sources,
+            target.distinct_ports,
+            target.denied
+        ),
+        (7, 6, 2, 1)
+    );
+    assert_eq!(target.last_seen, at("2025-12-28T10:00:40Z"));
+    let alerts = &closed["10.0.0.1"].alerts;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(
+        (
+            alert.rule,
+            alert.source_ip,
+            alert.destination_ip,
+            alert.value,
+            alert.threshold
+        ),
+        (
+            AlertRule::TargetFlood,
+            None,
+            Some(target.destination_ip),
+            6,
+            6
+        )
+    );
+    assert_eq!(
+        alert.alert_id,
+        Alert::id(
+            AlertRule::TargetFlood,
+            target.destination_ip,
+            target.window_start
+        )
+    );
+    let other = closed["10.0.0.2"].target();
+    assert_eq!((other.events, other.distinct_sources), (2, 2));
+    assert!(closed["10.0.0.2"].alerts.is_empty());
+    // The source rules never fire on the destination side, whatever the counts.
+    assert!(
+        closed
+            .values()
+            .flat_map(|c| &c.alerts)
+            .all(|a| a.rule == AlertRule::TargetFlood)
+    );
+    let silenced = run("10.0.0.0/31");
+    assert!(silenced["10.0.0.1"].alerts.is_empty());
+    assert_eq!(silenced["10.0.0.1"].target(), target);
+}
+
+#[test]
+fn a_listed_address_raises_one_threat_match_per_list_and_minute_on_each_side() {
+    let marked = |t: &str, src: &str, port: u16, offset: i64, src_lists: &[&str], dst: &[&str]| {
+        let mut r = record(at(t), src, port, "ALLOW", offset);
+        r.source_threats = src_lists.iter().map(|s| (*s).to_owned()).collect();
+        r.destination_threats = dst.iter().map(|s| (*s).to_owned()).collect();
+        r
+    };
+    // 192.0.2.1 is on `drop` in its first record and on both lists in its second (a list
+    // reloaded between them); its destination 10.0.0.1 (port 1) is on `level1`.
+    let records = [
+        marked(
+            "2025-12-28T10:00:10Z",
+            "192.0.2.1",
+            1,
+            0,
+            &["drop"],
+            &["level1"],
+        ),
+        marked(
+            "2025-12-28T10:00:20Z",
+            "192.0.2.1",
+            1,
+            1,
+            &["drop", "level1"],
+            &["level1"],
+        ),
+        marked("2025-12-28T10:00:30Z", "192.0.2.2", 8, 2, &[], &["level1"]),
+        marked("2025-12-28T10:00:40Z", "192.0.2.3", 2, 3, &[], &[]),
+        marked("2025-12-28T10:03:00Z", "10.9.9.9", 3, 4, &[], &[]),
+    ];
+    let run = |side: Side, allowlist: &str| {
+        let mut w = Windows::new(WindowConfig { side, ..config() })
+            .with_allowlist(Allowlist::parse(allowlist).expect("list"));
+        let mut closed = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            closed.extend(w.observe(0, i as i64, r).1);
+        }
+        closed
+            .iter()
+            .flat_map(|c| c.alerts.clone())
+            .filter(|a| a.rule == AlertRule::ThreatMatch)
+            .map(|a| {
+                let address = a.address().expect("an address").to_string();
+                (
+                    a.list.clone().expect("a list"),
+                    address,
+                    a.value,
+                    a.source_ip.is_some(),
+                )
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    use std::collections::BTreeSet;
+    let want = |items: &[(&str, &str, i64, bool)]| {
+        items
+            .iter()
+            .map(|(l, a, v, s)| ((*l).to_owned(), (*a).to_owned(), *v, *s))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        run(Side::Source, ""),
+        want(&[
+            ("drop", "192.0.2.1", 2, true),
+            ("level1", "192.0.2.1", 2, true),
+        ])
+    );
+    // As a destination, 10.0.0.1 received 3 events from two sources: one alert.
+    assert_eq!(
+        run(Side::Destination, ""),
+        want(&[("level1", "10.0.0.1", 3, false)])
+    );
+    assert!(run(Side::Source, "192.0.2.0/30").is_empty());
+    assert!(run(Side::Destination, "10.0.0.1").is_empty());
 }
