@@ -592,3 +592,66 @@ async fn a_distributed_flood_and_a_sweep_raise_exactly_their_alerts_with_destina
     stop.cancel();
     writer.await.expect("join").expect("writer stopped cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_sweep_port_host_sweep_fires_on_that_port_only() {
+    let t = reader::topics("sweep_port").await;
+    let start = minute(40);
+    // 203.0.113.50 probes 150 hosts on 445; 203.0.113.51 reaches 150 hosts over 40 other
+    // ports (a busy proxy, say): both reach 150 distinct destinations.
+    let worm = "203.0.113.50";
+    let proxy = "203.0.113.51";
+    let mut records = Vec::new();
+    for i in 0..150u8 {
+        let at = start + TimeDelta::milliseconds(i64::from(i) * 100);
+        records.push(raw(at, worm, 445, i + 1, "ALLOW"));
+        records.push(raw(at, proxy, 3000 + u16::from(i % 40), i + 1, "ALLOW"));
+    }
+    support::produce(&t.input, &records).await;
+    let mut args = reader::defaults(&t, pipeline_runtime::transaction::Delivery::AtLeastOnce);
+    args.alert_host_sweep_port = Some(445);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(stream_reader::run_until(
+        args,
+        stop.clone(),
+        Arc::new(ReaderStats::default()),
+    ));
+    support::wait_until(DEADLINE * 2, "the minute validated", || {
+        support::committed(&t.group, &t.input).values().sum::<i64>() == records.len() as i64
+    })
+    .await;
+    support::produce(&t.input, &closers()).await;
+    let cutoff = minute(20);
+    support::wait_until(DEADLINE * 2, "both windows emitted", || {
+        before(stats_of(&t.stats), cutoff).len() == 2
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("reader stopped cleanly");
+    let stats: BTreeMap<String, WindowStats> = before(stats_of(&t.stats), cutoff)
+        .into_iter()
+        .map(|s| (s.source_ip.to_string(), s))
+        .collect();
+    // What the input holds: 150 hosts each; on 445, 150 for the worm and none for the proxy.
+    for (ip, on_445) in [(worm, 150), (proxy, 0)] {
+        assert_eq!(stats[ip].distinct_destinations, 150, "{ip}");
+        assert_eq!(
+            stats[ip].sweep,
+            Some(log_schema::Sweep {
+                port: 445,
+                destinations: on_445
+            }),
+            "{ip}"
+        );
+    }
+    let alerts: Vec<(AlertRule, Option<IpAddr>, i64)> = alerts_of(&t.alerts)
+        .into_iter()
+        .filter(|a| a.window_start < cutoff)
+        .map(|a| (a.rule, a.source_ip, a.value))
+        .collect();
+    assert_eq!(
+        alerts,
+        vec![(AlertRule::HostSweep, Some(worm.parse().expect("ip")), 150)],
+        "only the sweep on the configured port"
+    );
+}

@@ -110,6 +110,14 @@ async fn settle(t: &Topics, n: i64, logs: &[&str]) {
         r.windows.keys().all(|k| emitted.contains(k))
     })
     .await;
+    if support::topic_size(&t.by_destination) > 0 {
+        let r = crate::exact::target_reference_of(t, LATENESS, logs, minute(30));
+        support::wait_until(DEADLINE * 3, "every destination window emitted", || {
+            let emitted = crate::exact::final_targets(&t.target_stats, minute(30));
+            r.windows.keys().all(|k| emitted.contains_key(k))
+        })
+        .await;
+    }
 }
 
 const LATENESS: TimeDelta = TimeDelta::seconds(300);
@@ -297,6 +305,10 @@ async fn twelve_sigkills_in_exactly_once_mode_leave_every_output_exactly_once() 
     assert!(support::terminate(&mut service).success());
     let (seen, r) = assert_exactly_once(&t, n + 64, minute(30), &[&t.group]);
     assert!(r.windows.len() > 1_000, "many windows: {}", r.windows.len());
+    assert!(
+        !seen.copies_per_input.is_empty() && !seen.targets.is_empty(),
+        "the destination windows ran (and were checked)"
+    );
     // The kills aborted transactions: the topics hold more records than were committed (on
     // any of the four: a kill may follow a stats output of the analytics stage alone).
     let stored: usize = [&t.validated, &t.dlq, &t.stats, &t.alerts]

@@ -128,6 +128,7 @@ pub(crate) fn args(t: &Topics) -> ReaderArgs {
         alert_flood_events: 5_000,
         alert_deny_burst_denied: 100,
         alert_host_sweep_destinations: 100,
+        alert_host_sweep_port: None,
         alert_allowlist: Default::default(),
         analytics_group_id: t.analytics_group(),
         max_windows_per_minute: 50_000,

@@ -152,6 +152,7 @@ fn alerts(n: usize) -> (Vec<Keyed>, Vec<Alert>) {
                 sources_capped: false,
                 source_geo: None,
                 source_threats: Vec::new(),
+                sweep: None,
             };
             Alert::evaluate(rule, &stats_like, 1).expect("over the threshold")
         })

@@ -22,6 +22,7 @@ struct Setup {
     topic: String,
     dlq: String,
     stats: String,
+    targets: String,
     alerts: String,
     group: String,
     records: Vec<ValidatedRecord>,
@@ -35,7 +36,8 @@ async fn setup(name: &str, n: usize) -> Setup {
     let dlq = support::unique(&format!("it_{name}_dlq"));
     let stats = support::unique(&format!("it_{name}_stats"));
     let alerts = support::unique(&format!("it_{name}_alerts"));
-    support::fresh_topics(&[&topic, &dlq, &stats, &alerts]).await;
+    let targets = support::unique(&format!("it_{name}_targets"));
+    support::fresh_topics(&[&topic, &dlq, &stats, &targets, &alerts]).await;
     let mut g = Generator::new(GeneratorConfig {
         seed: n as u64,
         hosts: 300,
@@ -63,6 +65,7 @@ async fn setup(name: &str, n: usize) -> Setup {
         topic,
         dlq,
         stats,
+        targets,
         alerts,
         group: support::unique(&format!("it_{name}_group")),
         records,
@@ -87,6 +90,7 @@ fn args(s: &Setup, group: &str) -> WriterArgs {
         group_id: group.to_owned(),
         input_topic: s.topic.clone(),
         stats_topic: s.stats.clone(),
+        target_stats_topic: s.targets.clone(),
         alerts_topic: s.alerts.clone(),
         dlq_topic: s.dlq.clone(),
         retry_min_delay_ms: 50,
@@ -364,6 +368,7 @@ async fn sigkill_mid_stream_and_restart_gives_exactly_n_rows() {
         ("WRITER_INPUT_TOPIC", s.topic.clone()),
         ("WRITER_DLQ_TOPIC", s.dlq.clone()),
         ("WRITER_STATS_TOPIC", s.stats.clone()),
+        ("WRITER_TARGET_STATS_TOPIC", s.targets.clone()),
         ("WRITER_ALERTS_TOPIC", s.alerts.clone()),
         ("KAFKA_OPTIONS", "session.timeout.ms=6000".to_owned()),
     ];
@@ -435,8 +440,8 @@ async fn unavailable_at_quorum_is_retried_and_commits_nothing_until_the_keyspace
         stats.clone(),
     ));
     support::wait_until(DEADLINE, "the writer owns its topics' partitions", || {
-        // 3 partitions each of the input, stats and alerts topics.
-        stats.assigned_partitions.load(Relaxed) == 9
+        // 3 partitions each of the input, stats, target stats and alerts topics.
+        stats.assigned_partitions.load(Relaxed) == 12
     })
     .await;
 
@@ -639,9 +644,9 @@ async fn writers_share_partitions(name: &str, delivery: Delivery, option: &str) 
         second_stats.clone(),
     ));
     let assigned = |w: &WriterStats| w.assigned_partitions.load(Relaxed);
-    // The input, stats and alerts topics: 9 partitions between the two.
+    // The input, stats, target stats and alerts topics: 12 partitions between the two.
     support::wait_until(DEADLINE, "the second writer holds partitions", || {
-        assigned(&second_stats) > 0 && assigned(&first_stats) + assigned(&second_stats) == 9
+        assigned(&second_stats) > 0 && assigned(&first_stats) + assigned(&second_stats) == 12
     })
     .await;
     // The same records again (idempotent rows): work for both members after the rebalance.

@@ -61,6 +61,19 @@ pub struct WindowStats {
     /// marked them), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_threats: Vec<String>,
+    /// With a sweep port configured (`READER_ALERT_HOST_SWEEP_PORT`): the distinct destination
+    /// addresses the source reached on that port, which `host_sweep` then reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
+}
+
+/// The distinct destination addresses a source reached on one port in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {
+    /// The port.
+    pub port: u16,
+    /// Distinct destination addresses reached on it.
+    pub destinations: i64,
 }
 
 /// Traffic towards one destination IP in one tumbling event-time window: who is under attack.
@@ -169,7 +182,9 @@ impl AlertRule {
             AlertRule::PortScan => stats.distinct_ports,
             AlertRule::Flood => stats.events,
             AlertRule::DenyBurst => stats.denied,
-            AlertRule::HostSweep => stats.distinct_destinations,
+            AlertRule::HostSweep => stats
+                .sweep
+                .map_or(stats.distinct_destinations, |s| s.destinations),
             AlertRule::TargetFlood | AlertRule::ThreatMatch => 0,
         }
     }
@@ -228,12 +243,15 @@ impl Alert {
     /// The alert of a source's `rule` for `stats` if the figure reaches `threshold`.
     pub fn evaluate(rule: AlertRule, stats: &WindowStats, threshold: i64) -> Option<Alert> {
         let value = rule.value(stats);
-        let what = match rule {
-            AlertRule::PortScan => "distinct destination ports",
-            AlertRule::Flood => "events",
-            AlertRule::DenyBurst => "denied connections",
-            AlertRule::HostSweep => "distinct destination addresses",
-            AlertRule::TargetFlood | AlertRule::ThreatMatch => return None,
+        let what = match (rule, stats.sweep) {
+            (AlertRule::PortScan, _) => "distinct destination ports".to_owned(),
+            (AlertRule::Flood, _) => "events".to_owned(),
+            (AlertRule::DenyBurst, _) => "denied connections".to_owned(),
+            (AlertRule::HostSweep, None) => "distinct destination addresses".to_owned(),
+            (AlertRule::HostSweep, Some(s)) => {
+                format!("distinct destination addresses on port {}", s.port)
+            }
+            (AlertRule::TargetFlood | AlertRule::ThreatMatch, _) => return None,
         };
         (value >= threshold).then(|| Alert {
             alert_id: Self::id(rule, stats.source_ip, stats.window_start),

@@ -24,7 +24,7 @@ pub mod headers;
 mod record;
 mod validate;
 
-pub use analytics::{ALERT_ID_NAMESPACE, Alert, AlertRule, TargetStats, WindowStats};
+pub use analytics::{ALERT_ID_NAMESPACE, Alert, AlertRule, Sweep, TargetStats, WindowStats};
 pub use dlq::{
     DEFAULT_MAX_RAW_BYTES, DeadLetter, DeadLetterError, RawEncoding, Redrive, SourceRef,
 };

@@ -664,6 +664,7 @@ fn the_alert_contract_is_the_readme_example() {
         sources_capped: false,
         source_geo: None,
         source_threats: Vec::new(),
+        sweep: None,
     };
     let alert = Alert::evaluate(AlertRule::HostSweep, &stats, 100).expect("fires");
     let readme = include_str!("../../../README.md");

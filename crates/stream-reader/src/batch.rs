@@ -67,7 +67,8 @@ pub(crate) struct Batch {
     /// The commit is due: stop reading until the outputs are acknowledged.
     committing: bool,
     /// Input records whose output Kafka refused for good in an aborted transaction, with the
-    /// reason and how many outputs of the record were refused: on replay the record's output
+    /// reason and how many outputs of the record were refused (counted across replays until a
+    /// transaction covering the record commits): on replay the record's output
     /// is dead-lettered that many times (as the at-least-once mode does in one go).
     /// Keyed by partition, offset and whether it was the destination copy.
     pub refused: HashMap<(i32, i64, bool), (String, u32)>,
@@ -162,6 +163,15 @@ impl Batch {
             .iter()
             .map(|(p, o)| (topic.to_owned(), *p, *o, String::new()))
             .collect()
+    }
+
+    /// The transaction committed: the refusals of the records it covered are settled (a
+    /// refusal of a record after them stays for its replay), and it starts afresh.
+    pub fn committed(&mut self) {
+        let next = &self.next;
+        self.refused
+            .retain(|(p, o, _), _| next.get(p).is_none_or(|n| o >= n));
+        self.reset();
     }
 
     /// The transaction ended (committed or aborted): start afresh.

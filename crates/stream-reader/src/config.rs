@@ -135,6 +135,11 @@ pub struct ReaderArgs {
     )]
     pub alert_host_sweep_destinations: i64,
 
+    /// host_sweep counts only the destination addresses reached on this port (a worm on 445,
+    /// a scan of 22); unset: on any port.
+    #[arg(long, env = "READER_ALERT_HOST_SWEEP_PORT")]
+    pub alert_host_sweep_port: Option<u16>,
+
     /// Addresses and CIDR blocks the rules skip (your own scanners, monitoring, NAT
     /// gateways), comma-separated: their windows are computed and stored, but raise no alert.
     #[arg(long, env = "READER_ALERT_ALLOWLIST", default_value = "", value_parser = crate::allowlist::Allowlist::parse)]

@@ -102,8 +102,10 @@ pub struct ReaderStats {
     pub analytics_partitions: Arc<AtomicUsize>,
     /// Partitions of the by-destination topic currently assigned to the targets stage.
     pub target_partitions: Arc<AtomicUsize>,
-    /// Windows closed and emitted (acknowledged).
+    /// Source windows closed and emitted (acknowledged).
     pub windows_closed: AtomicU64,
+    /// Destination windows closed and emitted (acknowledged).
+    pub target_windows_closed: AtomicU64,
     /// Alerts emitted (acknowledged).
     pub alerts: AtomicU64,
     invalid_by_kind: [AtomicU64; ErrorKind::ALL.len()],

@@ -14,7 +14,7 @@ pub const IN_FLIGHT: Metric = Metric {
     name: "reader_in_flight",
     kind: MetricKind::Gauge,
     labels: &[],
-    help: "Records consumed whose output is not acknowledged yet",
+    help: "Outputs sent and not acknowledged yet (a validated record has two with destination windows)",
 };
 /// `reader_invalid_records_total`.
 pub const INVALID_RECORDS: Metric = Metric {

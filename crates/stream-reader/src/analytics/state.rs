@@ -154,6 +154,7 @@ impl Analytics {
             max_windows_per_minute: args.max_windows_per_minute,
             max_distinct_per_minute: args.max_distinct_per_minute,
             side: keyed.side,
+            sweep_port: args.alert_host_sweep_port,
         })
         .with_allowlist(keyed.allowlist);
         let (changes, checkpoints, lags) = (
@@ -525,7 +526,11 @@ impl Analytics {
                 if done && let Some(w) = self.waiting.remove(&landed.owner) {
                     self.windows.emitted(w.partition, w.emission);
                     metrics::counter!(WINDOWS_CLOSED.name, "side" => self.label).increment(1);
-                    self.stats.windows_closed.fetch_add(1, Relaxed);
+                    match self.side {
+                        Side::Source => &self.stats.windows_closed,
+                        Side::Destination => &self.stats.target_windows_closed,
+                    }
+                    .fetch_add(1, Relaxed);
                     for rule in w.alerts {
                         metrics::counter!(ALERTS.name, "rule" => rule).increment(1);
                         self.stats.alerts.fetch_add(1, Relaxed);

@@ -28,7 +28,7 @@ impl Reader {
         let offsets = batch.offsets(&self.topics.input);
         match batch.transaction.commit(&*self.consumer, &offsets) {
             Ok(()) => {
-                batch.reset();
+                batch.committed();
                 for kind in std::mem::take(&mut self.uncommitted) {
                     self.count_output(kind);
                 }

@@ -77,8 +77,9 @@ struct Reader {
     batch: Option<Batch>,
     /// Outputs acknowledged in the open transaction (their kinds), counted once it commits.
     uncommitted: Vec<Option<ErrorKind>>,
-    /// Paired outputs acknowledged while the other one of their record is not yet.
-    halves: std::collections::HashMap<(i32, i64), Owner>,
+    /// Paired outputs acknowledged while the other one of their record is not yet: per input
+    /// record, [validated output, copy].
+    halves: std::collections::HashMap<(i32, i64), [Option<Owner>; 2]>,
     /// GeoIP / ASN enrichment.
     geo: Arc<geoip::GeoIp>,
     /// Threat-list enrichment.

@@ -122,7 +122,7 @@ impl Reader {
             let refused = self
                 .batch
                 .as_mut()
-                .and_then(|b| b.refused.remove(&(partition, offset, owner.copy)));
+                .and_then(|b| b.refused.get(&(partition, offset, owner.copy)).cloned());
             // Backpressure counts outputs: each finishes once.
             self.flow.started(&self.consumer);
             metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
@@ -334,14 +334,20 @@ impl Reader {
         self.flow.finished(&self.consumer);
         metrics::gauge!(IN_FLIGHT.name).set(self.flow.in_flight() as f64);
         let owner = if owner.paired {
-            match self.halves.remove(&(owner.partition, owner.offset)) {
-                None => {
-                    self.halves.insert((owner.partition, owner.offset), owner);
-                    return;
-                }
+            // One slot per output: the record finishes once both its validated output and its
+            // copy landed (an output of an earlier read of the record, still retried after a
+            // revocation, fills the same slot). Halves of a partition that left stay until
+            // their other half lands, if ever: a few records per revocation.
+            let key = (owner.partition, owner.offset);
+            let slots = self.halves.entry(key).or_default();
+            slots[usize::from(owner.copy)] = Some(owner);
+            match *slots {
                 // The record counts as what became of its validated output.
-                Some(first) if owner.copy => first,
-                Some(_) => owner,
+                [Some(validated), Some(_)] => {
+                    self.halves.remove(&key);
+                    validated
+                }
+                _ => return,
             }
         } else {
             owner

@@ -79,6 +79,23 @@ async fn a_paired_record_finishes_when_both_outputs_landed_in_either_order() {
         assert!(reader.halves.is_empty());
         assert_eq!(reader.flow.in_flight(), 0);
     }
+    // Two validated outputs of the record (one from an earlier read, still retried after a
+    // revocation) are not a pair: the record waits for its copy.
+    let valid = stats.valid.load(Relaxed);
+    let [validated, copy] = [false, true].map(|copy| Owner {
+        paired: true,
+        copy,
+        ..RECORD
+    });
+    for _ in 0..3 {
+        reader.flow.started(&reader.consumer);
+    }
+    reader.on_done(validated);
+    reader.on_done(validated);
+    assert_eq!(stats.valid.load(Relaxed), valid, "no copy landed yet");
+    reader.on_done(copy);
+    assert_eq!(stats.valid.load(Relaxed), valid + 1);
+    assert!(reader.halves.is_empty());
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use log_schema::ValidatedRecord;
 
 use super::{
-    Observed, WindowConfig, minute_of,
+    Observed, Side, WindowConfig, minute_of,
     state::{Acc, Minute, PartitionWindows},
 };
 
@@ -86,6 +86,7 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
         bytes_received: 0,
         ports: HashSet::new(),
         peers: HashSet::new(),
+        swept: HashSet::new(),
         denied: 0,
         first_seen: r.timestamp,
         last_seen: r.timestamp,
@@ -131,6 +132,15 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
             acc.distinct_capped = true;
         }
     }
+    let swept = config.side == Side::Source && config.sweep_port == Some(r.port);
+    if swept && !acc.swept.contains(&peer) {
+        if minute.tracked_distinct < budget {
+            acc.swept.insert(peer);
+            minute.tracked_distinct += 1;
+        } else {
+            acc.distinct_capped = true;
+        }
+    }
     observed
 }
 
@@ -149,6 +159,6 @@ fn evict(minute: &mut Minute) -> Option<Acc> {
     let victim = minute.windows.remove(&ip)?;
     minute.tracked_distinct = minute
         .tracked_distinct
-        .saturating_sub(victim.ports.len() + victim.peers.len());
+        .saturating_sub(victim.ports.len() + victim.peers.len() + victim.swept.len());
     Some(victim)
 }

@@ -172,6 +172,8 @@ pub struct WindowConfig {
     pub max_distinct_per_minute: usize,
     /// Which address keys the windows.
     pub side: Side,
+    /// `host_sweep` counts only the destinations a source reached on this port (source side).
+    pub sweep_port: Option<u16>,
 }
 
 /// An idle step: `partition` closed the minutes before `horizon` at `position` (before its
@@ -290,11 +292,13 @@ impl std::fmt::Display for RestoreError {
             Self::NotACheckpoint(reason) => f.write_str(reason),
             Self::PartitionsChanged { was, now } => write!(
                 f,
-                "the validated topic had {was} partitions when the window checkpoints were \
-                 written and has {now} now: a source's records now go to another partition's \
-                 windows, so no window can be final. Return the topic to {was} partitions, or \
-                 stop every stream-reader and reset the analytics group (its checkpoints are \
-                 lost: windows open at that moment are emitted again from the reset offsets)"
+                "the topic had {was} partitions when the window checkpoints were written and \
+                 has {now} now: an address's records now go to another partition's windows, so \
+                 no window can be final. Return the topic to {was} partitions, or stop every \
+                 stream-reader and reset the stage's group (READER_ANALYTICS_GROUP_ID for the \
+                 validated topic, READER_TARGETS_GROUP_ID for the by-destination topic; its \
+                 checkpoints are lost: windows open at that moment are emitted again from the \
+                 reset offsets)"
             ),
         }
     }
@@ -503,6 +507,7 @@ impl Windows {
     fn advance(&mut self, partition: i32, horizon: i64) -> Vec<Closed> {
         let thresholds = self.config.thresholds;
         let side = self.config.side;
+        let sweep_port = self.config.sweep_port.filter(|_| side == Side::Source);
         let allowlist = self.allowlist.clone();
         let Some(pw) = self.partitions.get_mut(&partition) else {
             return Vec::new();
@@ -542,6 +547,10 @@ impl Windows {
                         sources_capped: minute.sources_capped,
                         source_geo: acc.geo,
                         source_threats: acc.threats.into_iter().collect(),
+                        sweep: sweep_port.map(|port| log_schema::Sweep {
+                            port,
+                            destinations: acc.swept.len() as i64,
+                        }),
                     };
                     let alerts = if allowlist.contains(ip) {
                         Vec::new()

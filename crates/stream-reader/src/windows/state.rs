@@ -52,6 +52,8 @@ pub(super) struct Acc {
     pub(super) ports: HashSet<u16>,
     /// Distinct peers: destinations, or sources on the destination side.
     pub(super) peers: HashSet<IpAddr>,
+    /// Distinct destinations reached on the sweep port (source side, with one configured).
+    pub(super) swept: HashSet<IpAddr>,
     pub(super) denied: i64,
     pub(super) first_seen: DateTime<Utc>,
     pub(super) last_seen: DateTime<Utc>,

@@ -41,6 +41,7 @@ fn config() -> WindowConfig {
         max_windows_per_minute: 1_000,
         max_distinct_per_minute: 10_000,
         side: Side::Source,
+        sweep_port: None,
     }
 }
 
@@ -842,4 +843,91 @@ fn a_listed_address_raises_one_threat_match_per_list_and_minute_on_each_side() {
     );
     assert!(run(Side::Source, "192.0.2.0/30").is_empty());
     assert!(run(Side::Destination, "10.0.0.1").is_empty());
+}
+
+#[test]
+fn a_sweep_port_makes_host_sweep_count_only_the_destinations_on_that_port() {
+    let to = |t: &str, src: &str, dst: &str, port: u16, offset: i64| {
+        let mut r = record(at(t), src, port, "ALLOW", offset);
+        r.destination_ip = dst.parse().expect("ip");
+        r
+    };
+    let mut records = Vec::new();
+    // 192.0.2.1 reaches 6 hosts on 445; 192.0.2.2 reaches 7 hosts, only one of them on 445.
+    for i in 0..6 {
+        records.push(to(
+            "2025-12-28T10:00:10Z",
+            "192.0.2.1",
+            &format!("10.1.0.{i}"),
+            445,
+            i,
+        ));
+    }
+    for i in 0..7u16 {
+        let port = if i == 0 { 445 } else { 3000 + i };
+        let dst = format!("10.2.0.{i}");
+        records.push(to(
+            "2025-12-28T10:00:20Z",
+            "192.0.2.2",
+            &dst,
+            port,
+            10 + i64::from(i),
+        ));
+    }
+    records.push(to("2025-12-28T10:03:00Z", "10.9.9.9", "10.9.9.8", 1, 99));
+    let run = |sweep_port: Option<u16>| {
+        let config = WindowConfig {
+            thresholds: Thresholds {
+                host_sweep: 5,
+                port_scan: 1_000,
+                flood: 1_000,
+                ..config().thresholds
+            },
+            sweep_port,
+            ..config()
+        };
+        let mut w = Windows::new(config);
+        let mut closed = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            closed.extend(w.observe(0, i as i64, r).1);
+        }
+        closed
+            .into_iter()
+            .map(|c| (c.stats.source_ip.to_string(), c))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let on_445 = run(Some(445));
+    let (a, b) = (&on_445["192.0.2.1"], &on_445["192.0.2.2"]);
+    assert_eq!(
+        a.stats.sweep,
+        Some(log_schema::Sweep {
+            port: 445,
+            destinations: 6
+        })
+    );
+    assert_eq!(
+        (
+            b.stats.distinct_destinations,
+            b.stats.sweep.map(|s| s.destinations)
+        ),
+        (7, Some(1))
+    );
+    assert_eq!(a.alerts.len(), 1);
+    assert_eq!(
+        (a.alerts[0].rule, a.alerts[0].value),
+        (AlertRule::HostSweep, 6)
+    );
+    assert!(
+        a.alerts[0].summary.contains("on port 445"),
+        "{}",
+        a.alerts[0].summary
+    );
+    assert!(b.alerts.is_empty(), "{:?}", b.alerts);
+    // On any port (the default), both sweep.
+    let any = run(None);
+    assert_eq!(any["192.0.2.2"].stats.sweep, None);
+    for ip in ["192.0.2.1", "192.0.2.2"] {
+        let rules: Vec<AlertRule> = any[ip].alerts.iter().map(|a| a.rule).collect();
+        assert_eq!(rules, [AlertRule::HostSweep], "{ip}");
+    }
 }
