@@ -86,15 +86,14 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
         bytes_received: 0,
         ports: HashSet::new(),
         peers: HashSet::new(),
-        swept: HashSet::new(),
         denied: 0,
         first_seen: r.timestamp,
         last_seen: r.timestamp,
         distinct_capped: false,
         rank: floor,
         seq,
-        geo: config.side.geo(r),
-        threats: BTreeSet::new(),
+        geo: config.side.geo(r).map(Box::new),
+        extra: None,
     });
     if acc.seq == seq {
         minute.next_seq += 1;
@@ -109,8 +108,9 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
     acc.bytes_received = acc.bytes_received.saturating_add(r.bytes_received);
     acc.denied += i64::from(r.action.is_denied());
     for list in config.side.threats(r) {
-        if !acc.threats.contains(list) {
-            acc.threats.insert(list.clone());
+        let extra = acc.extra.get_or_insert_default();
+        if !extra.threats.contains(list) {
+            extra.threats.insert(list.clone());
         }
     }
     acc.first_seen = acc.first_seen.min(r.timestamp);
@@ -133,9 +133,9 @@ pub(super) fn count(minute: &mut Minute, config: &WindowConfig, r: &ValidatedRec
         }
     }
     let swept = config.side == Side::Source && config.sweep_port == Some(r.port);
-    if swept && !acc.swept.contains(&peer) {
+    if swept && !acc.extra.as_ref().is_some_and(|e| e.swept.contains(&peer)) {
         if minute.tracked_distinct < budget {
-            acc.swept.insert(peer);
+            acc.extra.get_or_insert_default().swept.insert(peer);
             minute.tracked_distinct += 1;
         } else {
             acc.distinct_capped = true;
@@ -159,6 +159,6 @@ fn evict(minute: &mut Minute) -> Option<Acc> {
     let victim = minute.windows.remove(&ip)?;
     minute.tracked_distinct = minute
         .tracked_distinct
-        .saturating_sub(victim.ports.len() + victim.peers.len() + victim.swept.len());
+        .saturating_sub(victim.ports.len() + victim.peers.len() + victim.swept());
     Some(victim)
 }

@@ -531,6 +531,7 @@ impl Windows {
             let mut closed: Vec<Closed> = windows
                 .into_iter()
                 .map(|(ip, acc)| {
+                    let swept = acc.swept() as i64;
                     let stats = WindowStats {
                         source_ip: ip,
                         window_start: start,
@@ -545,12 +546,15 @@ impl Windows {
                         last_seen: acc.last_seen,
                         distinct_capped: acc.distinct_capped,
                         sources_capped: minute.sources_capped,
-                        source_geo: acc.geo,
-                        source_threats: acc.threats.into_iter().collect(),
+                        source_geo: acc.geo.map(|g| *g),
                         sweep: sweep_port.map(|port| log_schema::Sweep {
                             port,
-                            destinations: acc.swept.len() as i64,
+                            destinations: swept,
                         }),
+                        source_threats: acc
+                            .extra
+                            .map(|e| e.threats.into_iter().collect())
+                            .unwrap_or_default(),
                     };
                     let alerts = if allowlist.contains(ip) {
                         Vec::new()

@@ -52,8 +52,7 @@ pub(super) struct Acc {
     pub(super) ports: HashSet<u16>,
     /// Distinct peers: destinations, or sources on the destination side.
     pub(super) peers: HashSet<IpAddr>,
-    /// Distinct destinations reached on the sweep port (source side, with one configured).
-    pub(super) swept: HashSet<IpAddr>,
+
     pub(super) denied: i64,
     pub(super) first_seen: DateTime<Utc>,
     pub(super) last_seen: DateTime<Utc>,
@@ -65,10 +64,27 @@ pub(super) struct Acc {
     pub(super) seq: u64,
     /// The source's place as validation looked it up for the window's first record: a
     /// re-emission carries the same, whatever GeoIP database is loaded by then.
-    pub(super) geo: Option<log_schema::Geo>,
+    pub(super) geo: Option<Box<log_schema::Geo>>,
+    /// What few windows need, allocated for those only: a window's size bounds the memory of
+    /// a minute of a million sources.
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of a window.
+#[derive(Debug, Default)]
+pub(super) struct Extra {
+    /// Distinct destinations reached on the sweep port (source side, with one configured).
+    pub(super) swept: HashSet<IpAddr>,
     /// The threat lists the key address was on in the counted records, as validation marked
     /// them (a union: the same whatever order the records came in).
     pub(super) threats: BTreeSet<String>,
+}
+
+impl Acc {
+    /// Distinct destinations reached on the sweep port.
+    pub(super) fn swept(&self) -> usize {
+        self.extra.as_ref().map_or(0, |e| e.swept.len())
+    }
 }
 
 /// One minute of one partition: its windows until it closes, then the count of windows whose
